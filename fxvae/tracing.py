@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import inspect
 import os
-import sysconfig
 import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -332,11 +331,6 @@ _LIBRARY_DIRS = (
     os.path.dirname(contextlib.__file__) + os.sep,
 )
 """Frames in these folders are not the user's code."""
-    *tuple(
-        os.path.dirname(p) + os.sep for p in (torch.__file__, __file__, contextlib.__file__) if p is not None
-    ),
-    sysconfig.get_paths()["purelib"] + os.sep + "torch",
-)
 
 
 def _user_line(err: BaseException) -> str | None:
