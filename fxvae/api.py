@@ -15,7 +15,7 @@ from fxvae.bottleneck import Bottleneck, locate
 from fxvae.errors import CheckpointError, FxvaeError
 from fxvae.latent import DiagonalGaussian, KLDivergence, Reparameterize, latest_posterior
 from fxvae.rewrite import rewrite
-from fxvae.tracing import TracerName, as_args, propagate_shapes, trace
+from fxvae.tracing import TracerName, as_args, trace
 
 META_KEY = "fxvae"
 
@@ -81,11 +81,8 @@ def convert(
     >>> loss = F.mse_loss(vae(x), x) + kl()
     """
     args = as_args(example_inputs)
-    traced = trace(model, args)
+    traced = trace(_owned_copy(model) if copy else model, args)
     gm = traced.graph_module
-    if copy:
-        gm = _owned_copy(gm)
-    propagate_shapes(gm, args)
     found = locate(gm, args, traced.tracer, bottleneck)
     done = rewrite(gm, found, log_sigma_init=log_sigma_init, copy_weights=copy)
     gm.train(model.training)
@@ -107,9 +104,13 @@ def convert(
     return gm, KLDivergence(gm.get_submodule(done.reparameterize))
 
 
-def _owned_copy(gm: fx.GraphModule) -> fx.GraphModule:
-    """A deep copy that owns its parameters and buffers (tied ones stay tied to each other)."""
-    owned = copy.deepcopy(gm)
+def _owned_copy(model: nn.Module) -> nn.Module:
+    """A deep copy that owns its parameters and buffers (tied ones stay tied to each other).
+
+    Copying the model before tracing is several times cheaper than copying the traced GraphModule,
+    which regenerates its code.
+    """
+    owned = copy.deepcopy(model)
     for p in owned.parameters():
         p.grad = None
     return owned

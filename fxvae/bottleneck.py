@@ -27,7 +27,7 @@ from fxvae.graph import (
     tensor_shape,
     width,
 )
-from fxvae.tracing import TracerName, as_args, propagate_shapes, trace
+from fxvae.tracing import TracerName, as_args, trace
 
 _SHOWN_CANDIDATES = 8
 
@@ -91,7 +91,6 @@ def find_bottleneck(model: nn.Module, example_inputs: Any, *, bottleneck: str | 
     """
     args = as_args(example_inputs)
     traced = trace(model, args)
-    propagate_shapes(traced.graph_module, args)
     return locate(traced.graph_module, args, traced.tracer, bottleneck)
 
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.fx.immutable_collections import immutable_dict
 from torch.fx.passes.shape_prop import ShapeProp
 
 from fxvae.errors import TraceError
@@ -65,7 +66,8 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
 def trace(model: nn.Module, example_inputs: Any) -> Traced:
     """Capture ``model`` with symbolic_trace, or with torch.export where fx cannot follow the code.
 
-    The fx graph is checked against the model on the example inputs (in eval mode): a trace that ran
+    The captured graph is run once on the example inputs (in eval mode), which records every node's
+    shape in ``node.meta["tensor_meta"]`` and checks the graph against the model: an fx trace that ran
     but froze a Python-level decision the example contradicts falls back to torch.export too.
     """
     args = as_args(example_inputs)
@@ -73,16 +75,15 @@ def trace(model: nn.Module, example_inputs: Any) -> Traced:
         expected = model(*args)
     try:
         gm = _symbolic_trace(model)
-        with eval_mode(gm), torch.no_grad():
-            got = gm(*args)
-        _check_same(expected, got)
+        _check_same(expected, propagate_shapes(gm, args))
         return Traced(gm, "fx")
-    except Exception as fx_err:
+    except Exception as fx_err:  # any fx failure: try the other tracer
         fx_failure = _describe(fx_err)
         fx_exc = fx_err
     try:
         gm, dynamic = _export(model, args, expected)
-    except Exception as export_err:
+        _check_same(expected, propagate_shapes(gm, args))
+    except Exception as export_err:  # reported together with the fx failure
         line = _user_line(export_err) or _user_line(fx_exc)
         where = f"\n  offending line: {line}" if line else ""
         raise TraceError(
@@ -128,7 +129,7 @@ def _record_parts(a: Any) -> tuple[type, tuple[Any, ...], dict[str, Any]] | None
         return type(a), (), kwargs
     if isinstance(a, tuple) and hasattr(a, "_fields"):
         return type(a), tuple(a), {}
-    if isinstance(a, dict) and type(a) is not dict:
+    if isinstance(a, dict) and type(a) not in (dict, immutable_dict):
         return type(a), (dict(a),), {}
     return None
 
@@ -315,7 +316,7 @@ def _check_same(expected: Any, got: Any) -> None:
     if exp_spec != got_spec:
         raise TraceError("the traced graph returns a different output structure than the model")
     for e, g in zip(exp_leaves, got_leaves, strict=True):
-        if e.shape != g.shape or not torch.equal(e, g):
+        if e.shape != g.shape or not torch.allclose(e, g, rtol=1e-5, atol=1e-6, equal_nan=True):
             raise TraceError("the traced graph computes different values than the model on the example")
 
 

@@ -1,0 +1,34 @@
+"""The reparameterisation, the posterior and the KL module the conversion hands back."""
+
+from __future__ import annotations
+
+import torch
+from torch.distributions import Normal, kl_divergence
+
+import fxvae
+from fxvae.latent import Reparameterize
+
+
+def test_eval_mode_returns_mu_itself() -> None:
+    mu, log_sigma = torch.randn(3, 4), torch.randn(3, 4)
+    assert Reparameterize().eval()(mu, log_sigma) is mu
+
+
+def test_train_mode_draws_mu_plus_sigma_times_noise() -> None:
+    mu, log_sigma = torch.zeros(20000, 1), torch.full((20000, 1), 1.0)
+    z = Reparameterize().train()(mu, log_sigma)
+    assert abs(z.std().item() - torch.e) < 0.1
+
+
+def test_kl_of_given_tensors_matches_torch_distributions() -> None:
+    mu, log_sigma = torch.randn(5, 3, 2, dtype=torch.float64), torch.randn(5, 3, 2, dtype=torch.float64)
+    kl = fxvae.KLDivergence(Reparameterize())
+    expected = kl_divergence(Normal(mu, log_sigma.exp()), Normal(0.0, 1.0)).flatten(1).sum(1).mean()
+    torch.testing.assert_close(kl(mu, log_sigma), expected)
+
+
+def test_the_posterior_samples_with_a_generator() -> None:
+    post = fxvae.DiagonalGaussian(torch.zeros(2, 3), torch.zeros(2, 3))
+    a = post.sample(torch.Generator().manual_seed(0))
+    b = post.sample(torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and torch.equal(post.mode(), post.mu)
