@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -80,3 +81,14 @@ def test_the_noise_is_drawn_by_the_graph_on_every_call() -> None:
     torch.manual_seed(4)
     b = vae(x).latent
     assert first.shape == a.shape and not torch.equal(a, b)
+
+
+def test_a_model_that_fixes_its_batch_size_warns_and_records_it() -> None:
+    class FixedBatch(NumpyShape):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            flat = x.reshape(4, np.prod((3, 4)))
+            return self.dec(self.enc(flat)).reshape(4, 3, 4)
+
+    with pytest.warns(UserWarning, match="runs only at batch size 4"):
+        vae, _ = fxvae.convert(FixedBatch().eval(), torch.randn(4, 3, 4))
+    assert not fxvae.conversion(vae).dynamic_batch
