@@ -106,19 +106,47 @@ def _shared_copy(module: nn.Module, uses: dict[int, int], copy_weights: bool) ->
 
 
 def _fresh_head(module: nn.Module, bias_shape: tuple[int], log_sigma_init: float) -> nn.Module:
-    """A layer of ``module``'s kind and shapes with weight zero and bias ``log_sigma_init``."""
-    params = {id(p): p for p in module.parameters()}
-    head = copy.deepcopy(module, memo=dict(params))  # structure only: parameters are replaced below
-    for name in list(getattr(head, "parametrizations", {})):
-        parametrize.remove_parametrizations(head, name, leave_parametrized=True)
-    head._forward_pre_hooks.clear()
-    head._forward_hooks.clear()
-    for name in [n for n in head._parameters if n not in ("weight", "bias")]:
-        del head._parameters[name]
+    """A layer of ``module``'s kind and shapes with weight zero and bias ``log_sigma_init``.
+
+    A copy keeps what a subclass does in forward (dynamic padding, weight standardisation), so the head's
+    output has the layer's shape. Hooks (old-style weight norm) are not copied: the head is a plain layer.
+    """
     weight = module.weight
+    if parametrize.is_parametrized(module):
+        head = _plain_layer(module)
+    else:
+        # The memo keeps the parameters uncopied: they are replaced below.
+        head = copy.deepcopy(module, memo={id(p): p for p in module.parameters()})
+        head._forward_pre_hooks.clear()
+        head._forward_hooks.clear()
+        for name in [n for n in head._parameters if n not in ("weight", "bias")]:
+            del head._parameters[name]
     head.weight = nn.Parameter(torch.zeros_like(weight))
     head.bias = nn.Parameter(torch.full(bias_shape, log_sigma_init, dtype=weight.dtype, device=weight.device))
     return head
+
+
+def _plain_layer(module: nn.Module) -> nn.Module:
+    """A new torch layer with ``module``'s hyperparameters.
+
+    For parametrized layers (weight_norm, spectral_norm): removing a parametrization from a copy would
+    change the class the copy shares with the user's module.
+    """
+    weight = module.weight
+    factory = {"device": weight.device, "dtype": weight.dtype}
+    if isinstance(module, nn.Linear):
+        return nn.Linear(module.in_features, module.out_features, **factory)
+    base = next(c for c in type(module).__mro__ if c.__module__.startswith("torch.nn.modules.conv"))
+    options = {
+        "stride": module.stride,
+        "padding": module.padding,
+        "dilation": module.dilation,
+        "groups": module.groups,
+        "padding_mode": module.padding_mode,
+    }
+    if module.transposed:
+        options["output_padding"] = module.output_padding
+    return base(module.in_channels, module.out_channels, module.kernel_size, **options, **factory)
 
 
 def _module_heads(

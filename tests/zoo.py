@@ -239,6 +239,92 @@ class SqueezeExcite(nn.Module):
         return self.dec(self.conv2(h))
 
 
+class EncodeDecode(nn.Module):
+    """A 1-d conv AE with encode/decode methods, returning (reconstruction, latent)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv1d(2, 8, 5, stride=2, padding=2), nn.GELU(), nn.Conv1d(8, 4, 5, stride=2, padding=2)
+        )
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose1d(4, 8, 4, stride=2, padding=1), nn.GELU(), nn.ConvTranspose1d(8, 2, 4, 2, 1)
+        )
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encode(x)
+        return self.decode(z), z
+
+
+class TokenAttention(nn.Module):
+    """Self-attention over tokens with a residual, then a per-token linear latent."""
+
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__()
+        self.embed = nn.Linear(4, dim)
+        self.attn = nn.MultiheadAttention(dim, 2, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+        self.down = nn.Linear(dim, 3)
+        self.up = nn.Linear(3, dim)
+        self.out = nn.Linear(dim, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        h = self.norm(h + self.attn(h, h, h, need_weights=False)[0])
+        return self.out(F.relu(self.up(self.down(h))))
+
+
+class Recurrent(nn.Module):
+    """LSTM encoder's last hidden state -> latent -> repeated into an LSTM decoder."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.LSTM(3, 16, batch_first=True)
+        self.to_z = nn.Linear(16, 4)
+        self.from_z = nn.Linear(4, 16)
+        self.dec = nn.LSTM(16, 16, batch_first=True)
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, (h, _) = self.enc(x)
+        z = self.to_z(h[-1])
+        y, _ = self.dec(self.from_z(z).unsqueeze(1).repeat(1, x.shape[1], 1))
+        return self.out(y)
+
+
+class WeightNormLatent(nn.Module):
+    """The latent layer is parametrized (weight norm)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(
+            nn.Linear(20, 10), nn.Tanh(), nn.utils.parametrizations.weight_norm(nn.Linear(10, 3))
+        )
+        self.dec = nn.Linear(3, 20)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dec(torch.tanh(self.enc(x)))
+
+
+class QuantisedLatent(nn.Module):
+    """A sigmoid latent rounded with a straight-through estimator before decoding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Linear(20, 5)
+        self.dec = nn.Linear(5, 20)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.sigmoid(self.enc(x))
+        return self.dec(z + (torch.round(z * 4) / 4 - z).detach())
+
+
 class UNet(nn.Module):
     """A skip connection carries the full-resolution input around the narrow middle."""
 
@@ -306,6 +392,11 @@ ZOO: tuple[ZooEntry, ...] = (
     ),
     ZooEntry("functional_linear", FunctionalLinear, _randn(24), "linear_1", "w2", (5,)),
     ZooEntry("squeeze_excite", SqueezeExcite, _randn(1, 8, 8), "conv2", "conv2", (4, 2, 2)),
+    ZooEntry("encode_decode", EncodeDecode, _randn(2, 32), "encoder_2", "encoder.2", (4, 8)),
+    ZooEntry("token_attention", TokenAttention, _randn(7, 4), "down", "down", (7, 3)),
+    ZooEntry("recurrent", Recurrent, _randn(6, 3), "to_z", "to_z", (4,)),
+    ZooEntry("weight_norm_latent", WeightNormLatent, _randn(20), "tanh", "enc.2", (3,)),
+    ZooEntry("quantised_latent", QuantisedLatent, _randn(20), "sigmoid", "enc", (5,)),
 )
 
 
