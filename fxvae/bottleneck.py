@@ -34,7 +34,10 @@ _SHOWN_CANDIDATES = 8
 
 @dataclass(frozen=True)
 class Candidate:
-    """A node that could have been the bottleneck, and why it was or was not chosen."""
+    """A node that could have been the bottleneck, and why it was or was not chosen.
+
+    >>> [(c.node, c.width, c.reason) for c in fxvae.find_bottleneck(model, x).candidates]
+    """
 
     node: str
     shape: tuple[int, ...]

@@ -45,6 +45,8 @@ class Reparameterize(nn.Module):
 
     Keeps the latest (mu, log_sigma) so that the KL term and :func:`fxvae.posterior` can read them
     after the forward, without changing the model's outputs.
+
+    >>> z = fxvae.Reparameterize().train()(mu, log_sigma)
     """
 
     def __init__(self) -> None:
