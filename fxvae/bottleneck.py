@@ -22,8 +22,8 @@ from fxvae.graph import (
     is_float_tensor,
     layer_kind,
     module_path,
-    output_leaves,
     per_sample_shape,
+    reconstruction,
     tensor_shape,
     width,
 )
@@ -97,6 +97,73 @@ def find_bottleneck(model: nn.Module, example_inputs: Any, *, bottleneck: str | 
     return locate(traced.graph_module, args, traced.tracer, bottleneck)
 
 
+@dataclass(frozen=True)
+class ProfileNode:
+    """One node on the data path from the input to the reconstruction."""
+
+    name: str
+    op: str
+    target: str
+    shape: tuple[int, ...] | None
+    """Per-sample shape (batch dimension dropped); None where the node is not a batched tensor."""
+    width: int | None
+    separator: bool
+    """Every path from the input to the reconstruction passes this node (it dominates the output)."""
+    bypass: str | None
+    """An edge ``a -> b`` that carries data around the node, where it is no separator."""
+
+
+@dataclass(frozen=True)
+class WidthProfile:
+    """The hourglass of an autoencoder: per-sample width of every node along its data path."""
+
+    tracer: TracerName
+    node_count: int
+    input_width: int
+    nodes: tuple[ProfileNode, ...]
+    bottleneck: Bottleneck
+
+
+def width_profile(model: nn.Module, example_inputs: Any, *, bottleneck: str | None = None) -> WidthProfile:
+    """Trace ``model`` once, find its bottleneck, and list the width of each node on the data path.
+
+    >>> p = width_profile(ae, torch.randn(1, 3, 64, 64))
+    >>> [(n.name, n.width, n.separator) for n in p.nodes]
+    """
+    args = as_args(example_inputs)
+    traced = trace(model, args)
+    gm = traced.graph_module
+    found = locate(gm, args, traced.tracer, bottleneck)
+    source = next(n for n in gm.graph.nodes if n.op == "placeholder")
+    batch = tensor_shape(source)[0]
+    path = data_path(gm.graph, source, reconstruction(gm.graph, source))
+    crossing = crossing_edges(path)
+    nodes = []
+    for node in path:
+        shape = per_sample_shape(node, batch)
+        edge = crossing.get(node)
+        nodes.append(
+            ProfileNode(
+                name=node.name,
+                op=node.op,
+                target=_describe_target(gm, node),
+                shape=shape,
+                width=width(shape) if shape is not None else None,
+                separator=edge is None,
+                bypass=f"{edge[0].name} -> {edge[1].name}" if edge is not None else None,
+            )
+        )
+    return WidthProfile(traced.tracer, len(gm.graph.nodes), found.input_width, tuple(nodes), found)
+
+
+def _describe_target(gm: fx.GraphModule, node: fx.Node) -> str:
+    if node.op == "call_module":
+        return f"{type(gm.get_submodule(node.target)).__name__} {node.target}"
+    if node.op == "call_function":
+        return getattr(node.target, "__name__", str(node.target))
+    return str(node.target)
+
+
 def locate(gm: fx.GraphModule, args: tuple[Any, ...], tracer: TracerName, forced: str | None) -> Bottleneck:
     """The bottleneck of a shape-propagated graph (see :func:`find_bottleneck`)."""
     graph = gm.graph
@@ -106,7 +173,7 @@ def locate(gm: fx.GraphModule, args: tuple[Any, ...], tracer: TracerName, forced
     source = placeholders[0]
     batch = tensor_shape(source)[0]
     input_width = width(per_sample_shape(source, batch) or ())
-    recon = _reconstruction(graph, source)
+    recon = reconstruction(graph, source)
     path = data_path(graph, source, recon)
     crossing = crossing_edges(path)
     index = {n: i for i, n in enumerate(path)}
@@ -143,15 +210,6 @@ def locate(gm: fx.GraphModule, args: tuple[Any, ...], tracer: TracerName, forced
         layer_node=layer_node.name if layer_node is not None else None,
         chain=tuple(n.name for n in chain) if chain else (chosen.name,),
     )
-
-
-def _reconstruction(graph: fx.Graph, source: fx.Node) -> fx.Node:
-    """The output leaf with the data input's shape, else the widest floating-point leaf."""
-    leaves = [n for n in output_leaves(graph) if is_float_tensor(n) and n is not source]
-    if not leaves:
-        raise BottleneckError("the model returns no floating-point tensor to treat as the reconstruction")
-    same = [n for n in leaves if tensor_shape(n) == tensor_shape(source)]
-    return same[0] if same else max(leaves, key=lambda n: width(tensor_shape(n)))
 
 
 def _choose(

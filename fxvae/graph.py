@@ -15,6 +15,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from fxvae.errors import BottleneckError
 from fxvae.tracing import RECORD_META
 
 Edge = tuple[fx.Node, fx.Node]
@@ -69,6 +70,15 @@ def output_leaves(graph: fx.Graph) -> list[fx.Node]:
         elif node not in leaves:
             leaves.append(node)
     return leaves
+
+
+def reconstruction(graph: fx.Graph, source: fx.Node) -> fx.Node:
+    """The output leaf with the data input's shape, else the widest floating-point leaf."""
+    leaves = [n for n in output_leaves(graph) if is_float_tensor(n) and n is not source]
+    if not leaves:
+        raise BottleneckError("the model returns no floating-point tensor to treat as the reconstruction")
+    same = [n for n in leaves if tensor_shape(n) == tensor_shape(source)]
+    return same[0] if same else max(leaves, key=lambda n: width(tensor_shape(n)))
 
 
 def data_path(graph: fx.Graph, source: fx.Node, sink: fx.Node) -> list[fx.Node]:

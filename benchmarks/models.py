@@ -1,0 +1,73 @@
+"""The benchmark model zoo: autoencoders of the sizes people convert, each with its input shape.
+
+Every factory is usable from the command line, e.g. ``fxvae bench benchmarks/models.py:conv_ae_2m5
+--input-shape 1,3,64,64``; ``ZOO`` maps each name to its factory and per-sample input shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+def mlp_ae() -> nn.Module:
+    """MNIST-sized MLP: 784 -> 256 -> 32 (latent) -> 256 -> 784, about 0.4M parameters."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 256),
+        nn.ReLU(),
+        nn.Linear(256, 32),
+        nn.Linear(32, 256),
+        nn.ReLU(),
+        nn.Linear(256, 784),
+        nn.Sigmoid(),
+        nn.Unflatten(1, (1, 28, 28)),
+    )
+
+
+class ConvAE(nn.Module):
+    """Strided-conv encoder down to a ``latent x H/f x W/f`` map, transposed-conv decoder back up.
+
+    ``channels`` lists the encoder widths; each stage halves the resolution, so the latent sits at
+    1/2**len(channels). The latent is the output of a 1x1 conv (as in Stable Diffusion's VAE).
+    """
+
+    def __init__(self, in_channels: int, channels: tuple[int, ...], latent: int) -> None:
+        super().__init__()
+        enc: list[nn.Module] = []
+        c = in_channels
+        for out in channels:
+            enc += [nn.Conv2d(c, out, 3, stride=2, padding=1), nn.GroupNorm(8, out), nn.SiLU()]
+            enc += [nn.Conv2d(out, out, 3, padding=1), nn.SiLU()]
+            c = out
+        enc.append(nn.Conv2d(c, latent, 1))
+        dec: list[nn.Module] = [nn.Conv2d(latent, c, 3, padding=1), nn.SiLU()]
+        for out in (*reversed(channels[:-1]), channels[0]):
+            dec += [nn.ConvTranspose2d(c, out, 4, stride=2, padding=1), nn.GroupNorm(8, out), nn.SiLU()]
+            dec += [nn.Conv2d(out, out, 3, padding=1), nn.SiLU()]
+            c = out
+        dec.append(nn.Conv2d(c, in_channels, 3, padding=1))
+        self.encoder = nn.Sequential(*enc)
+        self.decoder = nn.Sequential(*dec)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+def conv_ae() -> nn.Module:
+    """CIFAR-sized conv AE: 3x32x32 -> 8x8x8, about 0.14M parameters."""
+    return ConvAE(3, (32, 64), latent=8)
+
+
+def conv_ae_2m5() -> nn.Module:
+    """A small latent-diffusion-style AE: 3x64x64 -> 4x8x8 (1/8 resolution), 2.58M parameters."""
+    return ConvAE(3, (64, 144, 288), latent=4)
+
+
+ZOO: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+    "mlp_ae": (mlp_ae, (1, 28, 28)),
+    "conv_ae": (conv_ae, (3, 32, 32)),
+    "conv_ae_2m5": (conv_ae_2m5, (3, 64, 64)),
+}

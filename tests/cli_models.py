@@ -1,0 +1,50 @@
+"""Tiny model factories the CLI tests load by path, e.g. ``tests/cli_models.py:mlp_ae``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def mlp_ae() -> nn.Module:
+    """16 -> 4 -> 16: the smallest autoencoder with an obvious bottleneck."""
+    return nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4), nn.Sigmoid(), nn.Linear(4, 16))
+
+
+class _ConvAE(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.SiLU(), nn.Conv2d(4, 2, 1))
+        self.dec = nn.Sequential(nn.ConvTranspose2d(2, 3, 4, stride=2, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dec(self.enc(x))
+
+
+def conv_ae() -> nn.Module:
+    """3x8x8 -> 2x4x4 -> 3x8x8."""
+    return _ConvAE()
+
+
+class _Skip(nn.Module):
+    """Every narrow node is bypassed by the identity: no bottleneck (exit code 5)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = nn.Linear(16, 4)
+        self.up = nn.Linear(4, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.up(self.down(x))
+
+
+def skip_ae() -> nn.Module:
+    return _Skip()
+
+
+def broken() -> nn.Module:
+    raise RuntimeError("weights server unreachable")
+
+
+def not_a_module() -> int:
+    return 3

@@ -1,0 +1,320 @@
+"""The ``fxvae`` command line: each command's output and each bad input's exit code and message."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+import fxvae
+from fxvae.cli import ExitCode, app
+from tests import cli_models
+
+MODELS = str(Path(__file__).with_name("cli_models.py"))
+MLP = f"{MODELS}:mlp_ae"
+CONV = f"{MODELS}:conv_ae"
+
+needs_io = pytest.mark.skipif(
+    not hasattr(fxvae, "convert_checkpoint"),
+    reason="fxvae.convert_checkpoint (fxvae/io.py) not available yet",
+)
+needs_onnx = pytest.mark.skipif(
+    not hasattr(fxvae, "export_onnx"), reason="fxvae.export_onnx not available yet"
+)
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def ae_checkpoint(tmp_path: Path) -> Path:
+    path = tmp_path / "ae.safetensors"
+    save_file(cli_models.mlp_ae().state_dict(), str(path))
+    return path
+
+
+def test_inspect_shows_tracer_profile_and_bottleneck() -> None:
+    code, out, _ = run("inspect", MLP, "--input-shape", "2,16")
+    assert code == 0
+    assert "tracer: fx" in out
+    assert "<- bottleneck" in out
+    assert "chosen: narrowest node" in out
+
+
+def test_inspect_json_lists_every_data_path_node() -> None:
+    code, out, _ = run("inspect", CONV, "--input-shape", "1,3,8,8", "--json")
+    assert code == 0
+    profile = json.loads(out)
+    assert profile["bottleneck"]["shape"] == [2, 4, 4]
+    assert profile["nodes"][0]["width"] == 3 * 8 * 8
+    assert all(n["separator"] for n in profile["nodes"])
+
+
+def test_inspect_marks_bypassed_nodes_with_forced_bottleneck() -> None:
+    with pytest.warns(UserWarning, match="bypassed by x -> add"):
+        code, out, _ = run(
+            "inspect", f"{MODELS}:skip_ae", "--input-shape", "2,16", "--bottleneck", "down", "--json"
+        )
+    assert code == 0
+    nodes = {n["name"]: n for n in json.loads(out)["nodes"]}
+    assert nodes["down"]["separator"] is False
+    assert nodes["down"]["bypass"] == "x -> add"
+
+
+def test_inspect_plot_writes_png(tmp_path: Path) -> None:
+    png = tmp_path / "widths.png"
+    code, _, _ = run("inspect", CONV, "--input-shape", "1,3,8,8", "--plot", str(png))
+    assert code == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@needs_io
+def test_inspect_loads_checkpoint(ae_checkpoint: Path) -> None:
+    code, _, err = run("inspect", MLP, "--input-shape", "2,16", "--checkpoint", str(ae_checkpoint))
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("model", "shape", "code", "message"),
+    [
+        ("no_colon", "2,16", ExitCode.USAGE, "must be 'package.module:factory'"),
+        (MLP, "2,x", ExitCode.USAGE, "comma-separated positive integers"),
+        (MLP, "2,0", ExitCode.USAGE, "comma-separated positive integers"),
+        (f"{MODELS}:missing", "2,16", ExitCode.MODEL, "has no callable 'missing'; callables there: .*mlp_ae"),
+        ("no_such_pkg.models:ae", "2,16", ExitCode.MODEL, "cannot import module 'no_such_pkg.models'"),
+        ("nowhere/models.py:ae", "2,16", ExitCode.MODEL, "does not exist"),
+        (f"{MODELS}:broken", "2,16", ExitCode.MODEL, "raised RuntimeError: weights server unreachable"),
+        (f"{MODELS}:not_a_module", "2,16", ExitCode.MODEL, "returned int, not a torch.nn.Module"),
+        (MLP, "2,8", ExitCode.MODEL, r"fails on an input of shape \[2, 8\].*check --input-shape"),
+        (f"{MODELS}:skip_ae", "2,16", ExitCode.CONVERSION, "no node narrower than the input"),
+    ],
+)
+def test_inspect_bad_input_is_one_line_and_exit_code(model: str, shape: str, code: int, message: str) -> None:
+    exit_code, _, err = run("inspect", model, "--input-shape", shape)
+    assert exit_code == code
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "Traceback" not in err
+    assert re.search(message, err), err
+
+
+def test_debug_adds_traceback() -> None:
+    code, _, err = run("inspect", f"{MODELS}:broken", "--input-shape", "2,16", "--debug")
+    assert code == ExitCode.MODEL
+    assert "Traceback" in err
+
+
+@needs_io
+def test_convert_writes_vae(tmp_path: Path, ae_checkpoint: Path) -> None:
+    out = tmp_path / "vae.safetensors"
+    code, _, err = run(
+        "convert",
+        MLP,
+        "--checkpoint",
+        str(ae_checkpoint),
+        "--input-shape",
+        "2,16",
+        "--out",
+        str(out),
+        "--log-sigma-init",
+        "-3",
+    )
+    assert code == 0, err
+    assert out.is_file()
+    assert "bottleneck" in err
+
+
+def test_convert_refuses_existing_output(tmp_path: Path, ae_checkpoint: Path) -> None:
+    out = tmp_path / "vae.safetensors"
+    out.write_bytes(b"keep me")
+    code, _, err = run(
+        "convert", MLP, "--checkpoint", str(ae_checkpoint), "--input-shape", "2,16", "--out", str(out)
+    )
+    assert code == ExitCode.USAGE
+    assert "exists; pass --force" in err
+    assert out.read_bytes() == b"keep me"
+
+
+@needs_io
+def test_convert_force_overwrites(tmp_path: Path, ae_checkpoint: Path) -> None:
+    out = tmp_path / "vae.safetensors"
+    out.write_bytes(b"old")
+    code, _, err = run(
+        "convert",
+        MLP,
+        "--checkpoint",
+        str(ae_checkpoint),
+        "--input-shape",
+        "2,16",
+        "--out",
+        str(out),
+        "--force",
+    )
+    assert code == 0, err
+    assert out.read_bytes() != b"old"
+
+
+@needs_io
+def test_convert_corrupt_checkpoint_is_checkpoint_error(tmp_path: Path) -> None:
+    bad = tmp_path / "ae.safetensors"
+    bad.write_bytes(b"\x00not a safetensors file")
+    code, _, err = run(
+        "convert",
+        MLP,
+        "--checkpoint",
+        str(bad),
+        "--input-shape",
+        "2,16",
+        "--out",
+        str(tmp_path / "vae.safetensors"),
+    )
+    assert code == ExitCode.CHECKPOINT
+    assert err.startswith("error: ") and err.count("\n") == 1
+
+
+@needs_io
+def test_convert_mismatched_checkpoint_is_checkpoint_error(tmp_path: Path) -> None:
+    other = tmp_path / "conv.safetensors"
+    save_file(cli_models.conv_ae().state_dict(), str(other))
+    code, _, err = run(
+        "convert",
+        MLP,
+        "--checkpoint",
+        str(other),
+        "--input-shape",
+        "2,16",
+        "--out",
+        str(tmp_path / "v.safetensors"),
+    )
+    assert code == ExitCode.CHECKPOINT
+    assert "does not fit" in err or "mismatch" in err, err
+
+
+def test_convert_missing_checkpoint_is_checkpoint_error(tmp_path: Path) -> None:
+    code, _, err = run(
+        "convert",
+        MLP,
+        "--checkpoint",
+        str(tmp_path / "nope.pt"),
+        "--input-shape",
+        "2,16",
+        "--out",
+        str(tmp_path / "vae.safetensors"),
+    )
+    assert code == ExitCode.CHECKPOINT
+    assert "does not exist" in err
+
+
+@needs_io
+@needs_onnx
+def test_convert_exports_onnx(tmp_path: Path, ae_checkpoint: Path) -> None:
+    pytest.importorskip("onnx")
+    onnx_path = tmp_path / "vae.onnx"
+    code, _, err = run(
+        "convert",
+        MLP,
+        "--checkpoint",
+        str(ae_checkpoint),
+        "--input-shape",
+        "2,16",
+        "--out",
+        str(tmp_path / "vae.safetensors"),
+        "--onnx",
+        str(onnx_path),
+    )
+    assert code == 0, err
+    assert onnx_path.stat().st_size > 0
+
+
+def test_bench_json_has_both_modes_and_ratios() -> None:
+    code, out, err = run(
+        "bench",
+        CONV,
+        "--input-shape",
+        "1,3,8,8",
+        "--batch-sizes",
+        "1,2",
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+        "--repeat-ms",
+        "1",
+        "--json",
+    )
+    assert code == 0, err
+    rows = json.loads(out)["rows"]
+    assert [(r["mode"], r["batch_size"]) for r in rows] == [
+        ("eval", 1),
+        ("eval", 2),
+        ("train", 1),
+        ("train", 2),
+    ]
+    assert all(r["ratio"] > 0 and r["ae"]["median"] > 0 for r in rows)
+
+
+def test_bench_table() -> None:
+    code, out, err = run(
+        "bench",
+        MLP,
+        "--input-shape",
+        "1,16",
+        "--batch-sizes",
+        "2",
+        "--mode",
+        "train",
+        "--repeats",
+        "1",
+        "--warmup",
+        "1",
+        "--repeat-ms",
+        "1",
+    )
+    assert code == 0, err
+    assert "VAE/AE" in out
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--mode", "infer", "--mode 'infer' must be"),
+        ("--device", "tpu", "--device 'tpu' must be cpu or cuda"),
+    ],
+)
+def test_bench_bad_option_is_usage_error(option: str, value: str, message: str) -> None:
+    code, _, err = run("bench", MLP, "--input-shape", "1,16", option, value)
+    assert code == ExitCode.USAGE
+    assert message in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_bench_cuda_without_cuda_is_usage_error() -> None:
+    code, _, err = run("bench", MLP, "--input-shape", "1,16", "--device", "cuda")
+    assert code == ExitCode.USAGE
+    assert "CUDA is not available" in err
+
+
+def test_console_script_runs_and_import_stays_lean() -> None:
+    help_text = subprocess.run(
+        [sys.executable, "-m", "fxvae.cli", "--help"], capture_output=True, text=True, check=False
+    )
+    lean = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, fxvae; print(sorted({'typer', 'rich', 'matplotlib'} & set(sys.modules)))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert help_text.returncode == 0 and "inspect" in help_text.stdout
+    assert lean.stdout.strip() == "[]"
