@@ -122,6 +122,10 @@ def conversion(vae: fx.GraphModule) -> Conversion:
     >>> fxvae.conversion(vae).bottleneck.layer
     'enc.2'
     """
+    # DistributedDataParallel, DataParallel and torch.compile wrap the VAE; their recipe is inside.
+    for attr in ("module", "_orig_mod"):
+        if not isinstance(vae, fx.GraphModule) and isinstance(getattr(vae, attr, None), nn.Module):
+            vae = getattr(vae, attr)
     recipe = vae.meta.get(META_KEY) if isinstance(vae, fx.GraphModule) else None
     if not isinstance(recipe, Conversion):
         raise FxvaeError(f"{type(vae).__name__} was not made by fxvae.convert; convert the autoencoder first")
@@ -135,9 +139,10 @@ def posterior(vae: fx.GraphModule) -> DiagonalGaussian:
     >>> post = fxvae.posterior(vae)
     >>> post.mu.shape, post.kl()
     """
-    module = vae.get_submodule(conversion(vae).reparameterize)
-    if not isinstance(module, Reparameterize):
-        raise FxvaeError(f"{conversion(vae).reparameterize!r} is not a Reparameterize module")
+    recipe = conversion(vae)
+    module = next((m for m in vae.modules() if isinstance(m, Reparameterize)), None)
+    if module is None:
+        raise FxvaeError(f"{recipe.reparameterize!r} is gone from {type(vae).__name__}; convert again")
     return latest_posterior(module)
 
 

@@ -32,3 +32,13 @@ def test_the_posterior_samples_with_a_generator() -> None:
     a = post.sample(torch.Generator().manual_seed(0))
     b = post.sample(torch.Generator().manual_seed(0))
     assert torch.equal(a, b) and torch.equal(post.mode(), post.mu)
+
+
+def test_posterior_looks_through_a_compile_or_ddp_style_wrapper() -> None:
+    vae, _ = fxvae.convert(
+        torch.nn.Sequential(torch.nn.Linear(6, 2), torch.nn.Linear(2, 6)), torch.randn(3, 6)
+    )
+    wrapper = torch.nn.Module()
+    wrapper.module = vae
+    vae(torch.randn(3, 6))
+    assert fxvae.posterior(wrapper).mu.shape == (3, 2)
