@@ -1,14 +1,43 @@
-"""KL(N(mu, sigma^2) || N(0, I)) for a diagonal Gaussian parametrised by mu and log sigma."""
+"""KL(N(mu, sigma^2) || N(0, I)) for a diagonal Gaussian parametrised by mu and log sigma.
+
+Forward reads each input once and reduces; backward is closed form and reads each input once more,
+so only ``mu`` and ``log_sigma`` are saved for backward. The torch backend streams cache-sized
+chunks through a few in-place ops; the Triton backend (``fxvae.ops.kl_triton``, imported on first
+use only) does each direction in one kernel.
+
+>>> loss = kl_divergence(mu, log_sigma, beta=0.5, free_bits=0.1)
+>>> loss.backward()
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+import os
+from collections.abc import Iterator
+from functools import cache
+from types import ModuleType
+from typing import Any, Literal, get_args
 
 import torch
+from torch.autograd.function import FunctionCtx, once_differentiable
 
 from fxvae.errors import KLError
 
 Reduction = Literal["none", "sum", "mean", "batchmean"]
+Backend = Literal["auto", "triton", "torch"]
+
+# Tiles of this many elements keep the scratch in L2, so the few ops run per tile never go to DRAM
+# (benchmarks/kl_cpu_variants.py measures the choice, docs/kl.md).
+_CPU_CHUNK = 1 << 17
+# On a GPU every op is a kernel launch; chunks only bound the temporaries.
+_DEVICE_CHUNK = 1 << 22
+# sigma^2 = exp2(2 log2(e) log sigma): ATen's exp2 is ~3x faster than exp or expm1 on CPU.
+_TWO_LOG2_E = 2.0 / math.log(2.0)
+_LN_2 = math.log(2.0)
+# log sigma = +inf would make sigma^2 - 2 log sigma = inf - inf. Above this cap sigma^2 overflows
+# float32 and dwarfs the linear term in float64, so capping the linear term alone keeps the value
+# exact (or +inf) and never NaN.
+_LOG2_SIGMA2_CAP = 128.0
 
 
 def kl_divergence(
@@ -16,21 +45,283 @@ def kl_divergence(
     log_sigma: torch.Tensor,
     *,
     reduction: Reduction = "batchmean",
+    beta: float = 1.0,
+    free_bits: float = 0.0,
+    backend: Backend = "auto",
 ) -> torch.Tensor:
-    """KL divergence of N(mu, exp(log_sigma)^2) from N(0, I), 1/2 * (mu^2 + sigma^2 - 2 log sigma - 1).
+    """KL divergence of N(mu, exp(log_sigma)^2) from N(0, I), fused forward and closed-form backward.
 
-    >>> kl_divergence(torch.zeros(4, 8), torch.zeros(4, 8))
-    tensor(0.)
+    Per element ``k = 1/2 * (mu^2 + sigma^2 - 2 log sigma - 1)`` with ``sigma = exp(log_sigma)``
+    (log *sigma*, not log variance). Dimension 0 of ``mu`` and ``log_sigma`` is the batch ``B``; the
+    other ``D`` elements of a sample are its latent dimensions. The result, times ``beta``, is
+
+    - ``"none"``: per sample, summed over latent dimensions, shape ``(B,)``;
+    - ``"sum"``: over all elements;
+    - ``"mean"``: over all elements, divided by ``B * D``;
+    - ``"batchmean"`` (default): the sum divided by ``B``, the usual VAE KL term.
+
+    Free bits (Kingma et al. 2016, "Improved Variational Inference with Inverse Autoregressive Flow",
+    appendix C): with ``free_bits = lambda > 0`` each latent dimension ``j`` pays at least ``lambda`` nats,
+    ``sum_j max(lambda, KL_j)`` where ``KL_j = 1/B * sum_b k[b, j]`` is its minibatch mean. Each latent
+    coordinate is its own group. Every reduction uses the same rule: the elements of a dimension with
+    ``KL_j < lambda`` count as the constant ``lambda`` and get zero gradient; the others count as
+    themselves. So ``"batchmean"`` is exactly the IAF objective, ``"sum"`` is ``B`` times it, ``"mean"``
+    is it divided by ``D``, and ``"none"`` gives per-sample values whose batch mean is it. At a tie
+    (``KL_j == lambda``) the gradient flows, as in ``torch.clamp``.
+
+    Dtypes and numerics: float16 and bfloat16 inputs are computed and accumulated in float32 and give a
+    float32 loss (a float16 sum overflows at 65504); float32 gives float32, float64 gives float64.
+    Gradients have the input dtype. ``sigma^2`` is computed as ``exp2(2 log2(e) log sigma)``. A large
+    ``log_sigma`` overflows ``sigma^2`` to ``+inf``, so the loss is ``+inf`` (the true value rounded),
+    never NaN, also for ``log_sigma = +inf``; ``log_sigma = -inf`` gives ``+inf`` with gradient
+    ``-grad``. NaN inputs give NaN. Empty inputs give an empty ``"none"`` result and ``0`` otherwise.
+
+    Backends: ``"triton"`` runs one kernel per direction on CUDA tensors (and on CPU tensors when
+    ``TRITON_INTERPRET=1``); ``"torch"`` streams cache-sized chunks; ``"auto"`` picks Triton for CUDA
+    tensors when it can be imported and torch otherwise. A backend named explicitly that cannot run
+    raises :class:`~fxvae.errors.KLError`.
+
+    >>> mu, log_sigma = torch.zeros(4, 8, requires_grad=True), torch.zeros(4, 8, requires_grad=True)
+    >>> kl_divergence(mu, log_sigma)
+    tensor(0., grad_fn=<_KLDivergenceBackward>)
+    >>> kl_divergence(mu, log_sigma, reduction="none", beta=0.5, free_bits=0.25).shape
+    torch.Size([4])
     """
+    _check_inputs(mu, log_sigma)
+    if reduction not in get_args(Reduction):
+        raise KLError(f"unknown reduction {reduction!r}; use 'none', 'sum', 'mean' or 'batchmean'")
+    if not (free_bits >= 0.0 and math.isfinite(free_bits)):
+        raise KLError(f"free_bits must be a finite number >= 0 (nats per latent dimension), got {free_bits}")
+    chosen = _choose_backend(backend, mu.device)
+    return _KLDivergence.apply(mu, log_sigma, reduction, float(beta), float(free_bits), chosen)
+
+
+def _check_inputs(mu: torch.Tensor, log_sigma: torch.Tensor) -> None:
+    for name, value in (("mu", mu), ("log_sigma", log_sigma)):
+        if not isinstance(value, torch.Tensor):
+            raise KLError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if not value.is_floating_point():
+            raise KLError(f"{name} has dtype {value.dtype}; pass a floating-point tensor")
     if mu.shape != log_sigma.shape:
-        raise KLError(f"mu has shape {tuple(mu.shape)} but log_sigma has {tuple(log_sigma.shape)}; pass equal shapes")
-    per_element = 0.5 * (mu.square() + torch.exp(2 * log_sigma) - 2 * log_sigma - 1)
-    if reduction == "none":
-        return per_element.flatten(1).sum(1)
-    if reduction == "sum":
-        return per_element.sum()
+        raise KLError(
+            f"mu has shape {tuple(mu.shape)} but log_sigma has {tuple(log_sigma.shape)}; pass equal shapes"
+        )
+    if mu.dim() == 0:
+        raise KLError("mu and log_sigma are scalars; pass tensors of shape (batch, ...)")
+    if mu.dtype != log_sigma.dtype:
+        raise KLError(f"mu is {mu.dtype} but log_sigma is {log_sigma.dtype}; cast them to one dtype")
+    if mu.device != log_sigma.device:
+        raise KLError(f"mu is on {mu.device} but log_sigma is on {log_sigma.device}; move them to one device")
+
+
+def _choose_backend(backend: str, device: torch.device) -> Literal["triton", "torch"]:
+    if backend == "torch":
+        return "torch"
+    if backend == "auto":
+        return "triton" if device.type == "cuda" and _triton_problem(device) is None else "torch"
+    if backend == "triton":
+        problem = _triton_problem(device)
+        if problem is not None:
+            raise KLError(f"backend='triton' cannot run: {problem}; pass backend='torch' or 'auto'")
+        return "triton"
+    raise KLError(f"unknown backend {backend!r}; use 'auto', 'triton' or 'torch'")
+
+
+def _triton_problem(device: torch.device) -> str | None:
+    """Why the Triton kernels cannot run on ``device``, or None when they can."""
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        return "the tensors are on cpu and Triton compiles for CUDA only (set TRITON_INTERPRET=1 to test)"
+    if device.type not in ("cpu", "cuda"):
+        return f"the tensors are on {device.type} and the kernels run on cuda only"
+    try:
+        _triton_kernels()
+    except ImportError as err:
+        return f"triton cannot be imported ({err}); pip install 'fxvae[triton]'"
+    return None
+
+
+@cache
+def _triton_kernels() -> ModuleType:
+    from fxvae.ops import kl_triton
+
+    return kl_triton
+
+
+class _KLDivergence(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx,
+        mu: torch.Tensor,
+        log_sigma: torch.Tensor,
+        reduction: Reduction,
+        beta: float,
+        free_bits: float,
+        backend: Literal["triton", "torch"],
+    ) -> torch.Tensor:
+        batch = mu.shape[0]
+        dims = math.prod(mu.shape[1:])
+        mu2, ls2 = mu.reshape(batch, dims), log_sigma.reshape(batch, dims)
+        acc_dtype = torch.float64 if mu.dtype == torch.float64 else torch.float32
+        sums = _triton_kernels().kl_sums if backend == "triton" else _torch_sums
+        keep = per_dim = None
+        if free_bits > 0.0:
+            per_dim = sums(mu2, ls2, "cols", None, 0.0, acc_dtype)
+            # Compared as sums (not means) so that no division can move a dimension across the floor.
+            keep = per_dim >= free_bits * batch
+        if reduction == "none":
+            result = sums(mu2, ls2, "rows", keep, free_bits, acc_dtype)
+        elif per_dim is None:
+            result = sums(mu2, ls2, "all", None, 0.0, acc_dtype)
+        else:
+            result = torch.where(keep, per_dim, free_bits * batch).sum()
+        result = result * (beta * _reduction_factor(reduction, batch, dims))
+        ctx.save_for_backward(mu, log_sigma, keep)
+        ctx.reduction, ctx.beta, ctx.backend = reduction, beta, backend
+        return result
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        mu, log_sigma, keep = ctx.saved_tensors
+        batch = mu.shape[0]
+        dims = math.prod(mu.shape[1:])
+        # One scale per sample for "none", a 0-d tensor otherwise: never a host sync on CUDA.
+        scale = grad * (ctx.beta * _reduction_factor(ctx.reduction, batch, dims))
+        need_mu, need_ls = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grads = _triton_kernels().kl_grads if ctx.backend == "triton" else _torch_grads
+        grad_mu, grad_ls = grads(
+            mu.reshape(batch, dims), log_sigma.reshape(batch, dims), scale, keep, need_mu, need_ls
+        )
+        return (
+            None if grad_mu is None else grad_mu.view(mu.shape),
+            None if grad_ls is None else grad_ls.view(log_sigma.shape),
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def _reduction_factor(reduction: str, batch: int, dims: int) -> float:
+    # An empty input sums to 0, so max(..., 1) makes its loss 0 rather than 0/0.
     if reduction == "mean":
-        return per_element.mean()
+        return 1.0 / max(batch * dims, 1)
     if reduction == "batchmean":
-        return per_element.sum() / mu.shape[0]
-    raise KLError(f"unknown reduction {reduction!r}; use 'none', 'sum', 'mean' or 'batchmean'")
+        return 1.0 / max(batch, 1)
+    return 1.0
+
+
+def _tiles(batch: int, dims: int, chunk: int) -> Iterator[tuple[slice, slice]]:
+    """Row and column slices covering a (batch, dims) matrix with tiles of at most ``chunk`` elements."""
+    rows = max(1, chunk // max(dims, 1))
+    cols = max(1, min(dims, chunk))
+    for r in range(0, batch, rows):
+        for c in range(0, dims, cols):
+            yield slice(r, min(r + rows, batch)), slice(c, min(c + cols, dims))
+
+
+def _chunk(device: torch.device) -> int:
+    if device.type != "cpu":
+        return _DEVICE_CHUNK
+    # Measured on 2 threads only (docs/benchmarks.md); per thread the three scratch tiles stay in L2.
+    return min(max(_CPU_CHUNK, (_CPU_CHUNK // 2) * torch.get_num_threads()), 1 << 22)
+
+
+def _log2_sigma2(ls: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """2 log2(e) ls, written into ``out``; float16 is upcast first, a float16 product would round."""
+    if ls.dtype == out.dtype:
+        return torch.mul(ls, _TWO_LOG2_E, out=out)
+    return out.copy_(ls).mul_(_TWO_LOG2_E)
+
+
+def _twice_kl(mu: torch.Tensor, ls: torch.Tensor, out: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
+    """2 k = mu^2 + sigma^2 - 1 - 2 ls of one tile, computed in the float scratch ``out``."""
+    torch.exp2(_log2_sigma2(ls, tmp), out=out)
+    out.add_(tmp.clamp_(max=_LOG2_SIGMA2_CAP), alpha=-_LN_2).sub_(1.0)
+    return out.addcmul_(mu, mu)
+
+
+def _torch_sums(
+    mu: torch.Tensor,
+    ls: torch.Tensor,
+    axis: Literal["rows", "cols", "all"],
+    keep: torch.Tensor | None,
+    floor: float,
+    acc_dtype: torch.dtype,
+) -> torch.Tensor:
+    """Sums of k over each sample ("rows", shape (B,)), each dimension ("cols", (D,)) or everything.
+
+    Elements of dimensions where ``keep`` is False count as ``floor``.
+    """
+    batch, dims = mu.shape
+    chunk = _chunk(mu.device)
+    size = min(chunk, mu.numel())
+    out = torch.empty(size, dtype=acc_dtype, device=mu.device)
+    tmp = torch.empty_like(out)
+    drop = None if keep is None else ~keep
+    if mu.numel() <= chunk:
+        # One tile: a small loss is dominated by per-op overhead, so no slicing and no accumulator.
+        twice = _twice_kl(mu, ls, out.view(batch, dims), tmp.view(batch, dims))
+        if drop is not None:
+            twice.masked_fill_(drop, 2.0 * floor)
+        if axis == "all":
+            return (twice.sum(dtype=torch.float64) * 0.5).to(acc_dtype)
+        return twice.sum(1 if axis == "rows" else 0).mul_(0.5)
+    # "all" adds the tiles elementwise into a tile-sized accumulator and reduces once at the end: a
+    # reduction per tile costs more than the tile's arithmetic.
+    acc_size = (batch,) if axis == "rows" else (dims,) if axis == "cols" else (size,)
+    acc = torch.zeros(acc_size, dtype=acc_dtype, device=mu.device)
+    for r, c in _tiles(batch, dims, chunk):
+        shape = (r.stop - r.start, c.stop - c.start)
+        n = shape[0] * shape[1]
+        twice = _twice_kl(mu[r, c], ls[r, c], out[:n].view(shape), tmp[:n].view(shape))
+        if drop is not None:
+            twice.masked_fill_(drop[c], 2.0 * floor)
+        if axis == "rows":
+            acc[r].add_(twice.sum(1))
+        elif axis == "cols":
+            acc[c].add_(twice.sum(0))
+        else:
+            acc[:n].view(shape).add_(twice)
+    if axis == "all":
+        return (acc.sum(dtype=torch.float64) * 0.5).to(acc_dtype)
+    return acc.mul_(0.5)
+
+
+def _torch_grads(
+    mu: torch.Tensor,
+    ls: torch.Tensor,
+    scale: torch.Tensor,
+    keep: torch.Tensor | None,
+    need_mu: bool,
+    need_ls: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """scale * mu and scale * (sigma^2 - 1), zero where ``keep`` is False, written tile by tile."""
+    batch, dims = mu.shape
+    grad_mu = torch.empty((batch, dims), dtype=mu.dtype, device=mu.device) if need_mu else None
+    grad_ls = torch.empty((batch, dims), dtype=ls.dtype, device=ls.device) if need_ls else None
+    chunk = _chunk(mu.device)
+    # Half-precision gradients are computed in float32 scratch and rounded once at the end.
+    tmp = None
+    if ls.dtype != scale.dtype:
+        tmp = torch.empty(min(chunk, mu.numel()), dtype=scale.dtype, device=mu.device)
+    drop = None if keep is None else ~keep
+    # A 0-d scale would not promote float16 tiles to float32 and would itself be rounded to float16.
+    per_sample = scale.dim() == 1
+    scale = scale.reshape(-1, 1) if per_sample else scale.reshape(1)
+    for r, c in _tiles(batch, dims, chunk):
+        shape = (r.stop - r.start, c.stop - c.start)
+        tile_scale = scale[r] if per_sample else scale
+        if grad_mu is not None:
+            g = grad_mu[r, c]
+            torch.mul(mu[r, c], tile_scale, out=g)
+            if drop is not None:
+                g.masked_fill_(drop[c], 0.0)
+        if grad_ls is not None:
+            g = grad_ls[r, c]
+            t = g if tmp is None else tmp[: shape[0] * shape[1]].view(shape)
+            # scale * sigma^2 - scale in one op
+            torch.addcmul(-tile_scale, _log2_sigma2(ls[r, c], t).exp2_(), tile_scale, out=g)
+            if drop is not None:
+                g.masked_fill_(drop[c], 0.0)
+    return grad_mu, grad_ls
