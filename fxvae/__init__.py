@@ -10,8 +10,11 @@ from __future__ import annotations
 from fxvae.api import Conversion, conversion, convert, load_ae_state_dict, posterior
 from fxvae.bottleneck import Bottleneck, Candidate, find_bottleneck
 from fxvae.errors import BottleneckError, CheckpointError, FxvaeError, KLError, RewriteError, TraceError
+from fxvae.io import convert_checkpoint, load, save
 from fxvae.latent import DiagonalGaussian, KLDivergence, Reparameterize
+from fxvae.onnx import export_onnx
 from fxvae.ops import kl_divergence
+from fxvae.split import sample, split
 
 __version__ = "0.1.0"
 
@@ -31,8 +34,14 @@ __all__ = [
     "__version__",
     "conversion",
     "convert",
+    "convert_checkpoint",
+    "export_onnx",
     "find_bottleneck",
     "kl_divergence",
+    "load",
     "load_ae_state_dict",
     "posterior",
+    "sample",
+    "save",
+    "split",
 ]

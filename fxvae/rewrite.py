@@ -271,6 +271,8 @@ def _remove_orphans(gm: fx.GraphModule) -> None:
             live.add(id(_get(gm, node.target)))
     for name, p in list(gm.named_parameters(remove_duplicate=False)):
         if id(p) not in live:
-            owner, _, attr = name.rpartition(".")
-            delattr(gm.get_submodule(owner) if owner else gm, attr)
+            owner_path, _, attr = name.rpartition(".")
+            owner = gm.get_submodule(owner_path) if owner_path else gm
+            # A layer kept as the holder of a tied weight must still answer `.bias` (torch.export reads it).
+            owner.register_parameter(attr, None)
     gm.delete_all_unused_submodules()

@@ -1,0 +1,256 @@
+"""Cut a converted VAE at its reparameterisation into an encoder and a decoder, and sample from it.
+
+```
+vae:      x --[encoder]--> (mu, log_sigma) --[reparameterize]--> z --[decoder]--> output
+encoder:  x --> (mu, log_sigma)
+decoder:  z, *conditions --> output (the AE's own structure)
+```
+The decoder never reads the data input. Where the VAE's decoder read it only for its shape
+(``x.size(0)``, ``x.shape`` feeding a reshape, ``aten.sym_size``), the batch size comes from z and
+the other dimensions become the per-sample constants recorded at conversion. Side outputs computed
+from the data input's values (an input statistic) cannot be decoded from z: they are ``None``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from fxvae.api import conversion
+from fxvae.errors import RewriteError
+from fxvae.graph import carries_data, tensor_shape
+from fxvae.tracing import RECORD_META, eval_mode
+
+LATENT_INPUT = "z"
+
+
+class _Unavailable:
+    """A decoder-side value that needs the data input's values; ``source`` names the encoder node."""
+
+    def __init__(self, source: fx.Node) -> None:
+        self.source = source
+
+
+def split(vae: fx.GraphModule) -> tuple[fx.GraphModule, fx.GraphModule]:
+    """Cut a VAE made by :func:`fxvae.convert` into ``encoder`` and ``decoder`` at the latent.
+
+    ``encoder(*inputs) -> (mu, log_sigma)`` takes the VAE's inputs; ``decoder(z, *conditions)``
+    returns the VAE's output structure, where ``conditions`` are the VAE's other inputs that the
+    decoder reads (a conditional AE's label, under its own name). ``decoder(mu)`` equals the VAE's
+    eval-mode output. Outputs that are the latent return z; outputs computed from the data input's
+    values (not from z) are ``None``. Both modules share the VAE's parameters and buffers (no copy:
+    training either trains the VAE) and have their own train/eval flags, starting in the VAE's mode.
+
+    >>> encoder, decoder = fxvae.split(vae)
+    >>> mu, log_sigma = encoder(x)
+    >>> recon = decoder(mu)
+    """
+    recipe = conversion(vae)
+    graph = vae.graph
+    matches = graph.find_nodes(op="call_module", target=recipe.reparameterize)
+    if len(matches) != 1:
+        raise RewriteError(
+            f"{type(vae).__name__} calls {recipe.reparameterize!r} {len(matches)} times, not once; "
+            "split a VAE as fxvae.convert returned it"
+        )
+    reparam = matches[0]
+    mu, log_sigma = reparam.args[0], reparam.args[1]
+    placeholders = graph.find_nodes(op="placeholder")
+    memo = {id(t): t for t in (*vae.parameters(), *vae.buffers())}
+    encoder = _encoder(vae, placeholders, (mu, log_sigma), memo)
+    decoder = _Decoder(vae, reparam, placeholders, memo).build()
+    return encoder, decoder
+
+
+def sample(vae: fx.GraphModule, n: int, *conditions: Any, generator: torch.Generator | None = None) -> Any:
+    """Decode ``n`` draws z ~ N(0, I) of the latent shape, in eval mode and without gradients.
+
+    ``conditions`` are the decoder's extra inputs (a conditional AE's label), batch size ``n``. The
+    draws are made on the VAE's device and in its dtype; ``generator`` makes them reproducible.
+    The VAE's train/eval mode is left as it was.
+
+    >>> images = fxvae.sample(vae, 16, generator=torch.Generator().manual_seed(0))
+    """
+    recipe = conversion(vae)
+    reference = next(vae.get_submodule(recipe.mu_head).parameters())
+    z = torch.randn(
+        (n, *recipe.latent_shape), generator=generator, device=reference.device, dtype=reference.dtype
+    )
+    _, decoder = split(vae)
+    with eval_mode(decoder), torch.no_grad():
+        return decoder(z, *conditions)
+
+
+def _owned(vae: fx.GraphModule, graph: fx.Graph, memo: dict[int, Any]) -> dict[str, Any]:
+    """The modules and tensors ``graph`` reads: modules copied (own train flags), tensors shared."""
+    attrs: dict[str, Any] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            attrs[node.target] = copy.deepcopy(vae.get_submodule(node.target), memo)
+        elif node.op == "get_attr":
+            owner, _, name = node.target.rpartition(".")
+            attrs[node.target] = getattr(vae.get_submodule(owner) if owner else vae, name)
+    return attrs
+
+
+def _finish(vae: fx.GraphModule, graph: fx.Graph, memo: dict[int, Any], name: str) -> fx.GraphModule:
+    graph.lint()
+    gm = fx.GraphModule(_owned(vae, graph, memo), graph, name)
+    gm.train(vae.training)
+    return gm
+
+
+def _encoder(
+    vae: fx.GraphModule, placeholders: list[fx.Node], heads: tuple[Any, Any], memo: dict[int, Any]
+) -> fx.GraphModule:
+    needed: set[fx.Node] = set()
+    pending = [n for n in heads if isinstance(n, fx.Node)]
+    while pending:
+        node = pending.pop()
+        if node not in needed:
+            needed.add(node)
+            pending.extend(node.all_input_nodes)
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for node in vae.graph.nodes:
+        if node in needed or node in placeholders:
+            env[node] = graph.node_copy(node, env.__getitem__)
+    graph.output(fx.map_arg(heads, env.__getitem__))
+    return _finish(vae, graph, memo, f"{type(vae).__name__}Encoder")
+
+
+def _batch_shape(z: torch.Tensor, per_sample: tuple[int, ...]) -> torch.Size:
+    """The shape a data-side tensor had, with the batch size read from the latent."""
+    return torch.Size((z.shape[0], *per_sample))
+
+
+_SIZE_METHODS = {"size"}
+_SHAPE_ATTRS = {"shape"}
+
+
+class _Decoder:
+    """Builds the decoder graph by copying what the output needs, with z in place of the latent."""
+
+    def __init__(
+        self, vae: fx.GraphModule, reparam: fx.Node, placeholders: list[fx.Node], memo: dict[int, Any]
+    ) -> None:
+        self.vae, self.reparam, self.memo = vae, reparam, memo
+        self.data, self.conditions = placeholders[0], placeholders[1:]
+        self.data_side = _descendants([self.data], stop=reparam)
+        self.latent_side = _descendants([reparam])
+        self.graph = fx.Graph()
+        self.env: dict[fx.Node, Any] = {}
+        self.used: list[fx.Node] = []
+
+    def build(self) -> fx.GraphModule:
+        output = self.vae.graph.output_node()
+        self._collect_conditions(output)
+        self.z = self.graph.placeholder(LATENT_INPUT, type_expr=torch.Tensor)
+        for node in self.conditions:
+            if node in self.used:
+                self.env[node] = self.graph.placeholder(node.name, type_expr=node.type)
+        self.env[self.reparam] = self.z
+        self.env[self.reparam.args[0]] = self.z
+        result = fx.map_arg(output.args[0], self._value_or_none)
+        self.graph.output(result, type_expr=output.type)
+        return _finish(self.vae, self.graph, self.memo, f"{type(self.vae).__name__}Decoder")
+
+    def _collect_conditions(self, output: fx.Node) -> None:
+        seen: set[fx.Node] = {self.reparam}
+        pending = list(output.all_input_nodes)
+        while pending:
+            node = pending.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            if node in self.conditions:
+                self.used.append(node)
+            pending.extend(node.all_input_nodes)
+        self.used.sort(key=self.conditions.index)
+
+    def _value_or_none(self, node: fx.Node) -> Any:
+        value = self._copy(node)
+        return None if isinstance(value, _Unavailable) else value
+
+    def _copy(self, node: fx.Node) -> Any:
+        if node in self.env:
+            return self.env[node]
+        for arg in node.all_input_nodes:
+            self._copy(arg)
+        value = self._translate(node)
+        self.env[node] = value
+        return value
+
+    def _translate(self, node: fx.Node) -> Any:
+        if node in self.data_side and node not in self.latent_side:
+            shape_read = self._shape_read(node)
+            if shape_read is not None:
+                return shape_read
+            if carries_data(node) or node.op == "placeholder":
+                return _Unavailable(node)
+        missing = [a for a in node.all_input_nodes if isinstance(self.env[a], _Unavailable)]
+        if missing and node.meta.get(RECORD_META):
+            return self.graph.node_copy(node, self._value_or_none)
+        if missing:
+            if node in self.latent_side:
+                source = missing[0].name
+                raise RewriteError(
+                    f"the decoder node {node.format_node()} reads {self.env[missing[0]].source.name!r} "
+                    f"(via {source!r}), which is computed from the data input {self.data.name!r}, not "
+                    "from the latent: this VAE has no decoder that takes z alone; pass bottleneck=... "
+                    "to fxvae.convert so that the data input reaches the output only through the latent"
+                )
+            return _Unavailable(self.env[missing[0]].source)
+        return self.graph.node_copy(node, self.env.__getitem__)
+
+    def _shape_read(self, node: fx.Node) -> Any:
+        """A decoder-side replacement for a read of a data-side tensor's shape, or None."""
+        target, args = node.target, node.args
+        source = args[0] if args and isinstance(args[0], fx.Node) else None
+        if source is None or tensor_shape(source) is None:
+            return None
+        shape = tensor_shape(source)
+        dim = _dim_arg(node)
+        if node.op == "call_function" and target is getattr and args[1] in _SHAPE_ATTRS:
+            dim = None
+        elif node.op == "call_method" and target in _SIZE_METHODS:
+            pass
+        elif node.op == "call_function" and target is torch.ops.aten.sym_size.int:
+            return self._dim_size(shape, dim, lambda: self.graph.call_function(target, (self.z, 0)))
+        elif (node.op == "call_method" and target == "dim") or (
+            node.op == "call_function" and target is getattr and args[1] == "ndim"
+        ):
+            return len(shape)
+        else:
+            return None
+        if dim is None:
+            return self.graph.call_function(_batch_shape, (self.z, tuple(shape[1:])))
+        return self._dim_size(shape, dim, lambda: self.graph.call_method("size", (self.z, 0)))
+
+    def _dim_size(self, shape: tuple[int, ...], dim: int, batch: Callable[[], fx.Node]) -> Any:
+        dim = dim % len(shape)
+        return batch() if dim == 0 else shape[dim]
+
+
+def _dim_arg(node: fx.Node) -> int | None:
+    if len(node.args) > 1 and isinstance(node.args[1], int):
+        return node.args[1]
+    dim = node.kwargs.get("dim")
+    return dim if isinstance(dim, int) else None
+
+
+def _descendants(roots: list[fx.Node], stop: fx.Node | None = None) -> set[fx.Node]:
+    """Nodes reachable from ``roots`` along data edges (roots included), not going through ``stop``."""
+    seen: set[fx.Node] = set()
+    pending = list(roots)
+    while pending:
+        node = pending.pop()
+        if node in seen or node is stop:
+            continue
+        seen.add(node)
+        pending.extend(node.users)
+    return seen

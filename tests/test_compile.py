@@ -1,0 +1,65 @@
+"""torch.export and torch.compile (CPU, inductor) on a converted VAE, its encoder and its decoder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fxvae
+from fxvae.onnx import FlatOutputs, flatten_outputs
+from tests.zoo import ZOO, build
+
+BY_NAME = {e.name: e for e in ZOO}
+
+
+def _parts(name: str) -> dict[str, tuple[torch.nn.Module, tuple[object, ...], tuple[object, ...]]]:
+    entry = BY_NAME[name]
+    vae, _ = fxvae.convert(build(entry), entry.inputs(4))
+    encoder, decoder = fxvae.split(vae)
+    z = (torch.randn(4, *entry.latent_shape), *entry.inputs(4)[1:])
+    z7 = (torch.randn(7, *entry.latent_shape), *entry.inputs(7)[1:])
+    return {
+        "vae": (vae.eval(), entry.inputs(4), entry.inputs(7)),
+        "encoder": (encoder.eval(), entry.inputs(4), entry.inputs(7)),
+        "decoder": (decoder.eval(), z, z7),
+    }
+
+
+@pytest.mark.parametrize("model", ["conditional", "shape_control_flow"])
+@pytest.mark.parametrize("part", ["vae", "encoder", "decoder"])
+def test_torch_export_with_a_dynamic_batch_matches_eager(model: str, part: str) -> None:
+    module, example, other = _parts(model)[part]
+    batch = torch.export.Dim("batch")
+    dynamic = (tuple({0: batch} for _ in example),)
+    # torch.export refuses record outputs (dataclasses): export the flattening wrapper, as export_onnx does.
+    program = torch.export.export(FlatOutputs(module), example, dynamic_shapes=dynamic, strict=False)
+    with torch.no_grad():
+        got, expected = program.module()(*other), flatten_outputs(module(*other))
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e)
+
+
+def test_compiled_vae_trains_with_the_kl_of_its_latest_forward() -> None:
+    entry = BY_NAME["mlp_sigmoid"]
+    vae, kl = fxvae.convert(build(entry), entry.inputs(4))
+    compiled = torch.compile(vae.train(), backend="inductor", dynamic=False)
+    x = entry.inputs(4)[0]
+    torch.manual_seed(0)
+    eager_out = vae(x)
+    eager_kl = kl()
+    torch.manual_seed(0)
+    out = compiled(x)
+    loss = torch.nn.functional.mse_loss(out, x) + kl()
+    loss.backward()
+    torch.testing.assert_close(kl(), eager_kl)
+    assert out.shape == eager_out.shape
+    assert vae.get_submodule(fxvae.conversion(vae).log_sigma_head).weight.grad is not None
+
+
+@pytest.mark.parametrize("part", ["encoder", "decoder"])
+def test_compiled_encoder_and_decoder_match_eager(part: str) -> None:
+    module, example, _ = _parts("mlp_sigmoid")[part]
+    compiled = torch.compile(module, backend="inductor", dynamic=False)
+    with torch.no_grad():
+        for g, e in zip(flatten_outputs(compiled(*example)), flatten_outputs(module(*example)), strict=True):
+            torch.testing.assert_close(g, e)

@@ -1,0 +1,192 @@
+"""fxvae.save / fxvae.load / fxvae.convert_checkpoint / fxvae.io.read_state_dict."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+from safetensors import safe_open
+from torch import nn
+
+import fxvae
+from fxvae.io import read_state_dict
+from tests.test_convert import _leaves
+from tests.zoo import ZOO, ZooEntry, build
+
+BATCH = 4
+BY_NAME = {e.name: e for e in ZOO}
+MLP = BY_NAME["mlp_sigmoid"]
+
+
+def _trained_vae(entry: ZooEntry) -> torch.fx.GraphModule:
+    vae, kl = fxvae.convert(build(entry), entry.inputs(BATCH), log_sigma_init=-1.5)
+    vae.train()
+    opt = torch.optim.SGD(vae.parameters(), lr=0.05)
+    loss = sum(t.pow(2).mean() for t in _leaves(vae(*entry.inputs(BATCH))) if t.is_floating_point()) + kl()
+    loss.backward()
+    opt.step()
+    return vae
+
+
+@pytest.mark.parametrize("entry", ZOO, ids=lambda e: e.name)
+def test_save_then_load_is_bit_exact(entry: ZooEntry, tmp_path: Path) -> None:
+    vae = _trained_vae(entry)
+    fxvae.save(vae, tmp_path / "vae.safetensors")
+    loaded, _ = fxvae.load(build(entry, seed=3), tmp_path / "vae.safetensors", entry.inputs(BATCH))
+    expected, got = vae.state_dict(), loaded.state_dict()
+    assert list(got) == list(expected)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    assert fxvae.conversion(loaded).log_sigma_init == -1.5
+
+
+def test_saved_metadata_records_the_recipe(tmp_path: Path) -> None:
+    vae, _ = fxvae.convert(build(MLP), MLP.inputs(BATCH))
+    fxvae.save(vae, tmp_path / "vae.safetensors")
+    with safe_open(tmp_path / "vae.safetensors", framework="pt") as handle:
+        recipe = json.loads(handle.metadata()["fxvae.recipe"])
+    assert recipe["bottleneck_node"] == "enc_3" and recipe["bottleneck_layer"] == "enc.2"
+    assert recipe["latent_shape"] == [8] and recipe["tracer"] == "fx"
+    assert recipe["torch_version"] == torch.__version__ and recipe["fxvae_version"] == fxvae.__version__
+
+
+def test_tied_tensors_are_saved_once_and_restored_as_aliases(tmp_path: Path) -> None:
+    tied = BY_NAME["tied_weights"]
+    vae = _trained_vae(tied)
+    fxvae.save(vae, tmp_path / "vae.safetensors")
+    with safe_open(tmp_path / "vae.safetensors", framework="pt") as handle:
+        aliases = json.loads(handle.metadata()["fxvae.aliases"])
+        stored = set(handle.keys())
+    assert aliases == {"mu_head.weight": "to_code.weight"}
+    assert "mu_head.weight" not in stored
+    loaded, _ = fxvae.load(build(tied), tmp_path / "vae.safetensors", tied.inputs(BATCH))
+    assert loaded.get_parameter("mu_head.weight") is loaded.get_parameter("to_code.weight")
+
+
+def test_load_accepts_a_factory(tmp_path: Path) -> None:
+    vae, _ = fxvae.convert(build(MLP), MLP.inputs(BATCH))
+    fxvae.save(vae, tmp_path / "vae.safetensors")
+    loaded, kl = fxvae.load(MLP.build, tmp_path / "vae.safetensors", MLP.inputs(BATCH))
+    x = MLP.inputs(BATCH)[0]
+    assert torch.equal(loaded.eval()(x), vae.eval()(x)) and isinstance(kl, fxvae.KLDivergence)
+
+
+def test_interrupted_save_leaves_the_previous_file_intact(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "vae.safetensors"
+    vae, _ = fxvae.convert(build(MLP), MLP.inputs(BATCH))
+    fxvae.save(vae, path)
+    before = path.read_bytes()
+
+    def fail_midway(tensors, filename, metadata=None) -> None:
+        Path(filename).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", fail_midway)
+    with pytest.raises(OSError, match="disk full"):
+        fxvae.save(vae, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["vae.safetensors"]
+
+
+def test_truncated_file_raises_checkpoint_error(tmp_path: Path) -> None:
+    path = tmp_path / "vae.safetensors"
+    vae, _ = fxvae.convert(build(MLP), MLP.inputs(BATCH))
+    fxvae.save(vae, path)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(fxvae.CheckpointError, match="truncated"):
+        fxvae.load(build(MLP), path, MLP.inputs(BATCH))
+
+
+def test_loading_into_another_architecture_names_the_keys(tmp_path: Path) -> None:
+    tup = BY_NAME["tuple_output"]
+    vae, _ = fxvae.convert(build(tup), tup.inputs(BATCH))
+    fxvae.save(vae, tmp_path / "vae.safetensors")
+    other = nn.Sequential(nn.Linear(20, 4), nn.Tanh(), nn.Linear(4, 20))
+    with pytest.raises(
+        fxvae.CheckpointError,
+        match=r"missing keys \['0.weight', '0.bias', '2.weight', '2.bias'\], unexpected keys \['dec.bias'",
+    ):
+        fxvae.load(other, tmp_path / "vae.safetensors", tup.inputs(BATCH))
+
+
+def test_loading_into_another_size_names_the_shape_mismatch(tmp_path: Path) -> None:
+    small = nn.Sequential(nn.Linear(8, 2), nn.Linear(2, 8))
+    vae, _ = fxvae.convert(nn.Sequential(nn.Linear(8, 3), nn.Linear(3, 8)), torch.randn(2, 8))
+    fxvae.save(vae, tmp_path / "vae.safetensors")
+    with pytest.raises(fxvae.CheckpointError, match="latent shape"):
+        fxvae.load(small, tmp_path / "vae.safetensors", torch.randn(2, 8))
+
+
+def test_a_file_not_written_by_fxvae_is_refused(tmp_path: Path) -> None:
+    safetensors.torch.save_file(build(MLP).state_dict(), tmp_path / "ae.safetensors")
+    with pytest.raises(fxvae.CheckpointError, match="convert_checkpoint"):
+        fxvae.load(build(MLP), tmp_path / "ae.safetensors", MLP.inputs(BATCH))
+
+
+@pytest.mark.parametrize(
+    ("wrap", "notes"),
+    [
+        (lambda sd: sd, []),
+        (lambda sd: {"state_dict": sd, "epoch": 3}, ["took checkpoint['state_dict']"]),
+        (
+            lambda sd: {"model": {f"module.{k}": v for k, v in sd.items()}},
+            ["took checkpoint['model']", "stripped key prefix 'module.'"],
+        ),
+        (lambda sd: {f"_orig_mod.{k}": v for k, v in sd.items()}, ["stripped key prefix '_orig_mod.'"]),
+        (lambda sd: {"ema": sd, "optimizer": {"lr": 0.1}}, ["took checkpoint['ema']"]),
+    ],
+    ids=["plain", "state_dict", "model+ddp", "compiled", "ema"],
+)
+def test_read_state_dict_unwraps_nesting_and_prefixes(wrap, notes, tmp_path: Path) -> None:
+    sd = build(MLP).state_dict()
+    torch.save(wrap(sd), tmp_path / "ae.pt")
+    got, got_notes = read_state_dict(tmp_path / "ae.pt")
+    assert got_notes == notes
+    assert list(got) == list(sd) and all(torch.equal(got[k], sd[k]) for k in sd)
+
+
+def test_read_state_dict_refuses_a_non_state_dict(tmp_path: Path) -> None:
+    torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "ae.pt")
+    with pytest.raises(fxvae.CheckpointError, match=r"\['epoch', 'lr'\] are not tensors"):
+        read_state_dict(tmp_path / "ae.pt")
+
+
+def test_read_state_dict_refuses_an_unreadable_file(tmp_path: Path) -> None:
+    (tmp_path / "ae.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(fxvae.CheckpointError, match="cannot read checkpoint"):
+        read_state_dict(tmp_path / "ae.pt")
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_convert_checkpoint_loads_converts_and_saves(suffix: str, tmp_path: Path, caplog) -> None:
+    trained = build(MLP, seed=1)
+    checkpoint = tmp_path / f"ae{suffix}"
+    if suffix == ".pt":
+        torch.save({"state_dict": {f"module.{k}": v for k, v in trained.state_dict().items()}}, checkpoint)
+    else:
+        safetensors.torch.save_file(trained.state_dict(), checkpoint)
+    blank = build(MLP, seed=0)
+    before = {k: v.clone() for k, v in blank.state_dict().items()}
+    with caplog.at_level(logging.INFO, logger="fxvae"):
+        vae, _ = fxvae.convert_checkpoint(
+            blank, checkpoint, MLP.inputs(BATCH), out=tmp_path / "vae.safetensors", log_sigma_init=-2.0
+        )
+    x = MLP.inputs(BATCH)[0]
+    assert torch.equal(vae.eval()(x), trained(x))
+    assert all(torch.equal(v, before[k]) for k, v in blank.state_dict().items())
+    assert (suffix == ".pt") == ("stripped key prefix 'module.'" in caplog.text)
+    loaded, _ = fxvae.load(build(MLP), tmp_path / "vae.safetensors", MLP.inputs(BATCH))
+    assert torch.equal(loaded.eval()(x), trained(x)) and fxvae.conversion(loaded).log_sigma_init == -2.0
+
+
+def test_convert_checkpoint_names_missing_and_unexpected_keys(tmp_path: Path) -> None:
+    sd = build(MLP).state_dict()
+    sd["extra.weight"] = sd.pop("dec.2.weight")
+    torch.save(sd, tmp_path / "ae.pt")
+    with pytest.raises(
+        fxvae.CheckpointError, match=r"missing keys \['dec.2.weight'\], unexpected keys \['extra"
+    ):
+        fxvae.convert_checkpoint(build(MLP), tmp_path / "ae.pt", MLP.inputs(BATCH))

@@ -1,0 +1,67 @@
+"""fxvae.export_onnx: VAE, encoder and decoder run in onnxruntime at another batch size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import fxvae
+from fxvae.onnx import flatten_outputs
+from tests.zoo import ZOO, build
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+BY_NAME = {e.name: e for e in ZOO}
+
+
+def _parts(name: str) -> dict[str, tuple[torch.nn.Module, object]]:
+    entry = BY_NAME[name]
+    vae, _ = fxvae.convert(build(entry), entry.inputs(4))
+    encoder, decoder = fxvae.split(vae)
+
+    def latent(b: int) -> tuple[object, ...]:
+        return (torch.randn(b, *entry.latent_shape), *entry.inputs(b)[1:])
+
+    return {"vae": (vae, entry.inputs), "encoder": (encoder, entry.inputs), "decoder": (decoder, latent)}
+
+
+@pytest.mark.parametrize(
+    ("model", "part"),
+    [
+        ("dataclass_output", "vae"),
+        ("shape_control_flow", "vae"),
+        ("shape_control_flow", "decoder"),
+        ("conditional", "encoder"),
+        ("conditional", "decoder"),
+    ],
+)
+def test_onnx_model_matches_pytorch_at_another_batch_size(model: str, part: str, tmp_path: Path) -> None:
+    module, inputs = _parts(model)[part]
+    module.train()
+    fxvae.export_onnx(module, tmp_path / "m.onnx", inputs(3))
+    assert module.training
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    args = inputs(7)
+    got = session.run(None, {i.name: a.numpy() for i, a in zip(session.get_inputs(), args, strict=True)})
+    with torch.no_grad():
+        expected = flatten_outputs(module.eval()(*args))
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(torch.from_numpy(g), e, atol=1e-5, rtol=1e-5)
+
+
+def test_onnx_inputs_are_named_after_the_arguments(tmp_path: Path) -> None:
+    decoder = _parts("conditional")["decoder"][0]
+    fxvae.export_onnx(decoder, tmp_path / "d.onnx", (torch.randn(2, 4), torch.tensor([1, 2])))
+    session = ort.InferenceSession(str(tmp_path / "d.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["z", "label"]
+    assert [o.name for o in session.get_outputs()] == ["output_0"]
+
+
+def test_flatten_outputs_goes_depth_first_and_skips_none() -> None:
+    a, b = torch.zeros(1), torch.ones(1)
+    out = {"first": (a, None), "second": [b]}
+    assert flatten_outputs(out) == (a, b)
