@@ -1,22 +1,20 @@
 """fxvae: turn a trained PyTorch autoencoder into a variational autoencoder in one call.
 
->>> import fxvae
->>> vae, kl = fxvae.convert(autoencoder, example_batch)
->>> loss = reconstruction_loss(vae(x), x) + kl()
+>>> vae, kl = fxvae.convert(ae, x)
+>>> loss = F.mse_loss(vae.train()(x), x) + kl()
 """
 
 from __future__ import annotations
 
-from fxvae.api import Conversion, conversion, convert, load_ae_state_dict, posterior
-from fxvae.bottleneck import Bottleneck, Candidate, find_bottleneck
+from fxvae.bottleneck import Bottleneck, Candidate
+from fxvae.convert import Conversion, Options, conversion, convert, find_bottleneck, posterior
 from fxvae.errors import BottleneckError, CheckpointError, FxvaeError, KLError, RewriteError, TraceError
-from fxvae.io import convert_checkpoint, load, save
+from fxvae.io import convert_checkpoint, load, load_ae_state_dict, save
 from fxvae.latent import DiagonalGaussian, KLDivergence, Reparameterize
 from fxvae.onnx import export_onnx
 from fxvae.ops import kl_divergence
 from fxvae.split import sample, split
-
-__version__ = "0.1.0"
+from fxvae.version import VERSION as __version__
 
 __all__ = [
     "Bottleneck",
@@ -28,6 +26,7 @@ __all__ = [
     "FxvaeError",
     "KLDivergence",
     "KLError",
+    "Options",
     "Reparameterize",
     "RewriteError",
     "TraceError",

@@ -19,9 +19,10 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-import fxvae
-from fxvae.errors import FxvaeError
-from fxvae.tracing import as_args, eval_mode
+from fxvae.convert import convert
+from fxvae.modules import eval_mode
+from fxvae.outputs import reconstruction
+from fxvae.tracing import as_args
 
 Mode = Literal["eval", "train"]
 Device = Literal["cpu", "cuda"]
@@ -73,26 +74,6 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
-def _first_tensor(out: Any, like: torch.Tensor) -> torch.Tensor:
-    """The reconstruction inside a model output: the first tensor with the input's shape, else the first."""
-    if isinstance(out, torch.Tensor):
-        return out
-    stack, leaves = [out], []
-    while stack:
-        item = stack.pop(0)
-        if isinstance(item, torch.Tensor):
-            leaves.append(item)
-        elif isinstance(item, dict):
-            stack[:0] = list(item.values())
-        elif isinstance(item, (tuple, list)):
-            stack[:0] = list(item)
-        elif hasattr(item, "__dataclass_fields__"):
-            stack[:0] = [getattr(item, f) for f in item.__dataclass_fields__]
-    if not leaves:
-        raise FxvaeError(f"the model returns no tensor ({type(out).__name__}); benchmark an autoencoder")
-    return next((t for t in leaves if t.shape == like.shape), leaves[0])
-
-
 class _Runner:
     """One model's step for a mode: no-grad forward (eval), or forward, loss, backward, Adam (train)."""
 
@@ -106,7 +87,7 @@ class _Runner:
             with torch.no_grad():
                 self.model(x)
             return
-        loss = F.mse_loss(_first_tensor(self.model(x), x), x)
+        loss = F.mse_loss(reconstruction(self.model(x), x), x)
         if self.kl is not None:
             loss = loss + self.kl()
         loss.backward()
@@ -188,9 +169,9 @@ def measure(
     about ``repeat_s``; then a few steps of each under a memory probe. Both models are trained in
     place in train mode (Adam, lr 1e-5), so pass copies you do not need.
 
-    >>> vae, kl = fxvae.convert(ae, x)
-    >>> rows = measure(ae, vae, kl, (3, 64, 64), batch_sizes=(32,), repeats=15)
-    >>> rows[0].ratio
+    >>> rows = measure(ae, vae, kl, (64,), batch_sizes=(32,), repeats=3, repeat_s=0.001)
+    >>> rows[0].mode, rows[0].batch_size
+    ('eval', 32)
     """
     dev = torch.device(device)
     ae, vae = ae.to(dev), vae.to(dev)
@@ -227,7 +208,8 @@ def measure(
 def time_conversion(model: nn.Module, example_inputs: Any, *, repeats: int = 5) -> ConversionTiming:
     """Median time of fxvae.convert against symbolic_trace plus one no-grad forward, interleaved.
 
-    >>> time_conversion(ae, torch.randn(1, 3, 64, 64)).ratio  # the target is <= 3
+    >>> time_conversion(ae, x, repeats=1).ratio > 0
+    True
     """
     args = as_args(example_inputs)
 
@@ -237,7 +219,7 @@ def time_conversion(model: nn.Module, example_inputs: Any, *, repeats: int = 5) 
             model(*args)
 
     def conversion() -> None:
-        fxvae.convert(model, args)
+        convert(model, args)
 
     times: tuple[list[float], list[float]] = ([], [])
     for i in range(repeats):

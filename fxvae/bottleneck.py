@@ -1,42 +1,58 @@
-"""Find an autoencoder's bottleneck: the narrowest node on every path from the data to the reconstruction."""
+"""Find an autoencoder's bottleneck in its graph: the narrowest node on every path from data to reconstruction.
+
+Among separating nodes (every input-to-reconstruction path passes them) narrower than the input, the
+narrowest wins. An equal-width run (a last conv, a residual block, attention that keep the latent's
+width) is settled by the module hierarchy: the latent is the output of the outermost module that
+contains the run's start and ends inside it (the encoder's output), plus the elementwise activations
+applied to it outside any new module (z = f(y)). Graphs without module structure fall back to "the
+first layer of the run and its elementwise tail".
+
+The search returns a :class:`Plan` holding the graph's own nodes for the rewrite, and a
+:class:`Bottleneck`, the public, display-only report.
+"""
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch.fx as fx
-from torch import nn
 
 from fxvae.errors import BottleneckError
 from fxvae.graph import (
-    SUPPORTED_LAYERS,
     WEIGHT_ARG,
-    attr_owner_path,
     crossing_edges,
     data_inputs,
     data_path,
     functional_arg,
-    is_dropout,
     is_float_tensor,
     layer_kind,
     module_path,
+    module_stack,
     per_sample_shape,
     reconstruction,
+    stored_sources,
     tensor_shape,
     width,
 )
-from fxvae.tracing import TracerName, as_args, trace
+from fxvae.operators import feature_layout, is_dropout, is_elementwise, is_shape_move
+from fxvae.tracing import TracerName
 
-_SHOWN_CANDIDATES = 8
+HeadKind = Literal["layer", "pointwise"]
+"""How the log-sigma head is made: ``"layer"``, a zero copy of the bottleneck layer reading the layer's
+input; ``"pointwise"``, a zero Linear (features last) or 1x1 convolution (channels first) on the latent."""
+
+SHOWN_CANDIDATES = 8
 
 
 @dataclass(frozen=True)
 class Candidate:
     """A node that could have been the bottleneck, and why it was or was not chosen.
 
-    >>> [(c.node, c.width, c.reason) for c in fxvae.find_bottleneck(model, x).candidates]
+    >>> b = fxvae.find_bottleneck(ae, x)
+    >>> [(c.node, c.width, c.reason) for c in b.candidates][0]
+    ('_3', 8, 'chosen: narrowest node on every path from input to reconstruction')
     """
 
     node: str
@@ -44,19 +60,21 @@ class Candidate:
     width: int
     separates: bool
     reason: str
+    module: str | None = None
+    """Path of the module that produced the node (the innermost; for a module call, that module)."""
 
 
 @dataclass(frozen=True)
 class Bottleneck:
-    """Where an autoencoder compresses, as found by :func:`find_bottleneck`.
+    """Where an autoencoder compresses, as found by :func:`fxvae.find_bottleneck`.
 
-    >>> b = fxvae.find_bottleneck(model, torch.randn(8, 784))
-    >>> b.node, b.layer, b.shape, b.width
-    ('sigmoid', 'enc.2', (32,), 32)
+    >>> b = fxvae.find_bottleneck(ae, x)
+    >>> b.node, b.layer, b.shape, b.width, b.head_kind
+    ('_3', '2', (8,), 8, 'layer')
     """
 
     node: str
-    """fx node name of the latent z (the bottleneck's output)."""
+    """fx node name of the latent z (the bottleneck's output); the module path in the hooks tier."""
     layer: str | None
     """Module path of the layer that seeds the mu head (for a functional layer: its weight's owner)."""
     shape: tuple[int, ...]
@@ -66,114 +84,72 @@ class Bottleneck:
     candidates: tuple[Candidate, ...]
     """The narrowest nodes considered, ranked by width, each with the reason it won or lost."""
     tracer: TracerName
-    """"fx" (torch.fx.symbolic_trace) or "export" (torch.export fallback)."""
+    """"fx" (symbolic_trace), "export" (torch.export) or "hooks" (forward hooks, no graph)."""
     input_width: int
     """Per-sample element count of the data input."""
     layer_node: str | None
     """fx node name of the seeding layer."""
     chain: tuple[str, ...]
     """fx node names from the seeding layer to the latent (activations, reshapes, pooling)."""
+    head_kind: HeadKind = "layer"
+    """How the log-sigma head is made (see :data:`HeadKind`)."""
+    module: str | None = None
+    """Path of the module whose output is the latent (the encoder, where the model has one)."""
+    layer_type: str | None = None
+    """The seeding layer, e.g. ``Linear(32 -> 8)``."""
+    forced: bool = False
+    """Whether ``bottleneck=`` chose it."""
 
     def __str__(self) -> str:
+        where = f" = output of {self.module!r}" if self.module else ""
+        if self.head_kind == "layer":
+            head = f"mu head: {self.layer} {self.layer_type or ''}".rstrip()
+        else:
+            head = "mu: the latent itself; log-sigma head: pointwise layer on it"
         lines = [
-            f"bottleneck {self.node!r} {list(self.shape)} (width {self.width} of input {self.input_width}),"
-            f" mu head seeded by {self.layer!r}, traced with {self.tracer}"
+            f"bottleneck {self.node!r}{where}: shape {list(self.shape)}, width {self.width} of input "
+            f"{self.input_width} ({self.input_width / self.width:.1f}x compression)",
+            f"{head}; traced with {self.tracer}",
+            f"  {'node':<24} {'module':<20} {'width':>8}  why",
         ]
-        lines += [f"  {c.node:<24} {c.width:>8}  {c.reason}" for c in self.candidates]
+        lines += [f"  {c.node:<24} {c.module or '-':<20} {c.width:>8}  {c.reason}" for c in self.candidates]
         return "\n".join(lines)
 
 
-def find_bottleneck(model: nn.Module, example_inputs: Any, *, bottleneck: str | None = None) -> Bottleneck:
-    """Locate the bottleneck of ``model`` without rewriting anything.
-
-    ``example_inputs`` is a tensor or a tuple of positional arguments; its first argument is the data
-    and dim 0 is the batch. ``bottleneck`` forces a choice by fx node name or module path.
-
-    >>> b = fxvae.find_bottleneck(model, torch.randn(8, 1, 28, 28))
-    >>> print(b)  # the choice and the ranked candidates with reasons
-    """
-    args = as_args(example_inputs)
-    traced = trace(model, args)
-    return locate(traced.graph_module, args, traced.tracer, bottleneck)
-
-
 @dataclass(frozen=True)
-class ProfileNode:
-    """One node on the data path from the input to the reconstruction."""
+class Plan:
+    """What the rewrite needs, as nodes of the traced graph; :attr:`report` is what users see."""
 
-    name: str
-    op: str
-    target: str
-    shape: tuple[int, ...] | None
-    """Per-sample shape (batch dimension dropped); None where the node is not a batched tensor."""
-    width: int | None
-    separator: bool
-    """Every path from the input to the reconstruction passes this node (it dominates the output)."""
-    bypass: str | None
-    """An edge ``a -> b`` that carries data around the node, where it is no separator."""
+    report: Bottleneck
+    latent: fx.Node
+    layer: fx.Node | None
+    """The layer whose weights the mu head takes over (head kind "layer")."""
+    chain: tuple[fx.Node, ...]
+    """From ``layer`` to ``latent``: elementwise maps and shape moves."""
+    feature_dim: int
+    """The latent dimension a pointwise log-sigma head mixes (-1 features last, 1 channels first)."""
 
 
-@dataclass(frozen=True)
-class WidthProfile:
-    """The hourglass of an autoencoder: per-sample width of every node along its data path."""
-
-    tracer: TracerName
-    node_count: int
-    input_width: int
-    nodes: tuple[ProfileNode, ...]
-    bottleneck: Bottleneck
-
-
-def width_profile(model: nn.Module, example_inputs: Any, *, bottleneck: str | None = None) -> WidthProfile:
-    """Trace ``model`` once, find its bottleneck, and list the width of each node on the data path.
-
-    >>> p = width_profile(ae, torch.randn(1, 3, 64, 64))
-    >>> [(n.name, n.width, n.separator) for n in p.nodes]
-    """
-    args = as_args(example_inputs)
-    traced = trace(model, args)
-    gm = traced.graph_module
-    found = locate(gm, args, traced.tracer, bottleneck)
-    source = next(n for n in gm.graph.nodes if n.op == "placeholder")
-    batch = tensor_shape(source)[0]
-    path = data_path(gm.graph, source, reconstruction(gm.graph, source))
-    crossing = crossing_edges(path)
-    nodes = []
-    for node in path:
-        shape = per_sample_shape(node, batch)
-        edge = crossing.get(node)
-        nodes.append(
-            ProfileNode(
-                name=node.name,
-                op=node.op,
-                target=_describe_target(gm, node),
-                shape=shape,
-                width=width(shape) if shape is not None else None,
-                separator=edge is None,
-                bypass=f"{edge[0].name} -> {edge[1].name}" if edge is not None else None,
-            )
-        )
-    return WidthProfile(traced.tracer, len(gm.graph.nodes), found.input_width, tuple(nodes), found)
-
-
-def _describe_target(gm: fx.GraphModule, node: fx.Node) -> str:
-    if node.op == "call_module":
-        return f"{type(gm.get_submodule(node.target)).__name__} {node.target}"
-    if node.op == "call_function":
-        return getattr(node.target, "__name__", str(node.target))
-    return str(node.target)
-
-
-def locate(gm: fx.GraphModule, args: tuple[Any, ...], tracer: TracerName, forced: str | None) -> Bottleneck:
-    """The bottleneck of a shape-propagated graph (see :func:`find_bottleneck`)."""
+def locate(gm: fx.GraphModule, tracer: TracerName, forced: str | None, model_name: str | None = None) -> Plan:
+    """The bottleneck of a shape-propagated graph (see :func:`fxvae.find_bottleneck`)."""
+    name = model_name or type(gm).__name__
     graph = gm.graph
-    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
-    if not placeholders or tensor_shape(placeholders[0]) is None:
-        raise BottleneckError(f"the first input of {type(gm).__name__} is not a tensor; pass the data first")
+    placeholders = graph.find_nodes(op="placeholder")
+    source_shape = tensor_shape(placeholders[0]) if placeholders else None
+    if source_shape is None:
+        raise BottleneckError(
+            f"the first input of {name} is not a tensor; pass the data the model reconstructs first "
+            "(other inputs, such as a label, after it)"
+        )
     source = placeholders[0]
-    batch = tensor_shape(source)[0]
-    input_width = width(per_sample_shape(source, batch) or ())
-    recon = reconstruction(graph, source)
+    if len(source_shape) < 2:
+        raise BottleneckError(
+            f"the data input {source.name!r} has shape {list(source_shape)}: the example needs a batch "
+            f"dimension first, e.g. x.unsqueeze(0) of shape {[1, *source_shape]}"
+        )
+    batch = source_shape[0]
+    input_width = width(source_shape[1:])
+    recon = reconstruction(graph, source, name)
     path = data_path(graph, source, recon)
     crossing = crossing_edges(path)
     index = {n: i for i, n in enumerate(path)}
@@ -181,156 +157,265 @@ def locate(gm: fx.GraphModule, args: tuple[Any, ...], tracer: TracerName, forced
     pool = [n for n in crossing if is_float_tensor(n) and shapes[n] is not None]
     if not pool:
         raise BottleneckError(
-            f"no floating-point tensor lies between input {source.name!r} and output {recon.name!r}; "
-            "check that the first example input is the data the model reconstructs"
+            f"no floating-point tensor with batch size {batch} lies between input {source.name!r} "
+            f"{list(source_shape)} and output {recon.name!r}; dim 0 of the example must be the batch "
+            "(is the batch dimension missing?) and the first input the data the model reconstructs"
         )
-
+    search = _Search(gm, path, crossing, shapes, index, input_width)
     if forced is not None:
-        chosen = _resolve(graph, forced, pool, tracer, shapes)
-        edge = crossing[chosen]
+        latent = search.resolve(forced)
+        why = "forced by bottleneck="
+        edge = crossing[latent]
         if edge is not None:
+            why += f"; bypassed by {edge[0].name} -> {edge[1].name}"
             warnings.warn(
-                f"bottleneck {forced!r} ({chosen.name}) is bypassed by {edge[0].name} -> {edge[1].name}: "
+                f"bottleneck {forced!r} ({latent.name}) is bypassed by {edge[0].name} -> {edge[1].name}: "
                 "information reaches the output around the latent",
-                stacklevel=3,
+                stacklevel=4,
             )
+        boundary = None
     else:
-        chosen = _choose(gm, pool, crossing, shapes, index, input_width, source, recon)
-
-    chain = _seed_chain(gm, chosen, set(path))
-    layer_node = chain[0] if chain else None
-    return Bottleneck(
-        node=chosen.name,
-        layer=_layer_path(layer_node, tracer) if layer_node is not None else None,
-        shape=shapes[chosen],
-        width=width(shapes[chosen]),
-        candidates=_rank(pool, crossing, shapes, index, chosen, input_width),
+        latent, boundary = search.choose(source, recon)
+        why = "chosen: narrowest node on every path from input to reconstruction"
+        if boundary is not None:
+            why += f", the output of {boundary!r}"
+    chain = _seed_chain(gm, latent, set(path))
+    layer = chain[0] if chain else None
+    report = Bottleneck(
+        node=latent.name,
+        layer=_layer_path(gm, layer) if layer is not None else None,
+        shape=shapes[latent],
+        width=width(shapes[latent]),
+        candidates=search.rank(latent, why, boundary),
         tracer=tracer,
         input_width=input_width,
-        layer_node=layer_node.name if layer_node is not None else None,
-        chain=tuple(n.name for n in chain) if chain else (chosen.name,),
+        layer_node=layer.name if layer is not None else None,
+        chain=tuple(n.name for n in chain) if chain else (latent.name,),
+        head_kind="layer" if layer is not None else "pointwise",
+        module=boundary or _outermost_ending_at(path, latent),
+        layer_type=_describe_layer(gm, layer) if layer is not None else None,
+        forced=forced is not None,
     )
+    return Plan(report, latent, layer, tuple(chain or ()), _feature_dim(gm, latent, set(path)))
 
 
-def _choose(
-    gm: fx.GraphModule,
-    pool: list[fx.Node],
-    crossing: dict[fx.Node, Any],
-    shapes: dict[fx.Node, Any],
-    index: dict[fx.Node, int],
-    input_width: int,
-    source: fx.Node,
-    recon: fx.Node,
-) -> fx.Node:
-    separators = [n for n in pool if crossing[n] is None and width(shapes[n]) < input_width]
-    if not separators:
-        narrowest = min(pool, key=lambda n: (width(shapes[n]), index[n]))
-        edge = crossing[narrowest]
-        how = (
-            f"{edge[0].name!r} -> {edge[1].name!r} bypasses it"
-            if edge
-            else "it is no narrower than the input"
-        )
-        raise BottleneckError(
-            f"no node narrower than the input ({input_width}) lies on every path from {source.name!r} to "
-            f"{recon.name!r}: the narrowest, {narrowest.name!r} {list(shapes[narrowest])}, is not a "
+class _Search:
+    """The separating nodes of one graph and the rules that pick, rank and resolve among them."""
+
+    def __init__(
+        self,
+        gm: fx.GraphModule,
+        path: list[fx.Node],
+        crossing: dict[fx.Node, Any],
+        shapes: dict[fx.Node, Any],
+        index: dict[fx.Node, int],
+        input_width: int,
+    ) -> None:
+        self.gm, self.path, self.crossing, self.shapes = gm, path, crossing, shapes
+        self.index, self.input_width = index, input_width
+        self.pool = [n for n in crossing if is_float_tensor(n) and shapes[n] is not None]
+        self.on_path = set(path)
+        self.end_of: dict[str, fx.Node] = {}
+        """Per module call: its last node on the data path."""
+        for node in path:
+            for key, _ in module_stack(node):
+                self.end_of[key] = node
+
+    def width(self, node: fx.Node) -> int:
+        return width(self.shapes[node])
+
+    def choose(self, source: fx.Node, recon: fx.Node) -> tuple[fx.Node, str | None]:
+        """The latent, and the module whose output it is where the module rule decided."""
+        separators = [n for n in self.pool if self.crossing[n] is None and self.width(n) < self.input_width]
+        if not separators:
+            raise self._no_bottleneck(source, recon)
+        narrowest = min(self.width(n) for n in separators)
+        start = next(i for i, n in enumerate(separators) if self.width(n) == narrowest)
+        run: list[fx.Node] = []
+        for node in separators[start:]:
+            if self.width(node) != narrowest:
+                break
+            run.append(node)
+        by_module = self._module_boundary(run)
+        if by_module is None:
+            return self._layer_and_tail(run), None
+        latent, boundary = by_module
+        return self._elementwise_tail(run, latent), boundary
+
+    def _module_boundary(self, run: list[fx.Node]) -> tuple[fx.Node, str] | None:
+        """The output of the outermost module that contains the run's start and ends inside the run."""
+        members = set(run)
+        for key, path in module_stack(run[0]):
+            if self.end_of.get(key) in members:
+                return self.end_of[key], path
+        return None
+
+    def _follows(self, node: fx.Node, previous: fx.Node) -> bool:
+        """``node`` reads only ``previous`` on the data path and keeps its shape."""
+        inputs = [n for n in data_inputs(node) if n in self.on_path]
+        return inputs == [previous] and self.shapes[node] == self.shapes[previous]
+
+    def _is_activation(self, node: fx.Node) -> bool:
+        return is_elementwise(self.gm, node) and not is_dropout(self.gm, node)
+
+    def _elementwise_tail(self, run: list[fx.Node], latent: fx.Node) -> fx.Node:
+        """Extend the latent over the activations applied to it, as long as they enter no module that
+        goes on past them (the decoder's own first activation stays in the decoder)."""
+        inside = {key for key, _ in module_stack(latent)}
+        for node in run[run.index(latent) + 1 :]:
+            entered = {key for key, _ in module_stack(node)} - inside
+            if any(self.end_of.get(key) is not node for key in entered):
+                break
+            if not (self._follows(node, latent) and self._is_activation(node)):
+                break
+            latent = node
+        return latent
+
+    def _layer_and_tail(self, run: list[fx.Node]) -> fx.Node:
+        """Without modules: move past the run's first layer (if it starts before one) and its activations."""
+        latent = run[0]
+        seen_layer = layer_kind(self.gm, latent) is not None
+        for node in run[1:]:
+            if [n for n in data_inputs(node) if n in self.on_path] != [latent]:
+                break
+            if layer_kind(self.gm, node) is not None:
+                if seen_layer:
+                    break
+                seen_layer = True
+            elif self.shapes[node] != self.shapes[latent] or not self._is_activation(node):
+                break
+            latent = node
+        return latent
+
+    def _no_bottleneck(self, source: fx.Node, recon: fx.Node) -> BottleneckError:
+        narrowest = min(self.pool, key=lambda n: (self.width(n), self.index[n]))
+        edge = self.crossing[narrowest]
+        how = f"{edge[0].name!r} -> {edge[1].name!r} bypasses it" if edge else "it is no narrower than the input"
+        return BottleneckError(
+            f"no node narrower than the input ({self.input_width}) lies on every path from {source.name!r} "
+            f"to {recon.name!r}: the narrowest, {narrowest.name!r} {list(self.shapes[narrowest])}, is not a "
             f"bottleneck because {how} (a skip connection, as in a U-Net, carries the data around it). "
-            f"Pass bottleneck='<node or module>' to force one; candidates: {_names(pool, shapes, index)}"
+            f"Force one with bottleneck=<node or module>; candidates: {self.names()}"
         )
-    chosen = min(separators, key=lambda n: (width(shapes[n]), index[n]))
-    seen_layer = layer_kind(gm, chosen) is not None
-    # z = f(y): move past the seeding layer (if the run starts before it) and its elementwise tail.
-    for node in separators[separators.index(chosen) + 1 :]:
-        is_layer = layer_kind(gm, node) is not None
-        if data_inputs(node) != [chosen] or width(shapes[node]) != width(shapes[chosen]):
-            break
-        if is_layer and seen_layer:
-            break
-        if not is_layer and (shapes[node] != shapes[chosen] or is_dropout(gm, node)):
-            break
-        chosen, seen_layer = node, seen_layer or is_layer
-    return chosen
+
+    def resolve(self, name: str) -> fx.Node:
+        """The node a user means by ``bottleneck=``: an fx node name, or the output of a module path."""
+        by_name = {n.name: n for n in self.pool}
+        if name in by_name:
+            return by_name[name]
+        inside = [
+            n
+            for n in self.pool
+            if (path := module_path(n)) is not None and (path == name or path.startswith(name + "."))
+        ]
+        if inside:
+            return inside[-1]
+        known = {n.name: n for n in self.gm.graph.nodes}
+        if name in known and known[name] in self.on_path:
+            why = "is not a floating-point tensor with the batch first"
+        elif name in known:
+            why = "is not on a path from the data input to the reconstruction (a side branch, an input or a constant)"
+        else:
+            why = "names no node or module on the data path"
+        raise BottleneckError(
+            f"bottleneck={name!r} {why}; candidates (node names): {self.names()}. "
+            "fxvae.find_bottleneck(model, example_inputs) lists them with widths"
+        )
+
+    def rank(self, chosen: fx.Node, why: str, boundary: str | None) -> tuple[Candidate, ...]:
+        narrow = [n for n in self.pool if self.width(n) < self.input_width or n is chosen]
+        ranked = sorted(narrow, key=lambda n: (n is not chosen, self.width(n), self.index[n]))
+        best = self.width(chosen)
+        result = []
+        for n in ranked[:SHOWN_CANDIDATES]:
+            w, edge = self.width(n), self.crossing[n]
+            if n is chosen:
+                reason = why
+            elif edge is not None:
+                reason = f"bypassed by {edge[0].name} -> {edge[1].name}"
+            elif w > best:
+                reason = f"wider than {chosen.name} ({w} > {best})"
+            elif self.index[n] < self.index[chosen] and boundary is not None:
+                reason = f"same width, inside {boundary!r}: the latent is that module's output"
+            elif self.index[n] < self.index[chosen]:
+                reason = f"same width; {chosen.name} follows its layer and elementwise activations"
+            else:
+                reason = f"same width, after {chosen.name} (decoder side)"
+            result.append(Candidate(n.name, self.shapes[n], w, edge is None, reason, module_path(n)))
+        return tuple(result)
+
+    def names(self) -> str:
+        ranked = sorted(self.pool, key=lambda n: (self.width(n), self.index[n]))[:SHOWN_CANDIDATES]
+        return ", ".join(f"{n.name} {list(self.shapes[n])}" for n in ranked)
 
 
 def _seed_chain(gm: fx.GraphModule, latent: fx.Node, on_path: set[fx.Node]) -> list[fx.Node] | None:
-    """Nodes from the nearest parametrized layer feeding ``latent`` up to it, each with one data input."""
+    """The layer feeding ``latent`` through elementwise maps and shape moves, up to the latent; else None."""
     chain = [latent]
     node = latent
     while layer_kind(gm, node) is None:
+        elementwise = is_elementwise(gm, node)
+        if not (elementwise or is_shape_move(gm, node)):
+            return None
         inputs = [n for n in data_inputs(node) if n in on_path]
         if len(inputs) != 1 or inputs[0].op == "placeholder":
+            return None
+        if elementwise and tensor_shape(node) != tensor_shape(inputs[0]):
             return None
         node = inputs[0]
         chain.append(node)
     return chain[::-1]
 
 
-def _layer_path(node: fx.Node, tracer: TracerName) -> str:
+def _feature_dim(gm: fx.GraphModule, latent: fx.Node, on_path: set[fx.Node]) -> int:
+    """Features last or channels first: as the nearest operation upstream of the latent that says."""
+    if len(tensor_shape(latent) or ()) <= 2:
+        return -1
+    node: fx.Node | None = latent
+    while node is not None:
+        layout = feature_layout(gm, node)
+        if layout is not None:
+            return layout
+        node = next((n for n in data_inputs(node) if n in on_path), None)
+    return 1
+
+
+def _outermost_ending_at(path: list[fx.Node], latent: fx.Node) -> str | None:
+    """The outermost module whose last node on the data path is ``latent``."""
+    last: dict[str, fx.Node] = {}
+    for node in path:
+        for key, _ in module_stack(node):
+            last[key] = node
+    for key, module in module_stack(latent):
+        if last.get(key) is latent:
+            return module
+    return str(latent.target) if latent.op == "call_module" else None
+
+
+def _layer_path(gm: fx.GraphModule, node: fx.Node) -> str:
     if node.op == "call_module":
         return str(node.target)
-    return attr_owner_path(functional_arg(node, WEIGHT_ARG, "weight").target)
+    owner = module_path(node)
+    if owner is not None:
+        return owner
+    weights = stored_sources(functional_arg(node, WEIGHT_ARG, "weight"))
+    target = str(weights[0].target) if weights else node.name
+    holder, _, attr = target.rpartition(".")
+    return holder if attr == "weight" and holder else target
 
 
-def _resolve(
-    graph: fx.Graph, name: str, pool: list[fx.Node], tracer: TracerName, shapes: dict[fx.Node, Any]
-) -> fx.Node:
-    """The node a user means by ``bottleneck=``: an fx node name, or the output of a module path."""
-    by_name = {n.name: n for n in pool}
-    if name in by_name:
-        return by_name[name]
-    strip = "model." if tracer == "export" else ""
-    inside = [
-        n
-        for n in pool
-        if (path := module_path(n, strip)) is not None and (path == name or path.startswith(name + "."))
-    ]
-    if inside:
-        return inside[-1]
-    known = {n.name for n in graph.nodes}
-    why = "is not a floating-point tensor between input and output" if name in known else "names no node"
-    raise BottleneckError(
-        f"bottleneck={name!r} {why} or module on the data path; candidates (node names): "
-        f"{_names(pool, shapes, {n: i for i, n in enumerate(pool)})}. "
-        "fxvae.find_bottleneck(model, example_inputs) lists them with widths"
-    )
-
-
-def _rank(
-    pool: list[fx.Node],
-    crossing: dict[fx.Node, Any],
-    shapes: dict[fx.Node, Any],
-    index: dict[fx.Node, int],
-    chosen: fx.Node,
-    input_width: int,
-) -> tuple[Candidate, ...]:
-    narrow = [n for n in pool if width(shapes[n]) < input_width or n is chosen]
-    ranked = sorted(narrow, key=lambda n: (n is not chosen, width(shapes[n]), index[n]))[:_SHOWN_CANDIDATES]
-    best = width(shapes[chosen])
-    result = []
-    for n in ranked:
-        w, edge = width(shapes[n]), crossing[n]
-        if n is chosen:
-            reason = "chosen: narrowest node on every path from input to reconstruction"
-        elif edge is not None:
-            reason = f"bypassed by {edge[0].name} -> {edge[1].name}"
-        elif w > best:
-            reason = f"wider than {chosen.name} ({w} > {best})"
-        elif index[n] < index[chosen]:
-            reason = f"same width; {chosen.name} follows its layer and elementwise activations"
-        else:
-            reason = f"same width, after {chosen.name} (decoder side)"
-        result.append(Candidate(n.name, shapes[n], w, edge is None, reason))
-    return tuple(result)
-
-
-def _names(pool: list[fx.Node], shapes: dict[fx.Node, Any], index: dict[fx.Node, int]) -> str:
-    ranked = sorted(pool, key=lambda n: (width(shapes[n]), index[n]))[:_SHOWN_CANDIDATES]
-    return ", ".join(f"{n.name} {list(shapes[n])}" for n in ranked)
-
-
-def describe_missing_layer(b: Bottleneck) -> str:
-    return (
-        f"no parametrized layer feeds bottleneck {b.node!r} through single-input operations, so there is "
-        f"nothing to seed the mu and log-sigma heads from (supported: {SUPPORTED_LAYERS}); pass "
-        "bottleneck='<node>' naming the output of such a layer"
-    )
+def _describe_layer(gm: fx.GraphModule, node: fx.Node) -> str:
+    """``Linear(32 -> 8)``: the layer's class (or function) and its input and output widths."""
+    if node.op == "call_module":
+        label = type(gm.get_submodule(node.target)).__name__
+    else:
+        label = getattr(node.target, "__name__", str(node.target)).split(".")[0]
+    kind = layer_kind(gm, node)
+    sizes = ""
+    inputs = data_inputs(node)
+    in_shape = tensor_shape(inputs[0]) if inputs else None
+    out_shape = tensor_shape(node)
+    if kind is not None and in_shape and out_shape:
+        dim = kind.channel_dim
+        sizes = f"{in_shape[dim]} -> {out_shape[dim]}"
+    return f"{label}({sizes})"

@@ -34,8 +34,8 @@ from torch import nn
 
 import fxvae
 from fxvae.bench import BenchRow, measure
-from fxvae.bottleneck import WidthProfile, width_profile
-from fxvae.tracing import eval_mode
+from fxvae.inspection import WidthProfile, width_profile
+from fxvae.modules import eval_mode
 
 
 class ExitCode(IntEnum):
@@ -77,9 +77,7 @@ _err = Console(stderr=True)
 ModelArg = Annotated[
     str, typer.Argument(help="'package.module:factory' or 'path/to/file.py:factory' returning the nn.Module.")
 ]
-InputShape = Annotated[
-    str, typer.Option("--input-shape", help="Example input shape, batch first: 1,3,64,64.")
-]
+InputShape = Annotated[str, typer.Option("--input-shape", help="Example input shape, batch first: 1,3,64,64.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
 BottleneckOpt = Annotated[
     str | None, typer.Option("--bottleneck", help="Force the bottleneck (fx node name or module path).")
@@ -101,9 +99,7 @@ def load_factory(spec: str) -> Callable[[], Any]:
     """
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
-        raise CliError(
-            ExitCode.USAGE, f"MODEL {spec!r} must be 'package.module:factory' or 'path/to/file.py:factory'"
-        )
+        raise CliError(ExitCode.USAGE, f"MODEL {spec!r} must be 'package.module:factory' or 'path/to/file.py:factory'")
     if module_name.endswith(".py") or "/" in module_name:
         module = _import_file(Path(module_name))
     else:
@@ -117,9 +113,7 @@ def load_factory(spec: str) -> Callable[[], Any]:
     factory = getattr(module, attr, None)
     if not callable(factory):
         found = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
-        raise CliError(
-            ExitCode.MODEL, f"{module_name!r} has no callable {attr!r}; callables there: {', '.join(found)}"
-        )
+        raise CliError(ExitCode.MODEL, f"{module_name!r} has no callable {attr!r}; callables there: {', '.join(found)}")
     return factory
 
 
@@ -149,9 +143,7 @@ def load_model(spec: str) -> nn.Module:
     except Exception as err:
         raise CliError(ExitCode.MODEL, f"factory {spec!r} raised {type(err).__name__}: {err}") from err
     if not isinstance(model, nn.Module):
-        raise CliError(
-            ExitCode.MODEL, f"factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module"
-        )
+        raise CliError(ExitCode.MODEL, f"factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
 
 
@@ -162,9 +154,7 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
     except ValueError:
         values = ()
     if not values or any(v <= 0 for v in values):
-        raise CliError(
-            ExitCode.USAGE, f"{option} {text!r} must be comma-separated positive integers, e.g. 1,3,64,64"
-        )
+        raise CliError(ExitCode.USAGE, f"{option} {text!r} must be comma-separated positive integers, e.g. 1,3,64,64")
     return values
 
 
@@ -257,9 +247,7 @@ def plot_profile(profile: WidthProfile, path: Path, title: str) -> None:
     sep = [(i, n.width) for i, n in points if n.separator]
     byp = [(i, n.width) for i, n in points if not n.separator]
     if sep:
-        ax.scatter(
-            *zip(*sep, strict=True), s=28, color="tab:blue", zorder=2, label="separator (on every path)"
-        )
+        ax.scatter(*zip(*sep, strict=True), s=28, color="tab:blue", zorder=2, label="separator (on every path)")
     if byp:
         ax.scatter(
             *zip(*byp, strict=True),
@@ -296,9 +284,7 @@ def plot_profile(profile: WidthProfile, path: Path, title: str) -> None:
 def inspect(
     model: ModelArg,
     input_shape: InputShape,
-    checkpoint: Annotated[
-        Path | None, typer.Option(help="Load these weights first (.safetensors/.pt).")
-    ] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Load these weights first (.safetensors/.pt).")] = None,
     bottleneck: BottleneckOpt = None,
     plot: Annotated[Path | None, typer.Option(help="Write the width profile as a PNG.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
@@ -397,12 +383,8 @@ def convert(
             elapsed = time.perf_counter() - start
         recipe = fxvae.conversion(vae)
         b = recipe.bottleneck
-        _err.print(
-            f"bottleneck {b.node} {list(b.shape)} (mu head from {b.layer!r}, traced with {recipe.tracer})"
-        )
-        _err.print(
-            f"wrote {out} in {elapsed:.2f} s; keys moved: {recipe.key_map}, new: {list(recipe.new_keys)}"
-        )
+        _err.print(f"bottleneck {b.node} {list(b.shape)} (mu head from {b.layer!r}, traced with {recipe.tracer})")
+        _err.print(f"wrote {out} in {elapsed:.2f} s; keys moved: {recipe.key_map}, new: {list(recipe.new_keys)}")
         if onnx is not None:
             with _err.status(f"exporting {onnx}"):
                 # The exported graph is the deterministic one: eval mode, z = mu.
@@ -423,9 +405,7 @@ def bench(
     input_shape: InputShape,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,32,256",
-    mode: Annotated[
-        str, typer.Option(help="eval (no-grad forward), train (whole step), or both.")
-    ] = "eval,train",
+    mode: Annotated[str, typer.Option(help="eval (no-grad forward), train (whole step), or both.")] = "eval,train",
     repeats: Annotated[int, typer.Option(min=1, help="Timed repeats per model and phase.")] = 20,
     warmup: Annotated[int, typer.Option(min=1, help="Untimed steps per model and phase.")] = 3,
     repeat_ms: Annotated[float, typer.Option(min=0.0, help="Target duration of one timed repeat.")] = 50.0,
@@ -502,9 +482,7 @@ def bench(
         _print_bench(rows, model, device, convert_s, params)
 
 
-def _print_bench(
-    rows: list[BenchRow], model: str, device: str, convert_s: float, params: tuple[int, int]
-) -> None:
+def _print_bench(rows: list[BenchRow], model: str, device: str, convert_s: float, params: tuple[int, int]) -> None:
     table = Table(
         title=f"{model} on {device} (torch {torch.__version__}, {torch.get_num_threads()} threads); "
         f"converted in {convert_s:.2f} s; params AE {params[0]:,} VAE {params[1]:,}",
@@ -520,9 +498,7 @@ def _print_bench(
     ):
         table.add_column(col, justify="right")
     for r in rows:
-        peak = " / ".join(
-            f"{s.peak_mem_mib:.1f}" if s.peak_mem_mib is not None else "n/a" for s in (r.ae, r.vae)
-        )
+        peak = " / ".join(f"{s.peak_mem_mib:.1f}" if s.peak_mem_mib is not None else "n/a" for s in (r.ae, r.vae))
         table.add_row(
             r.mode,
             str(r.batch_size),

@@ -1,34 +1,39 @@
-"""Save and load converted VAEs as safetensors, and convert third-party AE checkpoints in one call.
+"""Save and load converted VAEs as safetensors, and bring autoencoder checkpoints into VAEs.
 
-A saved VAE is its state dict plus the conversion recipe (bottleneck, log_sigma_init, tracer,
-versions) as JSON in the safetensors metadata; loading re-runs :func:`fxvae.convert` on the AE's
-architecture with that recipe and loads the tensors, bit for bit. safetensors is imported lazily.
+A saved VAE is its state dict plus its :class:`~fxvae.Conversion` recipe (JSON in the safetensors
+metadata); loading re-runs :func:`fxvae.convert` on the AE's architecture with the recipe's options and
+loads the tensors, bit for bit. safetensors is imported when a file is read or written.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.fx as fx
 from torch import nn
 
-from fxvae.api import conversion as recipe_of
-from fxvae.api import convert
+from fxvae.convert import Conversion, Options, conversion, convert, unwrap
 from fxvae.errors import CheckpointError, FxvaeError
 from fxvae.latent import KLDivergence
+from fxvae.modules import owned_copy
+from fxvae.version import VERSION
 
 logger = logging.getLogger("fxvae")
 
 RECIPE_KEY = "fxvae.recipe"
 ALIASES_KEY = "fxvae.aliases"
+FORMAT_KEY = "fxvae.format"
+VERSION_KEY = "fxvae.version"
+TORCH_KEY = "torch.version"
+FORMAT = 2
+"""Version of the file layout; 1 was the first release's (no format key, a flat recipe)."""
 NESTING_KEYS = ("state_dict", "model_state_dict", "model", "module", "ema", "ema_state_dict")
 """Keys under which training scripts nest the model's state dict, tried in this order."""
 KEY_PREFIXES = ("module.", "_orig_mod.")
@@ -37,38 +42,34 @@ KEY_PREFIXES = ("module.", "_orig_mod.")
 ModelSource = nn.Module | Callable[[], nn.Module]
 
 
-def save(vae: fx.GraphModule, path: str | os.PathLike[str]) -> None:
+def save(vae: nn.Module, path: str | os.PathLike[str]) -> None:
     """Write the VAE's tensors and its conversion recipe to a safetensors file, atomically.
 
     Tensors that share storage (tied weights) are written once; the other names are recorded as
     aliases in the metadata. The file is written next to ``path`` under a temporary name, flushed
     to disk and renamed, so an interrupted save never leaves a half-written file at ``path``.
 
-    >>> fxvae.save(vae, "vae.safetensors")
-    >>> vae2, kl = fxvae.load(AE(), "vae.safetensors", torch.randn(8, 784))
+    >>> fxvae.save(vae, tmp / "vae.safetensors")
+    >>> vae2, kl2 = fxvae.load(ae, tmp / "vae.safetensors", x)
     """
     from safetensors.torch import save_file
 
-    recipe = recipe_of(vae)
-    tensors, aliases = _distinct_tensors(vae.state_dict())
+    recipe = conversion(vae)
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise CheckpointError(
+            f"cannot save to {os.fspath(path)!r}: the directory {os.fspath(target.parent)!r} does not exist; "
+            "create it first"
+        )
+    tensors, aliases = _distinct_tensors(unwrap(vae).state_dict())
     metadata = {
         "format": "pt",
-        RECIPE_KEY: json.dumps(
-            {
-                "bottleneck_node": recipe.bottleneck.node,
-                "bottleneck_layer": recipe.bottleneck.layer,
-                "latent_shape": list(recipe.latent_shape),
-                "log_sigma_init": recipe.log_sigma_init,
-                "tracer": recipe.tracer,
-                "key_map": recipe.key_map,
-                "new_keys": list(recipe.new_keys),
-                "fxvae_version": _fxvae_version(),
-                "torch_version": torch.__version__,
-            }
-        ),
+        FORMAT_KEY: str(FORMAT),
+        RECIPE_KEY: recipe.to_json(),
         ALIASES_KEY: json.dumps(aliases),
+        VERSION_KEY: VERSION,
+        TORCH_KEY: torch.__version__,
     }
-    target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -82,64 +83,92 @@ def save(vae: fx.GraphModule, path: str | os.PathLike[str]) -> None:
     _fsync_dir(target.parent)
 
 
-def load(
-    model: ModelSource, path: str | os.PathLike[str], example_inputs: Any
-) -> tuple[fx.GraphModule, KLDivergence]:
+def load(model: ModelSource, path: str | os.PathLike[str], example_inputs: Any) -> tuple[fx.GraphModule, KLDivergence]:
     """Rebuild a VAE saved by :func:`save` from its AE's architecture; returns ``(vae, kl)`` like convert.
 
     ``model`` is an instance of the autoencoder (its weights do not matter and it is not changed) or
-    a zero-argument factory. The recorded bottleneck and ``log_sigma_init`` are passed to
-    :func:`fxvae.convert`, then the saved tensors are loaded, so the VAE equals the saved one exactly.
-    An unreadable or truncated file, or one that does not fit ``model``, raises :class:`CheckpointError`.
+    a zero-argument factory. The recipe's options are passed to :func:`fxvae.convert`, then the saved
+    tensors are loaded, so the VAE equals the saved one exactly. An unreadable or truncated file, one
+    written by a newer fxvae, or one that does not fit ``model`` raises :class:`CheckpointError`.
 
-    >>> vae, kl = fxvae.load(AE(), "vae.safetensors", torch.randn(8, 784))
-    >>> vae, kl = fxvae.load(AE, "vae.safetensors", torch.randn(8, 784))  # a factory works too
+    >>> vae2, kl2 = fxvae.load(ae, tmp / "vae.safetensors", x)
+    >>> torch.equal(vae2.eval()(x), vae.eval()(x))
+    True
     """
+    name = os.fspath(path)
+    tensors, metadata = _read_safetensors(name)
+    if RECIPE_KEY not in metadata:
+        raise CheckpointError(
+            f"{name!r} has no fxvae recipe in its metadata; it was not written by fxvae.save "
+            "(for an autoencoder checkpoint use fxvae.convert_checkpoint)"
+        )
+    file_format = int(metadata.get(FORMAT_KEY, "1"))
+    if file_format > FORMAT:
+        raise CheckpointError(
+            f"{name!r} was written by fxvae {metadata.get(VERSION_KEY, '?')} (file format {file_format}); "
+            f"this fxvae {VERSION} reads formats up to {FORMAT}: upgrade fxvae (pip install -U fxvae)"
+        )
+    saved = _recipe(metadata[RECIPE_KEY], file_format)
+    for alias, source in json.loads(metadata.get(ALIASES_KEY, "{}")).items():
+        tensors[alias] = tensors[source]
+    ae = model if isinstance(model, nn.Module) else model()
+    options = saved.options
+    try:
+        vae, kl = convert(ae, example_inputs, bottleneck=options.bottleneck, log_sigma_init=options.log_sigma_init)
+    except FxvaeError as err:
+        # The recorded bottleneck is not in this architecture: first say which AE keys differ.
+        inverse = {vae_key: ae_key for ae_key, vae_key in saved.key_map.items()}
+        ae_part = {inverse.get(k, k): v for k, v in tensors.items() if k not in saved.new_keys}
+        expected = {k: v for k, v in ae.state_dict().items() if k not in saved.dropped_keys}
+        check_fits(ae_part, expected, f"{name!r} vs {type(ae).__name__}")
+        raise CheckpointError(f"{name!r} was saved from another conversion of {type(ae).__name__}: {err}") from err
+    got_shape = conversion(vae).latent_shape
+    if got_shape != saved.latent_shape:
+        raise CheckpointError(
+            f"{name!r} holds a VAE with latent shape {saved.latent_shape}, but converting {type(ae).__name__} "
+            f"gives {got_shape}; pass the architecture that was saved"
+        )
+    check_fits(tensors, vae.state_dict(), f"{name!r} vs the VAE of {type(ae).__name__}")
+    vae.load_state_dict(tensors, strict=True)
+    return vae, kl
+
+
+def _read_safetensors(name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
 
     try:
-        with safe_open(os.fspath(path), framework="pt") as handle:
+        with safe_open(name, framework="pt") as handle:
             metadata = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except Exception as err:
         raise CheckpointError(
-            f"cannot read {os.fspath(path)!r} as safetensors ({err}); is the file truncated? save it again "
-            "with fxvae.save"
+            f"cannot read {name!r} as safetensors ({type(err).__name__}: {_first_line(err)}); is the file "
+            "truncated or not a safetensors file? save it again with fxvae.save"
         ) from err
-    if RECIPE_KEY not in metadata:
-        raise CheckpointError(
-            f"{os.fspath(path)!r} has no fxvae recipe in its metadata; it was not written by fxvae.save "
-            "(for an autoencoder checkpoint use fxvae.convert_checkpoint)"
-        )
-    recipe = json.loads(metadata[RECIPE_KEY])
-    for alias, source in json.loads(metadata.get(ALIASES_KEY, "{}")).items():
-        tensors[alias] = tensors[source]
-    ae = model if isinstance(model, nn.Module) else model()
+    return tensors, metadata
+
+
+class _Saved(NamedTuple):
+    """What a file's recipe says, in any file format: options to replay and the key bookkeeping."""
+
+    options: Options
+    latent_shape: tuple[int, ...]
+    key_map: dict[str, str]
+    new_keys: tuple[str, ...]
+    dropped_keys: tuple[str, ...]
+
+
+def _recipe(text: str, file_format: int) -> _Saved:
     try:
-        vae, kl = convert(
-            ae, example_inputs, bottleneck=recipe["bottleneck_node"], log_sigma_init=recipe["log_sigma_init"]
-        )
-    except FxvaeError as err:
-        # The recorded bottleneck is not in this architecture: say which AE keys differ.
-        inverse = {vae_key: ae_key for ae_key, vae_key in recipe.get("key_map", {}).items()}
-        new = set(recipe.get("new_keys", ()))
-        saved_ae_keys = {
-            inverse.get(k, k): v for k, v in tensors.items() if k not in new and k not in inverse
-        }
-        saved_ae_keys.update({inverse[k]: v for k, v in tensors.items() if k in inverse})
-        _check_fits(saved_ae_keys, ae.state_dict(), f"{os.fspath(path)!r} vs {type(ae).__name__}")
-        raise CheckpointError(
-            f"{os.fspath(path)!r} was saved from another conversion of {type(ae).__name__}: {err}"
-        ) from err
-    latent_shape = tuple(recipe_of(vae).latent_shape)
-    if latent_shape != tuple(recipe["latent_shape"]):
-        raise CheckpointError(
-            f"{os.fspath(path)!r} holds a VAE with latent shape {tuple(recipe['latent_shape'])}, but "
-            f"converting {type(ae).__name__} gives {latent_shape}; pass the architecture that was saved"
-        )
-    _check_fits(tensors, vae.state_dict(), f"{os.fspath(path)!r} vs the VAE of {type(ae).__name__}")
-    vae.load_state_dict(tensors, strict=True)
-    return vae, kl
+        if file_format == 1:
+            old = json.loads(text)
+            options = Options(bottleneck=old["bottleneck_node"], log_sigma_init=old["log_sigma_init"])
+            return _Saved(options, tuple(old["latent_shape"]), old["key_map"], tuple(old["new_keys"]), ())
+        recipe = Conversion.from_json(text)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"the fxvae recipe in the file is unreadable ({err}); save the VAE again") from err
+    replay = Options(**{**vars(recipe.options), "bottleneck": recipe.bottleneck.node})
+    return _Saved(replay, recipe.latent_shape, recipe.key_map, recipe.new_keys, recipe.dropped_keys)
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -150,11 +179,14 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     prefix on every key (``module.`` from DDP, ``_orig_mod.`` from torch.compile) is stripped; each
     such step is described in the returned notes, for the caller to show.
 
-    >>> state_dict, notes = fxvae.io.read_state_dict("ae.pt")
+    >>> torch.save({"state_dict": {f"module.{k}": v for k, v in ae.state_dict().items()}}, tmp / "ae.pt")
+    >>> state_dict, notes = fxvae.io.read_state_dict(tmp / "ae.pt")
     >>> notes
     ["took checkpoint['state_dict']", "stripped key prefix 'module.'"]
     """
     name = os.fspath(path)
+    if not Path(name).is_file():
+        raise CheckpointError(f"checkpoint {name!r} does not exist")
     try:
         if name.endswith(".safetensors"):
             from safetensors.torch import load_file
@@ -164,8 +196,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
             loaded = torch.load(name, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(
-            f"cannot read checkpoint {name!r}: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}; "
-            "pass a .safetensors file or a .pt/.pth file saved with torch.save(model.state_dict())"
+            f"cannot read checkpoint {name!r} ({type(err).__name__}: {_first_line(err)}); pass a "
+            ".safetensors file, or a .pt/.pth file saved with torch.save(model.state_dict())"
         ) from err
     notes: list[str] = []
     where = "checkpoint"
@@ -196,6 +228,11 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     return state, notes
 
 
+def _first_line(err: BaseException) -> str:
+    # torch.load's advice to rerun with weights_only=False would load arbitrary code: never pass it on.
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), "").split(" Re-running")[0]
+
+
 def convert_checkpoint(
     model: ModelSource,
     checkpoint: str | os.PathLike[str],
@@ -212,13 +249,14 @@ def convert_checkpoint(
     logged on the ``fxvae`` logger at INFO level). Missing or unexpected keys and shape mismatches
     raise :class:`CheckpointError` naming them. With ``out``, the VAE is written by :func:`save`.
 
-    >>> vae, kl = fxvae.convert_checkpoint(AE(), "ae.pt", torch.randn(8, 784), out="vae.safetensors")
+    >>> torch.save(ae.state_dict(), tmp / "ae.pt")
+    >>> vae, kl = fxvae.convert_checkpoint(ae, tmp / "ae.pt", x, out=tmp / "vae.safetensors")
     """
     state, notes = read_state_dict(checkpoint)
     for note in notes:
         logger.info("%s: %s", os.fspath(checkpoint), note)
-    ae = copy.deepcopy(model) if isinstance(model, nn.Module) else model()
-    _check_fits(state, ae.state_dict(), f"{os.fspath(checkpoint)!r} vs {type(ae).__name__}")
+    ae = owned_copy(model) if isinstance(model, nn.Module) else model()
+    check_fits(state, ae.state_dict(), f"{os.fspath(checkpoint)!r} vs {type(ae).__name__}")
     ae.load_state_dict(state, strict=True)
     vae, kl = convert(ae, example_inputs, bottleneck=bottleneck, log_sigma_init=log_sigma_init, copy=False)
     if out is not None:
@@ -226,7 +264,24 @@ def convert_checkpoint(
     return vae, kl
 
 
-def _check_fits(got: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], what: str) -> None:
+def load_ae_state_dict(vae: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Load an autoencoder's state dict (e.g. a newer checkpoint of the same architecture) into its VAE.
+
+    Keys map one to one, except the bottleneck layer's, which move to the mu head
+    (``Conversion.key_map``, e.g. ``enc.2.weight -> mu_head.weight``). The log-sigma head keeps its
+    initialisation. Missing or unexpected keys raise a :class:`CheckpointError` naming them.
+
+    >>> fxvae.load_ae_state_dict(vae, ae.state_dict())
+    """
+    recipe = conversion(vae)
+    mapped = {recipe.key_map.get(k, k): v for k, v in state_dict.items() if k not in recipe.dropped_keys}
+    expected = {k: v for k, v in unwrap(vae).state_dict().items() if k not in recipe.new_keys}
+    check_fits(mapped, expected, f"the state dict vs {type(unwrap(vae)).__name__}")
+    unwrap(vae).load_state_dict(mapped, strict=False)
+
+
+def check_fits(got: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], what: str) -> None:
+    """Raise a CheckpointError naming missing and unexpected keys, or mismatched shapes."""
     missing = [k for k in expected if k not in got]
     unexpected = [k for k in got if k not in expected]
     if missing or unexpected:
@@ -284,9 +339,3 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _fxvae_version() -> str:
-    from fxvae import __version__
-
-    return __version__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -16,8 +17,9 @@ from fxvae.ops.kl import Reduction
 class DiagonalGaussian:
     """q(z | x) = N(mu, diag(exp(log_sigma))^2), as produced by a VAE's latest forward.
 
-    >>> post = fxvae.posterior(vae)
-    >>> post.mu.shape, post.sample().shape, post.kl()
+    >>> post = fxvae.DiagonalGaussian(torch.zeros(2, 3), torch.zeros(2, 3))
+    >>> post.sample(torch.Generator().manual_seed(0)).shape, post.kl()
+    (torch.Size([2, 3]), tensor(0.))
     """
 
     mu: torch.Tensor
@@ -30,7 +32,7 @@ class DiagonalGaussian:
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """A reparameterised draw mu + sigma * eps (differentiable in mu and log_sigma)."""
         eps = torch.randn(self.mu.shape, generator=generator, dtype=self.mu.dtype, device=self.mu.device)
-        return self.mu + self.sigma * eps
+        return torch.addcmul(self.mu, self.sigma, eps)
 
     def mode(self) -> torch.Tensor:
         return self.mu
@@ -43,60 +45,79 @@ class DiagonalGaussian:
 class Reparameterize(nn.Module):
     """z = mu + exp(log_sigma) * eps in training mode, z = mu in eval mode.
 
-    Keeps the latest (mu, log_sigma) so that the KL term and :func:`fxvae.posterior` can read them
-    after the forward, without changing the model's outputs.
+    ``log_sigma`` computes log sigma from the arguments after ``mu`` (in a converted VAE: the log-sigma
+    head applied to the features it reads); without it, the second argument is log sigma itself. It is
+    called only in training mode or when the posterior is asked for, so an eval forward costs exactly
+    what the AE costs. The module keeps the latest posterior for the KL term and :func:`fxvae.posterior`.
 
-    >>> z = fxvae.Reparameterize().train()(mu, log_sigma)
+    >>> mu, log_sigma = torch.zeros(4, 2), torch.full((4, 2), -1.0)
+    >>> rep = fxvae.Reparameterize().train()
+    >>> rep(mu, log_sigma).shape, rep.posterior().log_sigma[0, 0].item()
+    (torch.Size([4, 2]), -1.0)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, log_sigma: Callable[..., torch.Tensor] | None = None) -> None:
         super().__init__()
-        self.latest: DiagonalGaussian | None = None
+        # A plain reference: the head's parameters belong to the VAE, once, under their own names.
+        object.__setattr__(self, "log_sigma_fn", log_sigma)
+        self.latest: DiagonalGaussian | tuple[torch.Tensor, tuple[torch.Tensor, ...]] | None = None
 
-    def forward(self, mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
-        self.latest = DiagonalGaussian(mu, log_sigma)
+    def log_sigma(self, *features: torch.Tensor) -> torch.Tensor:
+        """log sigma for the given features (the log-sigma head's inputs)."""
+        return features[0] if self.log_sigma_fn is None else self.log_sigma_fn(*features)
+
+    def forward(self, mu: torch.Tensor, *features: torch.Tensor) -> torch.Tensor:
         if not self.training:
+            self.latest = (mu, features)
             return mu
-        return mu + torch.exp(log_sigma) * torch.randn_like(mu)
+        log_sigma = self.log_sigma(*features)
+        self.latest = DiagonalGaussian(mu, log_sigma)
+        # One fused multiply-add on top of the noise and exp.
+        return torch.addcmul(mu, torch.exp(log_sigma), torch.randn_like(mu))
+
+    def posterior(self) -> DiagonalGaussian:
+        """The latest forward's q(z | x); after an eval forward, log sigma is computed now."""
+        if self.latest is None:
+            raise FxvaeError("the VAE has not run yet: call vae(*inputs) before asking for its KL or posterior")
+        if isinstance(self.latest, tuple):
+            mu, features = self.latest
+            self.latest = DiagonalGaussian(mu, self.log_sigma(*features))
+        return self.latest
 
 
 class FunctionalHead(nn.Module):
-    """The weight and bias of a head that the graph applies with a functional call (``F.linear``).
+    """Holds the parameters of a layer that the graph applies with a functional call (``F.linear``).
 
-    Functional and torch.export graphs hold no layer modules; the heads still get a visible name.
+    Functional and torch.export graphs hold no layer modules; the mu head still gets a visible name
+    and the parameters keep their paths below it (``weight``, or ``weight_v``/``weight_g`` of weight norm).
+
+    >>> head = fxvae.latent.FunctionalHead()
+    >>> head.weight = nn.Parameter(torch.zeros(3, 2))
+    >>> [name for name, _ in head.named_parameters()]
+    ['weight']
     """
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-        super().__init__()
-        self.weight = weight if isinstance(weight, nn.Parameter) else nn.Parameter(weight)
-        if bias is None:
-            self.bias = None
-        else:
-            self.bias = bias if isinstance(bias, nn.Parameter) else nn.Parameter(bias)
 
 
 class KLDivergence(nn.Module):
     """KL(q(z|x) || N(0, I)) of a converted VAE: sum over latent dims, mean over the batch.
 
-    >>> vae, kl = fxvae.convert(model, x)
-    >>> loss = F.mse_loss(vae(x), x) + kl()     # the KL of that forward
-    >>> kl(mu, log_sigma)                        # or of given tensors
+    It reads the VAE's latest forward; it does not own the VAE's modules, so ``kl.eval()`` or
+    ``kl.to(...)`` leave the VAE as it is.
+
+    >>> vae, kl = fxvae.convert(ae, x)
+    >>> loss = F.mse_loss(vae.train()(x), x) + kl()     # the KL of that forward
+    >>> kl(torch.zeros(2, 8), torch.zeros(2, 8))        # or of given tensors
+    tensor(0.)
     """
 
     def __init__(self, source: Reparameterize, reduction: Reduction = "batchmean") -> None:
         super().__init__()
-        self.source = source
+        object.__setattr__(self, "source", source)
         self.reduction: Reduction = reduction
 
     def forward(self, mu: torch.Tensor | None = None, log_sigma: torch.Tensor | None = None) -> torch.Tensor:
         if mu is None and log_sigma is None:
-            return latest_posterior(self.source).kl(self.reduction)
+            return self.source.posterior().kl(self.reduction)
         if mu is None or log_sigma is None:
             raise TypeError("kl() takes no arguments or both mu and log_sigma")
         return kl_divergence(mu, log_sigma, reduction=self.reduction)
-
-
-def latest_posterior(source: Reparameterize) -> DiagonalGaussian:
-    if source.latest is None:
-        raise FxvaeError("the VAE has not run yet: call vae(*inputs) before asking for its KL or posterior")
-    return source.latest

@@ -1,278 +1,268 @@
-"""The AE -> VAE surgery on a traced, shape-propagated graph.
+"""The AE -> VAE surgery on a traced, shape-propagated graph, as small passes.
 
 ```
 before:  y --[layer f]--> a --[act]--> z --> decoder ...
-after:   y --[mu_head = f]--> a' --[act]--> mu ------------------------\
-         y --[log_sigma_head: weight 0, bias c]--[reshape/pool]--> log_sigma --[reparameterize]--> z --> ...
+after:   y --[mu_head = f]--> a --[act]--> mu --[reparameterize(mu, y)]--> z --> decoder ...
+         log_sigma = log_sigma_head(y) (+ the chain's reshapes/pooling), computed inside reparameterize
 ```
-The mu head is the bottleneck layer (a copy, or the same parameters where the model ties them
-elsewhere), so mu equals the AE's latent; the log-sigma branch replays only the operations between
-layer and latent that change the shape (activations and normalisations are skipped), so log_sigma
-has exactly mu's shape. Everything downstream of the latent is left as it was.
+Head kind "layer": the AE's layer itself becomes ``mu_head`` (the same parameters, never a copy: who
+owns what was decided by :func:`fxvae.convert`); every read of its parameters follows it, so tied
+weights stay tied. The log-sigma head is a new layer of the same kind and shapes, weight 0 and bias
+``log_sigma_init``, reading the layer's input. Head kind "pointwise" (the latent is no single layer's
+output: a residual sum, attention, a normalisation): mu is the latent as the AE computes it and the
+log-sigma head is a zero Linear (features last) or 1x1 convolution (channels first) reading it.
+
+The log-sigma branch is a small graph of its own that ``reparameterize`` runs in training mode or when
+the posterior is asked for: an eval forward computes exactly what the AE computes.
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.nn.utils import parametrize
 
-from fxvae.bottleneck import Bottleneck, describe_missing_layer
-from fxvae.errors import RewriteError
-from fxvae.graph import BIAS_ARG, WEIGHT_ARG, LayerKind, functional_arg, layer_kind, tensor_shape, tensor_uses
+from fxvae.bottleneck import Plan
+from fxvae.errors import FxvaeError, RewriteError
+from fxvae.graph import functional_arg, layer_kind, module_path, stored_sources, tensor_shape
 from fxvae.latent import FunctionalHead, Reparameterize
+from fxvae.modules import is_buffer, place, remove, resolve
+from fxvae.operators import (
+    BIAS_ARG,
+    CONV_ARG_NAMES,
+    CONV_TRANSPOSE_ARG_NAMES,
+    WEIGHT_ARG,
+    LayerKind,
+    is_shape_move,
+)
 
 MU_HEAD, LOG_SIGMA_HEAD, REPARAMETERIZE = "mu_head", "log_sigma_head", "reparameterize"
 
 
 @dataclass(frozen=True)
-class Rewritten:
-    """Names the rewrite gave to what it inserted, and where the AE's layer parameters went."""
+class Inserted:
+    """Names the rewrite gave to what it inserted, and where the AE layer's state-dict keys went."""
 
-    mu_head: str
+    mu_head: str | None
     log_sigma_head: str
     reparameterize: str
     key_map: dict[str, str]
     """AE state-dict key -> VAE state-dict key, for the keys that moved (the layer's, now the mu head's)."""
 
 
-def rewrite(gm: fx.GraphModule, b: Bottleneck, *, log_sigma_init: float, copy_weights: bool) -> Rewritten:
-    """Turn ``gm`` (in place) into a VAE around bottleneck ``b``; returns what was inserted."""
-    if b.layer_node is None:
-        raise RewriteError(describe_missing_layer(b))
-    nodes = {n.name: n for n in gm.graph.nodes}
-    chain = [nodes[name] for name in b.chain]
-    layer, latent = chain[0], chain[-1]
-    kind = layer_kind(gm, layer)
-    if kind is None:
-        raise RewriteError(f"node {layer.name!r} is not a parametrized layer; {describe_missing_layer(b)}")
-    names = [_free_name(gm, base) for base in (MU_HEAD, LOG_SIGMA_HEAD, REPARAMETERIZE)]
-    mu_name, ls_name, rp_name = names
-    uses = tensor_uses(gm, gm.graph.nodes)
-
+def rewrite(gm: fx.GraphModule, plan: Plan, *, log_sigma_init: float, device: torch.device) -> Inserted:
+    """Turn ``gm`` (in place) into a VAE around ``plan``'s latent; returns what was inserted."""
     try:
-        if layer.op == "call_module":
-            key_map, log_sigma = _module_heads(gm, layer, kind, uses, names, log_sigma_init, copy_weights)
-        else:
-            key_map, log_sigma = _functional_heads(gm, layer, kind, uses, names, log_sigma_init, copy_weights)
-        head = log_sigma
-        log_sigma = _replay_shape_ops(gm.graph, chain, head)
-        gm.add_submodule(rp_name, Reparameterize())
-        # The head sits right after the layer; replayed reshapes (if any) sit after the latent.
-        anchor = latent if log_sigma is head and latent is not layer else log_sigma
-        with gm.graph.inserting_after(anchor):
-            z = gm.graph.call_module(rp_name, (latent, log_sigma))
-        latent.replace_all_uses_with(z, delete_user_cb=lambda user: user is not z)
-        _remove_orphans(gm)
-        remaining = gm.state_dict().keys()
-        key_map = {old: new for old, new in key_map.items() if old not in remaining}
+        mu_name = free_name(gm, MU_HEAD) if plan.layer is not None else None
+        key_map = take_over_layer(gm, plan.layer, mu_name) if mu_name is not None else {}
+        remove_orphans(gm)
+        ls_name = free_name(gm, LOG_SIGMA_HEAD)
+        head, head_args = log_sigma_head(gm, plan, log_sigma_init, device)
+        gm.add_submodule(ls_name, head)
+        branch, features = log_sigma_branch(gm, plan, ls_name, head_args)
+        rp_name = free_name(gm, REPARAMETERIZE)
+        insert_reparameterize(gm, plan.latent, features, Reparameterize(branch), rp_name)
         gm.graph.lint()
         gm.recompile()
-    except RewriteError:
+    except FxvaeError:
         raise
     except Exception as err:
+        layer = f" (layer {plan.layer.format_node()})" if plan.layer is not None else ""
         raise RewriteError(
-            f"rewriting bottleneck {latent.name!r} (layer {layer.format_node()}) failed: {err}; "
-            "pass bottleneck='<another node>' (fxvae.find_bottleneck lists candidates)"
+            f"rewriting bottleneck {plan.latent.name!r}{layer} failed: {type(err).__name__}: {err}; "
+            "pass bottleneck=<another node> (fxvae.find_bottleneck lists candidates)"
         ) from err
-    return Rewritten(mu_name, ls_name, rp_name, key_map)
+    remaining = gm.state_dict().keys()
+    moved = {old: new for old, new in key_map.items() if old not in remaining}
+    return Inserted(mu_name, ls_name, rp_name, moved)
 
 
-def _free_name(gm: fx.GraphModule, base: str) -> str:
+def free_name(gm: nn.Module, base: str) -> str:
     name, i = base, 1
     while hasattr(gm, name):
         name, i = f"{base}_{i}", i + 1
     return name
 
 
-def _bias_shape(layer: fx.Node, kind: LayerKind) -> tuple[int]:
-    shape = tensor_shape(layer)
-    if shape is None:
-        raise RewriteError(f"no shape recorded for layer {layer.name!r}")
-    return (shape[kind.channel_dim],)
+# --- pass: the mu head takes over the layer ---------------------------------------------------------
 
 
-def _shared_copy(module: nn.Module, uses: dict[int, int], copy_weights: bool) -> nn.Module:
-    """A copy of ``module`` that keeps the parameters read elsewhere in the graph (tied weights) shared."""
-    if not copy_weights:
-        return module
-    keep = {id(p): p for p in module.parameters() if uses.get(id(p), 0) > 1}
-    return copy.deepcopy(module, memo=keep)
+def take_over_layer(gm: fx.GraphModule, layer: fx.Node, name: str) -> dict[str, str]:
+    """Register the layer's module (or, for a functional call, its stored tensors) under ``name`` and
+    point every read of them there. Returns old -> new state-dict keys."""
+    if layer.op == "call_module":
+        old = str(layer.target)
+        module = gm.get_submodule(old)
+        gm.add_submodule(name, module)
+        for node in gm.graph.nodes:
+            if node.op == "call_module" and node.target == old:
+                node.target = name
+            elif node.op == "get_attr" and node.target.startswith(old + "."):
+                node.target = name + node.target[len(old) :]
+        return {f"{old}.{key}": f"{name}.{key}" for key in module.state_dict()}
+
+    weight = functional_arg(layer, WEIGHT_ARG, "weight")
+    bias = functional_arg(layer, BIAS_ARG, "bias")
+    sources = stored_sources(weight) or []
+    if isinstance(bias, fx.Node):
+        sources += stored_sources(bias) or []
+    owner = module_path(layer)
+    holder = FunctionalHead()
+    gm.add_submodule(name, holder)
+    keys = gm.state_dict().keys()
+    key_map = {}
+    for target in dict.fromkeys(str(s.target) for s in sources):
+        if owner and target.startswith(owner + "."):
+            relative = target[len(owner) + 1 :]
+        elif isinstance(weight, fx.Node) and target == weight.target:
+            relative = "weight"
+        elif isinstance(bias, fx.Node) and target == bias.target:
+            relative = "bias"
+        else:
+            relative = target.replace(".", "_")
+        place(holder, relative, resolve(gm, target), buffer=is_buffer(gm, target))
+        for node in gm.graph.find_nodes(op="get_attr", target=target):
+            node.target = f"{name}.{relative}"
+        if target in keys:
+            key_map[target] = f"{name}.{relative}"
+    return key_map
 
 
-def _fresh_head(module: nn.Module, bias_shape: tuple[int], log_sigma_init: float) -> nn.Module:
-    """A layer of ``module``'s kind and shapes with weight zero and bias ``log_sigma_init``.
+def remove_orphans(gm: fx.GraphModule) -> None:
+    """Drop what nothing reads any more, such as the AE layer's old path (DDP needs every parameter used).
 
-    A copy keeps what a subclass does in forward (dynamic padding, weight standardisation), so the head's
-    output has the layer's shape. Hooks (old-style weight norm) are not copied: the head is a plain layer.
-    """
-    weight = module.weight
-    if parametrize.is_parametrized(module):
-        head = _plain_layer(module)
-    else:
-        # The memo keeps the parameters uncopied: they are replaced below.
-        head = copy.deepcopy(module, memo={id(p): p for p in module.parameters()})
-        head._forward_pre_hooks.clear()
-        head._forward_hooks.clear()
-        for name in [n for n in head._parameters if n not in ("weight", "bias")]:
-            del head._parameters[name]
-    head.weight = nn.Parameter(torch.zeros_like(weight))
-    head.bias = nn.Parameter(torch.full(bias_shape, log_sigma_init, dtype=weight.dtype, device=weight.device))
-    return head
-
-
-def _plain_layer(module: nn.Module) -> nn.Module:
-    """A new torch layer with ``module``'s hyperparameters.
-
-    For parametrized layers (weight_norm, spectral_norm): removing a parametrization from a copy would
-    change the class the copy shares with the user's module.
-    """
-    weight = module.weight
-    factory = {"device": weight.device, "dtype": weight.dtype}
-    if isinstance(module, nn.Linear):
-        return nn.Linear(module.in_features, module.out_features, **factory)
-    base = next(c for c in type(module).__mro__ if c.__module__.startswith("torch.nn.modules.conv"))
-    options = {
-        "stride": module.stride,
-        "padding": module.padding,
-        "dilation": module.dilation,
-        "groups": module.groups,
-        "padding_mode": module.padding_mode,
-    }
-    if module.transposed:
-        options["output_padding"] = module.output_padding
-    return base(module.in_channels, module.out_channels, module.kernel_size, **options, **factory)
-
-
-def _module_heads(
-    gm: fx.GraphModule,
-    layer: fx.Node,
-    kind: LayerKind,
-    uses: dict[int, int],
-    names: list[str],
-    log_sigma_init: float,
-    copy_weights: bool,
-) -> tuple[dict[str, str], fx.Node]:
-    mu_name, ls_name, _ = names
-    original = gm.get_submodule(layer.target)
-    called_elsewhere = len(gm.graph.find_nodes(op="call_module", target=layer.target)) > 1
-    mu_head = _shared_copy(original, uses, copy_weights and not called_elsewhere)
-    gm.add_submodule(mu_name, mu_head)
-    gm.add_submodule(ls_name, _fresh_head(original, _bias_shape(layer, kind), log_sigma_init))
-    old_target = str(layer.target)
-    layer.target = mu_name
-    with gm.graph.inserting_after(layer):
-        log_sigma = gm.graph.call_module(ls_name, layer.args, layer.kwargs)
-    return {f"{old_target}.{key}": f"{mu_name}.{key}" for key in original.state_dict()}, log_sigma
-
-
-def _functional_heads(
-    gm: fx.GraphModule,
-    layer: fx.Node,
-    kind: LayerKind,
-    uses: dict[int, int],
-    names: list[str],
-    log_sigma_init: float,
-    copy_weights: bool,
-) -> tuple[dict[str, str], fx.Node]:
-    mu_name, ls_name, _ = names
-    weight_node = functional_arg(layer, WEIGHT_ARG, "weight")
-    bias_node = functional_arg(layer, BIAS_ARG, "bias")
-    weight = gm.get_parameter(weight_node.target) if _is_param(gm, weight_node) else None
-    if weight is None:
-        raise RewriteError(f"the weight of layer {layer.name!r} ({weight_node.target}) is not a parameter")
-    stored_bias = isinstance(bias_node, fx.Node) and bias_node.op == "get_attr"
-    bias = gm.get_parameter(bias_node.target) if stored_bias else None
-
-    def take(p: torch.Tensor, node: fx.Node) -> nn.Parameter:
-        if not copy_weights or uses.get(id(p), 0) > 1 or len(node.users) > 1:
-            return p
-        return nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
-
-    gm.add_submodule(
-        mu_name,
-        FunctionalHead(take(weight, weight_node), take(bias, bias_node) if bias is not None else None),
-    )
-    ls_bias = torch.full(_bias_shape(layer, kind), log_sigma_init, dtype=weight.dtype, device=weight.device)
-    gm.add_submodule(ls_name, FunctionalHead(torch.zeros_like(weight), ls_bias))
-
-    graph = gm.graph
-    with graph.inserting_before(layer):
-        mu_weight = graph.get_attr(f"{mu_name}.weight")
-        mu_bias = graph.get_attr(f"{mu_name}.bias") if stored_bias else bias_node
-        ls_weight = graph.get_attr(f"{ls_name}.weight")
-        ls_bias_node = graph.get_attr(f"{ls_name}.bias")
-    _set_arg(layer, WEIGHT_ARG, "weight", mu_weight)
-    _set_arg(layer, BIAS_ARG, "bias", mu_bias)
-    with graph.inserting_after(layer):
-        log_sigma = graph.call_function(layer.target, layer.args, dict(layer.kwargs))
-    _set_arg(log_sigma, WEIGHT_ARG, "weight", ls_weight)
-    _set_arg(log_sigma, BIAS_ARG, "bias", ls_bias_node)
-    key_map = {str(weight_node.target): f"{mu_name}.weight"}
-    if stored_bias:
-        key_map[str(bias_node.target)] = f"{mu_name}.bias"
-    return key_map, log_sigma
-
-
-def _is_param(gm: fx.GraphModule, node: fx.Node) -> bool:
-    return isinstance(_get(gm, node.target), nn.Parameter)
-
-
-def _get(gm: fx.GraphModule, target: str) -> object:
-    owner, _, name = target.rpartition(".")
-    return getattr(gm.get_submodule(owner) if owner else gm, name)
-
-
-def _set_arg(node: fx.Node, index: int, name: str, value: fx.Node | None) -> None:
-    if name in node.kwargs:
-        node.update_kwarg(name, value)
-    elif len(node.args) > index:
-        node.update_arg(index, value)
-    elif len(node.args) == index:
-        node.args = (*node.args, value)
-    else:
-        node.update_kwarg(name, value)
-
-
-def _replay_shape_ops(graph: fx.Graph, chain: list[fx.Node], log_sigma: fx.Node) -> fx.Node:
-    """Apply to log_sigma the chain's shape-changing operations (reshape, pooling), after the latent.
-
-    Returns the final log_sigma node; it comes after the latent in the graph.
-    """
-    current, cursor = log_sigma, chain[-1]
-    for prev, node in itertools.pairwise(chain):
-        in_shape, out_shape = tensor_shape(prev), tensor_shape(node)
-        if in_shape is not None and in_shape == out_shape:
-            continue  # an activation or normalisation: log sigma is the head's raw output
-        with graph.inserting_after(cursor):
-            current = graph.node_copy(node, lambda n, prev=prev, cur=current: cur if n is prev else n)
-        cursor = current
-    return current
-
-
-def _remove_orphans(gm: fx.GraphModule) -> None:
-    """Drop parameters and modules that nothing reads any more, such as the AE's layer (DDP needs that).
-
-    A layer whose weight the decoder also reads stays as the holder of that weight, without its bias.
+    Buffers stay (a batch norm's ``num_batches_tracked`` is state even where the graph does not read
+    it), unless they moved. Only containers the GraphModule made are edited: modules the graph calls
+    are never changed, so a VAE made with ``copy=False`` leaves the user's modules as they were.
     """
     for node in list(gm.graph.nodes):
         if node.op == "get_attr" and not node.users:
             gm.graph.erase_node(node)
-    live = set()
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            live.update(id(p) for p in gm.get_submodule(node.target).parameters())
-        elif node.op == "get_attr":
-            live.add(id(_get(gm, node.target)))
-    for name, p in list(gm.named_parameters(remove_duplicate=False)):
-        if id(p) not in live:
-            owner_path, _, attr = name.rpartition(".")
-            owner = gm.get_submodule(owner_path) if owner_path else gm
-            # A layer kept as the holder of a tied weight must still answer `.bias` (torch.export reads it).
-            owner.register_parameter(attr, None)
     gm.delete_all_unused_submodules()
+    called = {id(m) for node in gm.graph.find_nodes(op="call_module") for m in gm.get_submodule(node.target).modules()}
+    read = {str(node.target) for node in gm.graph.find_nodes(op="get_attr")}
+    moved = {id(resolve(gm, target)) for target in read}
+    named = [*gm.named_parameters(remove_duplicate=False)]
+    named += [(p, b) for p, b in gm.named_buffers(remove_duplicate=False) if id(b) in moved]
+    for path, _ in named:
+        owner = resolve(gm, path.rpartition(".")[0])
+        if path not in read and id(owner) not in called:
+            remove(gm, path)
+
+
+# --- pass: the log-sigma head and its branch -----------------------------------------------------------
+
+
+def log_sigma_head(
+    gm: fx.GraphModule, plan: Plan, log_sigma_init: float, device: torch.device
+) -> tuple[nn.Module, tuple[Any, ...]]:
+    """A new layer with weight 0 and bias ``log_sigma_init``, and the graph values it reads."""
+    if plan.layer is not None:
+        kind = layer_kind(gm, plan.layer)
+        head = _same_kind_layer(gm, plan.layer, kind)
+        args = plan.layer.args[:1] if plan.layer.op == "call_function" else plan.layer.args
+    else:
+        meta = plan.latent.meta["tensor_meta"]
+        head = pointwise_layer(tuple(meta.shape), plan.feature_dim, meta.dtype, device)
+        args = (plan.latent,)
+    return zero_head(head, log_sigma_init), args
+
+
+def _same_kind_layer(gm: fx.GraphModule, layer: fx.Node, kind: LayerKind | None) -> nn.Module:
+    """A plain torch layer with the hyperparameters of ``layer``, a module call or a functional one.
+
+    Subclasses and parametrizations (weight norm) are not copied: the head is a plain layer whose
+    output has the layer's shape.
+    """
+    if kind is None:
+        raise RewriteError(f"{layer.format_node()} is not a layer fxvae can copy")
+    if layer.op == "call_module":
+        module = gm.get_submodule(layer.target)
+        weight = module.weight
+        factory = {"device": weight.device, "dtype": weight.dtype}
+        if kind.name == "linear":
+            return nn.Linear(module.in_features, module.out_features, **factory)
+        options = {k: getattr(module, k) for k in ("stride", "padding", "dilation", "groups", "padding_mode")}
+        if kind.transposed:
+            options["output_padding"] = module.output_padding
+        cls = _conv_class(kind, weight.dim())
+        return cls(module.in_channels, module.out_channels, module.kernel_size, **options, **factory)
+    weight_node = functional_arg(layer, WEIGHT_ARG, "weight")
+    shape = tensor_shape(weight_node)
+    meta = weight_node.meta["tensor_meta"]
+    source = resolve(gm, str(stored_sources(weight_node)[0].target))
+    factory = {"device": source.device, "dtype": meta.dtype}
+    if kind.name == "linear":
+        return nn.Linear(shape[1], shape[0], **factory)
+    names = CONV_TRANSPOSE_ARG_NAMES if kind.transposed else CONV_ARG_NAMES
+    options = {
+        name: value
+        for i, name in enumerate(names)
+        if (value := functional_arg(layer, BIAS_ARG + 1 + i, name)) is not None
+    }
+    groups = options.get("groups", 1)
+    if kind.transposed:
+        in_channels, out_channels = shape[0], shape[1] * groups
+    else:
+        in_channels, out_channels = shape[1] * groups, shape[0]
+    cls = _conv_class(kind, len(shape))
+    return cls(in_channels, out_channels, tuple(shape[2:]), **options, **factory)
+
+
+def _conv_class(kind: LayerKind, weight_dim: int) -> type[nn.Module]:
+    return kind.modules[weight_dim - 3]
+
+
+def pointwise_layer(shape: tuple[int, ...], feature_dim: int, dtype: torch.dtype, device: torch.device) -> nn.Module:
+    """For a latent of ``shape`` (batch first): a Linear over the last dimension, or a 1x1 ConvNd over
+    dimension 1 (``feature_dim``), so that its output has the latent's shape."""
+    factory = {"device": device, "dtype": dtype}
+    spatial = len(shape) - 2
+    if feature_dim == 1 and 1 <= spatial <= 3:
+        cls = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[spatial - 1]
+        return cls(shape[1], shape[1], 1, **factory)
+    return nn.Linear(shape[-1], shape[-1], **factory)
+
+
+def zero_head(head: nn.Module, log_sigma_init: float) -> nn.Module:
+    """Weight 0 and bias ``log_sigma_init``: log sigma starts constant, whatever the input."""
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(log_sigma_init)
+    return head
+
+
+def log_sigma_branch(
+    gm: fx.GraphModule, plan: Plan, head_name: str, head_args: tuple[Any, ...]
+) -> tuple[fx.GraphModule, list[fx.Node]]:
+    """The graph that computes log sigma: the head, then the chain's shape moves, so that log sigma has
+    exactly mu's shape. Returns it with the main graph's nodes it reads, in its argument order."""
+    graph = fx.Graph()
+    features: dict[fx.Node, fx.Node] = {}
+
+    def feature(node: fx.Node) -> fx.Node:
+        if node not in features:
+            features[node] = graph.placeholder(node.name)
+        return features[node]
+
+    current = graph.call_module(head_name, fx.map_arg(head_args, feature))
+    for previous, node in itertools.pairwise(plan.chain):
+        if is_shape_move(gm, node):
+            current = graph.node_copy(node, lambda n, p=previous, c=current: c if n is p else feature(n))
+    graph.output(current)
+    return fx.GraphModule(gm, graph, "LogSigmaBranch"), list(features)
+
+
+def insert_reparameterize(
+    gm: fx.GraphModule, latent: fx.Node, features: list[fx.Node], module: Reparameterize, name: str
+) -> fx.Node:
+    """z = reparameterize(mu, *features) right after the latent; every reader of the latent reads z."""
+    gm.add_submodule(name, module)
+    with gm.graph.inserting_after(latent):
+        z = gm.graph.call_module(name, (latent, *features))
+    latent.replace_all_uses_with(z, delete_user_cb=lambda user: user is not z)
+    return z

@@ -5,10 +5,11 @@ vae:      x --[encoder]--> (mu, log_sigma) --[reparameterize]--> z --[decoder]--
 encoder:  x --> (mu, log_sigma)
 decoder:  z, *conditions --> output (the AE's own structure)
 ```
-The decoder never reads the data input. Where the VAE's decoder read it only for its shape
-(``x.size(0)``, ``x.shape`` feeding a reshape, ``aten.sym_size``), the batch size comes from z and
-the other dimensions become the per-sample constants recorded at conversion. Side outputs computed
-from the data input's values (an input statistic) cannot be decoded from z: they are ``None``.
+The decoder never reads the data input's values. Values that depend on the input only through its
+shape (``x.size(0)``, ``x.shape`` feeding a reshape, ``aten.sym_size``, ``torch.zeros(x.size(0), ...)``)
+are kept: the batch size comes from z and the other dimensions are the per-sample constants recorded at
+conversion. Side outputs computed from the data input's values (an input statistic) cannot be decoded
+from z: they are ``None``.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from fxvae.api import conversion
+from fxvae import hooks
+from fxvae.convert import conversion, reparameterize_of
 from fxvae.errors import RewriteError
-from fxvae.graph import carries_data, tensor_shape
-from fxvae.tracing import RECORD_META, eval_mode
+from fxvae.graph import carries_values, tensor_shape, value_dependents
+from fxvae.modules import eval_mode, resolve
+from fxvae.outputs import RECORD_META
 
 LATENT_INPUT = "z"
 
@@ -35,7 +38,7 @@ class _Unavailable:
         self.source = source
 
 
-def split(vae: fx.GraphModule) -> tuple[fx.GraphModule, fx.GraphModule]:
+def split(vae: fx.GraphModule) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Cut a VAE made by :func:`fxvae.convert` into ``encoder`` and ``decoder`` at the latent.
 
     ``encoder(*inputs) -> (mu, log_sigma)`` takes the VAE's inputs; ``decoder(z, *conditions)``
@@ -44,12 +47,18 @@ def split(vae: fx.GraphModule) -> tuple[fx.GraphModule, fx.GraphModule]:
     eval-mode output. Outputs that are the latent return z; outputs computed from the data input's
     values (not from z) are ``None``. Both modules share the VAE's parameters and buffers (no copy:
     training either trains the VAE) and have their own train/eval flags, starting in the VAE's mode.
+    For the graph tiers both are GraphModules; for the hooks tier they run the VAE's model (the decoder
+    on a zero input, with the latent replaced by z).
 
     >>> encoder, decoder = fxvae.split(vae)
     >>> mu, log_sigma = encoder(x)
-    >>> recon = decoder(mu)
+    >>> torch.equal(decoder(mu), vae.eval()(x))
+    True
     """
     recipe = conversion(vae)
+    if recipe.tracer == "hooks":
+        module = recipe.bottleneck.node
+        return hooks.HookedEncoder(vae, module), hooks.HookedDecoder(vae, module, recipe.input_shape)
     graph = vae.graph
     matches = graph.find_nodes(op="call_module", target=recipe.reparameterize)
     if len(matches) != 1:
@@ -58,31 +67,30 @@ def split(vae: fx.GraphModule) -> tuple[fx.GraphModule, fx.GraphModule]:
             "split a VAE as fxvae.convert returned it"
         )
     reparam = matches[0]
-    mu, log_sigma = reparam.args[0], reparam.args[1]
     placeholders = graph.find_nodes(op="placeholder")
     memo = {id(t): t for t in (*vae.parameters(), *vae.buffers())}
-    encoder = _encoder(vae, placeholders, (mu, log_sigma), memo)
+    encoder = _encoder(vae, placeholders, reparam, memo)
     decoder = _Decoder(vae, reparam, placeholders, memo).build()
     return encoder, decoder
 
 
-def sample(vae: fx.GraphModule, n: int, *conditions: Any, generator: torch.Generator | None = None) -> Any:
+def sample(vae: torch.nn.Module, n: int, *conditions: Any, generator: torch.Generator | None = None) -> Any:
     """Decode ``n`` draws z ~ N(0, I) of the latent shape, in eval mode and without gradients.
 
     ``conditions`` are the decoder's extra inputs (a conditional AE's label), batch size ``n``. The
     draws are made on the VAE's device and in its dtype; ``generator`` makes them reproducible.
     The VAE's train/eval mode is left as it was.
 
-    >>> images = fxvae.sample(vae, 16, generator=torch.Generator().manual_seed(0))
+    >>> images = fxvae.sample(vae, 4, generator=torch.Generator().manual_seed(0))
+    >>> images.shape
+    torch.Size([4, 64])
     """
     recipe = conversion(vae)
-    reference = next(vae.get_submodule(recipe.mu_head).parameters())
-    z = torch.randn(
-        (n, *recipe.latent_shape), generator=generator, device=reference.device, dtype=reference.dtype
-    )
+    reference = next(reparameterize_of(vae).log_sigma_fn.parameters())
+    z = torch.randn((n, *recipe.latent_shape), generator=generator, dtype=reference.dtype)
     _, decoder = split(vae)
     with eval_mode(decoder), torch.no_grad():
-        return decoder(z, *conditions)
+        return decoder(z.to(reference.device), *conditions)
 
 
 def _owned(vae: fx.GraphModule, graph: fx.Graph, memo: dict[int, Any]) -> dict[str, Any]:
@@ -92,8 +100,7 @@ def _owned(vae: fx.GraphModule, graph: fx.Graph, memo: dict[int, Any]) -> dict[s
         if node.op == "call_module":
             attrs[node.target] = copy.deepcopy(vae.get_submodule(node.target), memo)
         elif node.op == "get_attr":
-            owner, _, name = node.target.rpartition(".")
-            attrs[node.target] = getattr(vae.get_submodule(owner) if owner else vae, name)
+            attrs[node.target] = resolve(vae, node.target)
     return attrs
 
 
@@ -105,10 +112,12 @@ def _finish(vae: fx.GraphModule, graph: fx.Graph, memo: dict[int, Any], name: st
 
 
 def _encoder(
-    vae: fx.GraphModule, placeholders: list[fx.Node], heads: tuple[Any, Any], memo: dict[int, Any]
+    vae: fx.GraphModule, placeholders: list[fx.Node], reparam: fx.Node, memo: dict[int, Any]
 ) -> fx.GraphModule:
+    """The nodes mu and the log-sigma head's inputs need, then the log-sigma branch inlined."""
+    mu, features = reparam.args[0], reparam.args[1:]
     needed: set[fx.Node] = set()
-    pending = [n for n in heads if isinstance(n, fx.Node)]
+    pending = [n for n in (mu, *features) if isinstance(n, fx.Node)]
     while pending:
         node = pending.pop()
         if node not in needed:
@@ -119,7 +128,10 @@ def _encoder(
     for node in vae.graph.nodes:
         if node in needed or node in placeholders:
             env[node] = graph.node_copy(node, env.__getitem__)
-    graph.output(fx.map_arg(heads, env.__getitem__))
+    branch = reparameterize_of(vae).log_sigma_fn
+    inputs = dict(zip(branch.graph.find_nodes(op="placeholder"), (env[f] for f in features), strict=True))
+    log_sigma = graph.graph_copy(branch.graph, inputs)
+    graph.output((env[mu], log_sigma))
     return _finish(vae, graph, memo, f"{type(vae).__name__}Encoder")
 
 
@@ -140,7 +152,7 @@ class _Decoder:
     ) -> None:
         self.vae, self.reparam, self.memo = vae, reparam, memo
         self.data, self.conditions = placeholders[0], placeholders[1:]
-        self.data_side = _descendants([self.data], stop=reparam)
+        self.data_side = value_dependents(vae.graph, self.data, stop=reparam)
         self.latent_side = _descendants([reparam])
         self.graph = fx.Graph()
         self.env: dict[fx.Node, Any] = {}
@@ -186,11 +198,11 @@ class _Decoder:
         return value
 
     def _translate(self, node: fx.Node) -> Any:
-        if node in self.data_side and node not in self.latent_side:
+        if node is self.data or (node in self.data_side and node not in self.latent_side):
             shape_read = self._shape_read(node)
             if shape_read is not None:
                 return shape_read
-            if carries_data(node) or node.op == "placeholder":
+            if carries_values(node) or node.op == "placeholder":
                 return _Unavailable(node)
         missing = [a for a in node.all_input_nodes if isinstance(self.env[a], _Unavailable)]
         if missing and node.meta.get(RECORD_META):
@@ -243,13 +255,13 @@ def _dim_arg(node: fx.Node) -> int | None:
     return dim if isinstance(dim, int) else None
 
 
-def _descendants(roots: list[fx.Node], stop: fx.Node | None = None) -> set[fx.Node]:
-    """Nodes reachable from ``roots`` along data edges (roots included), not going through ``stop``."""
+def _descendants(roots: list[fx.Node]) -> set[fx.Node]:
+    """Nodes reachable from ``roots`` along any edge (roots included)."""
     seen: set[fx.Node] = set()
     pending = list(roots)
     while pending:
         node = pending.pop()
-        if node in seen or node is stop:
+        if node in seen:
             continue
         seen.add(node)
         pending.extend(node.users)

@@ -1,51 +1,58 @@
-"""Capture a model as a torch.fx graph: symbolic_trace first, torch.export (non-strict) as the fallback.
+"""Capture a model: symbolic_trace first, torch.export (non-strict) next, and forward hooks where neither follows.
 
-Both paths return a GraphModule whose attribute paths are the model's own (``enc.0.weight``), whose
-forward takes the model's positional arguments, whose output has the model's structure (tuples,
-lists, dicts, dataclasses, ``ModelOutput``-like mappings, named tuples) and whose dropout and
-batch-norm follow ``.train()`` / ``.eval()``. The captured module shares parameters with the model;
-copying is the caller's decision.
+The two graph tiers return a GraphModule whose attribute paths are the model's own (``enc.0.weight``),
+whose forward takes the model's positional arguments, whose output has the model's structure (see
+:mod:`fxvae.outputs`) and whose dropout and batch-norm follow ``.train()`` / ``.eval()``. The captured
+module shares parameters with the model; copying is the caller's decision. Where both fail but the
+model runs, the third tier (:mod:`fxvae.hooks`) works from real forwards; only a forward that does not
+run at all is a :class:`TraceError`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import inspect
 import os
+import threading
 import traceback
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.fx.experimental.symbolic_shapes import has_free_symbols
-from torch.fx.immutable_collections import immutable_dict
 from torch.fx.passes.shape_prop import ShapeProp
 
 from fxvae.errors import TraceError
+from fxvae.modules import eval_mode, input_names, resolve
+from fxvae.operators import DROPOUT_FUNCTIONS
+from fxvae.outputs import RECORD_META, Spec, flatten, rebuild_in_graph, record_parts
 
-TracerName = Literal["fx", "export"]
+TracerName = Literal["fx", "export", "hooks"]
 
-RECORD_META = "fxvae_record"
-"""node.meta key marking call_function nodes that only rebuild the output's container class."""
+_TRACE_LOCK = threading.RLock()
+"""symbolic_trace patches torch.nn.Module.__call__ process-wide while it runs: one capture at a time."""
 
 
 @dataclass
 class Traced:
-    """A captured model: the graph module, which tracer made it, and why fx was not used."""
+    """A captured model: the graph module (None for the hooks tier), which tier made it, and why the
+    earlier tiers were not used."""
 
-    graph_module: fx.GraphModule
+    graph_module: fx.GraphModule | None
     tracer: TracerName
     fx_failure: str | None = None
+    export_failure: str | None = None
     dynamic_batch: bool = True
 
 
 def as_args(example_inputs: Any) -> tuple[Any, ...]:
-    """Normalise ``example_inputs`` (a tensor or a tuple of positional arguments) to a tuple."""
+    """Normalise ``example_inputs`` (a tensor or a tuple/list of positional arguments) to a tuple.
+
+    >>> len(as_args(torch.zeros(2, 3))), len(as_args((torch.zeros(2, 3), 1)))
+    (1, 2)
+    """
     if isinstance(example_inputs, tuple):
         return example_inputs
     if isinstance(example_inputs, list):
@@ -53,49 +60,49 @@ def as_args(example_inputs: Any) -> tuple[Any, ...]:
     return (example_inputs,)
 
 
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Put every submodule in eval mode and restore each one's own flag afterwards."""
-    flags = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
 def trace(model: nn.Module, example_inputs: Any) -> Traced:
-    """Capture ``model`` with symbolic_trace, or with torch.export where fx cannot follow the code.
+    """Capture ``model``: symbolic_trace, else torch.export, else the hooks tier (no graph).
 
-    The captured graph is run once on the example inputs (in eval mode), which records every node's
-    shape in ``node.meta["tensor_meta"]`` and checks the graph against the model: an fx trace that ran
-    but froze a Python-level decision the example contradicts falls back to torch.export too.
+    The model is run once on the example inputs in eval mode; a forward that raises is a
+    :class:`TraceError` naming the user's line. A graph is run once too, which records every node's
+    shape in ``node.meta["tensor_meta"]`` and checks it against the model: an fx trace that froze a
+    Python-level decision the example contradicts falls through to torch.export.
     """
     args = as_args(example_inputs)
-    with eval_mode(model), torch.no_grad():
-        expected = model(*args)
+    expected = run_eagerly(model, args)
+    with _TRACE_LOCK:
+        try:
+            gm = _symbolic_trace(model)
+            check_same_output(expected, propagate_shapes(gm, args))
+            return Traced(gm, "fx")
+        except Exception as err:  # any fx failure: try the next tier
+            fx_failure = describe_failure(err, "fx")
+        try:
+            gm, dynamic = _export(model, args, expected)
+            check_same_output(expected, propagate_shapes(gm, args), values=False)
+            return Traced(gm, "export", fx_failure=fx_failure, dynamic_batch=dynamic)
+        except Exception as err:  # reported with the fx failure when the hooks tier runs
+            export_failure = describe_failure(err, "export")
+    return Traced(None, "hooks", fx_failure=fx_failure, export_failure=export_failure)
+
+
+def run_eagerly(model: nn.Module, args: Sequence[Any]) -> Any:
+    """``model(*args)`` in eval mode without gradients; a raising forward becomes a TraceError."""
     try:
-        gm = _symbolic_trace(model)
-        _check_same(expected, propagate_shapes(gm, args))
-        return Traced(gm, "fx")
-    except Exception as fx_err:  # any fx failure: try the other tracer
-        fx_failure = _describe(fx_err)
-        fx_exc = fx_err
-    try:
-        gm, dynamic = _export(model, args, expected)
-        _check_same(expected, propagate_shapes(gm, args), values=False)
-    except Exception as export_err:  # reported together with the fx failure
-        line = _user_line(export_err) or _user_line(fx_exc)
-        where = f"\n  offending line: {line}" if line else ""
+        with eval_mode(model), torch.no_grad():
+            return model(*args)
+    except Exception as err:
+        line = user_line(err)
+        where = f" at {line}" if line else ""
+        shapes = ", ".join(
+            f"{tuple(a.shape)} {a.dtype} on {a.device}" if isinstance(a, torch.Tensor) else type(a).__name__
+            for a in args
+        )
         raise TraceError(
-            f"cannot trace {type(model).__name__}: neither tracer follows its forward.{where}\n"
-            f"  torch.fx.symbolic_trace: {fx_failure}\n"
-            f"  torch.export (non-strict): {_describe(export_err)}\n"
-            "  fix: make control flow independent of tensor values (use torch.where, or move the "
-            "branch outside forward), then convert again"
-        ) from export_err
-    return Traced(gm, "export", fx_failure=fx_failure, dynamic_batch=dynamic)
+            f"the forward of {type(model).__name__} raises on the example inputs ({shapes}){where}: "
+            f"{type(err).__name__}: {_first_line(err)}; pass example inputs the model accepts (shape, dtype, "
+            "device, batch dimension first)"
+        ) from err
 
 
 def propagate_shapes(gm: fx.GraphModule, args: Sequence[Any]) -> Any:
@@ -111,29 +118,17 @@ class _RecordTracer(fx.Tracer):
     """symbolic_trace that rebuilds dataclass, named-tuple and dict-subclass outputs as their own class.
 
     Plain fx turns a dict subclass into a dict and rejects dataclasses; here each such object becomes a
-    ``call_function`` node whose target is the class, so the generated code returns the same class.
+    ``call_function`` node that builds the class (:func:`fxvae.outputs.record_parts`).
     """
 
     def create_arg(self, a: Any) -> Any:
-        record = _record_parts(a)
+        record = record_parts(a)
         if record is None:
             return super().create_arg(a)
-        cls, args, kwargs = record
-        node = self.create_node("call_function", cls, self.create_arg(args), self.create_arg(kwargs))
+        args, kwargs = record.assemble(record.values)
+        node = self.create_node("call_function", record.build, self.create_arg(args), self.create_arg(kwargs))
         node.meta[RECORD_META] = True
         return node
-
-
-def _record_parts(a: Any) -> tuple[type, tuple[Any, ...], dict[str, Any]] | None:
-    """(class, args, kwargs) that rebuild ``a`` if it is a container class fx would lose, else None."""
-    if dataclasses.is_dataclass(a) and not isinstance(a, type):
-        kwargs = {f.name: getattr(a, f.name) for f in dataclasses.fields(a) if f.init}
-        return type(a), (), kwargs
-    if isinstance(a, tuple) and hasattr(a, "_fields"):
-        return type(a), tuple(a), {}
-    if isinstance(a, dict) and type(a) not in (dict, immutable_dict):
-        return type(a), (dict(a),), {}
-    return None
 
 
 def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
@@ -145,58 +140,6 @@ def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
 # --- torch.export -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Spec:
-    """How to rebuild a model output from its flat tensor leaves."""
-
-    kind: Literal["tensor", "const", "tuple", "list", "dict", "record"]
-    children: tuple[_Spec, ...] = ()
-    keys: tuple[Any, ...] = ()
-    cls: type | None = None
-    value: Any = None
-
-
-def _flatten(obj: Any, leaves: list[torch.Tensor]) -> _Spec:
-    if isinstance(obj, torch.Tensor):
-        leaves.append(obj)
-        return _Spec("tensor")
-    record = _record_parts(obj)
-    if record is not None:
-        cls, args, kwargs = record
-        keys = tuple(range(len(args))) + tuple(kwargs)
-        values = [*args, *kwargs.values()]
-        return _Spec("record", tuple(_flatten(v, leaves) for v in values), keys, cls)
-    if isinstance(obj, (tuple, list)):
-        kind = "tuple" if isinstance(obj, tuple) else "list"
-        return _Spec(kind, tuple(_flatten(v, leaves) for v in obj))
-    if isinstance(obj, dict):
-        return _Spec("dict", tuple(_flatten(v, leaves) for v in obj.values()), tuple(obj))
-    return _Spec("const", value=obj)
-
-
-def _rebuild(graph: fx.Graph, spec: _Spec, leaves: Iterator[fx.Node]) -> Any:
-    """Emit the nodes that turn flat output leaves back into the model's output structure."""
-    if spec.kind == "tensor":
-        return next(leaves)
-    if spec.kind == "const":
-        return spec.value
-    children = [_rebuild(graph, child, leaves) for child in spec.children]
-    if spec.kind == "tuple":
-        return tuple(children)
-    if spec.kind == "list":
-        return children
-    if spec.kind == "dict":
-        return dict(zip(spec.keys, children, strict=True))
-    args = tuple(c for k, c in zip(spec.keys, children, strict=True) if isinstance(k, int))
-    kwargs = {k: c for k, c in zip(spec.keys, children, strict=True) if isinstance(k, str)}
-    if spec.cls is not None and issubclass(spec.cls, dict) and not dataclasses.is_dataclass(spec.cls):
-        args = (dict(zip(spec.keys, children, strict=True)),)
-        kwargs = {}
-    node = graph.call_function(spec.cls, args, kwargs)
-    node.meta[RECORD_META] = True
-    return node
-
-
 class _FlatOutput(nn.Module):
     """Wraps the model so that torch.export sees a flat tuple of tensors, whatever the model returns."""
 
@@ -206,7 +149,7 @@ class _FlatOutput(nn.Module):
 
     def forward(self, *args: Any) -> tuple[torch.Tensor, ...]:
         leaves: list[torch.Tensor] = []
-        _flatten(self.model(*args), leaves)
+        flatten(self.model(*args), leaves)
         return tuple(leaves)
 
 
@@ -217,36 +160,27 @@ class ModeFlag(nn.Module):
         return self.training
 
 
-_DROPOUT_OPS = {
-    torch.ops.aten.dropout.default,
-    torch.ops.aten.feature_dropout.default,
-    torch.ops.aten.alpha_dropout.default,
-    torch.ops.aten.feature_alpha_dropout.default,
-}
 _BATCH_NORM_TRAINING_ARG = 5
 _BATCH_NORM_RUNNING_MEAN_ARG = 3
+_WRAPPER_PREFIX = "model."
 
 
 def _export(model: nn.Module, args: tuple[Any, ...], expected: Any) -> tuple[fx.GraphModule, bool]:
     """Export ``model``; ``expected`` is its eager output, whose structure the graph module rebuilds."""
-    wrapper = _FlatOutput(model)
+    from torch.fx.experimental.symbolic_shapes import has_free_symbols  # pulls in sympy: import on use
+
     export_args = args
     batch_dims = [a.shape[0] for a in args if isinstance(a, torch.Tensor) and a.dim() > 0]
     if batch_dims and all(b == 1 for b in batch_dims):
         # torch.export specialises a size-1 dimension; a batch of two copies keeps the batch symbolic.
-        export_args = tuple(
-            torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.dim() > 0 else a for a in args
-        )
+        export_args = tuple(torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.dim() > 0 else a for a in args)
     # Dim.AUTO keeps the batch symbolic where the code allows it (a named Dim would fail on a model
     # that bounds the batch, e.g. "batch <= 63") and specialises it where the code fixes it.
     dynamic_shapes = (
-        tuple(
-            {0: torch.export.Dim.AUTO} if isinstance(a, torch.Tensor) and a.dim() > 0 else None
-            for a in export_args
-        ),
+        tuple({0: torch.export.Dim.AUTO} if isinstance(a, torch.Tensor) and a.dim() > 0 else None for a in export_args),
     )
     with eval_mode(model):
-        program = torch.export.export(wrapper, export_args, dynamic_shapes=dynamic_shapes, strict=False)
+        program = torch.export.export(_FlatOutput(model), export_args, dynamic_shapes=dynamic_shapes, strict=False)
     user_inputs = set(program.graph_signature.user_inputs)
     values = [n.meta.get("val") for n in program.graph.nodes if n.name in user_inputs]
     dynamic = any(isinstance(v, torch.Tensor) and has_free_symbols(v.shape[0]) for v in values)
@@ -256,29 +190,21 @@ def _export(model: nn.Module, args: tuple[Any, ...], expected: Any) -> tuple[fx.
             f"captured by torch.export runs only at batch size {batch_dims[0] if batch_dims else '?'}",
             stacklevel=4,
         )
-    spec = _flatten(expected, [])
-    return _reroot(program.module(), spec, _input_names(model, len(args))), dynamic
+    spec = flatten(expected, [])
+    return _reroot(program.module(), spec, input_names(model, len(args))), dynamic
 
 
-def _input_names(model: nn.Module, count: int) -> list[str]:
-    names: list[str] = []
-    for param in inspect.signature(model.forward).parameters.values():
-        if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
-            break
-        names.append(param.name)
-    return [names[i] if i < len(names) else f"input_{i}" for i in range(count)]
-
-
-def _reroot(exported: fx.GraphModule, spec: _Spec, input_names: list[str]) -> fx.GraphModule:
+def _reroot(exported: fx.GraphModule, spec: Spec, names: list[str]) -> fx.GraphModule:
     """Copy the exported graph into a plain GraphModule with the model's names and output structure.
 
-    Drops the ``model.`` prefix of the wrapper, the shape guards (the batch is dynamic), and the pytree
-    calling convention; turns the mode baked into dropout and batch-norm into a read of the flag.
+    Drops the wrapper's ``model.`` prefix (from attribute paths and module stacks), the shape guards
+    (the batch is dynamic) and the pytree calling convention; turns the mode baked into dropout and
+    batch-norm into a read of the module's training flag.
     """
     graph = fx.Graph()
     val_map: dict[fx.Node, Any] = {}
-    placeholders = [n for n in exported.graph.nodes if n.op == "placeholder"]
-    for node, name in zip(placeholders, input_names, strict=True):
+    placeholders = exported.graph.find_nodes(op="placeholder")
+    for node, name in zip(placeholders, names, strict=True):
         val_map[node] = graph.placeholder(name)
         val_map[node].meta = dict(node.meta)
     for node in exported.graph.nodes:
@@ -286,15 +212,16 @@ def _reroot(exported: fx.GraphModule, spec: _Spec, input_names: list[str]) -> fx
             val_map[node] = None
     flag = graph.call_module("training_flag")
     flat_out = graph.graph_copy(exported.graph, val_map)
-    graph.output(_rebuild(graph, spec, iter(flat_out)))
+    graph.output(rebuild_in_graph(graph, spec, iter(flat_out)))
 
     attributes: dict[str, Any] = {"training_flag": ModeFlag()}
     for node in graph.nodes:
+        _strip_wrapper(node)
         if node.op == "get_attr":
-            value = _get_attr(exported, node.target)
-            node.target = node.target.removeprefix("model.")
+            value = resolve(exported, node.target)
+            node.target = node.target.removeprefix(_WRAPPER_PREFIX)
             attributes[node.target] = value
-        elif node.op == "call_function" and node.target in _DROPOUT_OPS:
+        elif node.op == "call_function" and getattr(node.target, "overloadpacket", None) in DROPOUT_FUNCTIONS:
             node.update_arg(2, flag)
         elif (
             node.op == "call_function"
@@ -310,22 +237,29 @@ def _reroot(exported: fx.GraphModule, spec: _Spec, input_names: list[str]) -> fx
     return gm
 
 
-def _get_attr(module: nn.Module, target: str) -> Any:
-    owner, _, name = target.rpartition(".")
-    return getattr(module.get_submodule(owner) if owner else module, name)
+def _strip_wrapper(node: fx.Node) -> None:
+    """Module stacks as symbolic_trace records them: paths of the model's own modules, root left out."""
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return
+    node.meta["nn_module_stack"] = {
+        key: (path.removeprefix(_WRAPPER_PREFIX), cls)
+        for key, (path, cls) in stack.items()
+        if path.startswith(_WRAPPER_PREFIX)
+    }
 
 
 # --- checks and messages --------------------------------------------------------------------------------
 
 
-def _check_same(expected: Any, got: Any, *, values: bool = True) -> None:
+def check_same_output(expected: Any, got: Any, *, values: bool = True) -> None:
     """Raise unless the graph's output has the model's structure and shapes (and values, if asked)."""
     exp_leaves: list[torch.Tensor] = []
     got_leaves: list[torch.Tensor] = []
-    exp_spec, got_spec = _flatten(expected, exp_leaves), _flatten(got, got_leaves)
+    exp_spec, got_spec = flatten(expected, exp_leaves), flatten(got, got_leaves)
     if exp_spec != got_spec or any(e.shape != g.shape for e, g in zip(exp_leaves, got_leaves, strict=True)):
         raise TraceError("the traced graph returns a different output structure than the model")
-    pairs = zip(exp_leaves, got_leaves, strict=True)
+    pairs = [(e, g) for e, g in zip(exp_leaves, got_leaves, strict=True) if e.device.type != "meta"]
     if not all(torch.allclose(e, g, rtol=1e-5, atol=1e-6, equal_nan=True) for e, g in pairs):
         message = "the traced graph computes different values than the model on the example"
         if values:
@@ -333,21 +267,51 @@ def _check_same(expected: Any, got: Any, *, values: bool = True) -> None:
         warnings.warn(f"{message} (randomness in eval mode?); check the converted VAE", stacklevel=4)
 
 
-def _describe(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    first = next((line for line in text if line.strip()), "")
-    return f"{type(err).__name__}: {first}" if first else type(err).__name__
-
-
-_LIBRARY_DIRS = (
-    os.path.dirname(torch.__file__) + os.sep,
-    os.path.dirname(__file__) + os.sep,
-    os.path.dirname(contextlib.__file__) + os.sep,
+_FX_HINTS = (
+    ("cannot be used as inputs to control flow", "an if/while on a traced tensor, shape or size"),
+    ("cannot be iterated", "iteration over a tensor or its shape"),
+    ("'len' is not supported", "len() of a tensor"),
+    ("__array__", "a traced value passed to numpy"),
+    ("numpy", "a traced value passed to numpy"),
+    ("different output structure", "an output structure that depends on Python-level decisions"),
+    ("different values", "a Python-level decision frozen at tracing that the example contradicts"),
 )
-"""Frames in these folders are not the user's code."""
+_EXPORT_HINTS = (
+    ("data-dependent", "control flow or .item()/.tolist() on tensor values"),
+    ("data dependent", "control flow or .item()/.tolist() on tensor values"),
+    ("Unsupported", "an operation torch.export does not support"),
+    ("different output structure", "an output structure torch.export cannot rebuild"),
+)
 
 
-def _user_line(err: BaseException) -> str | None:
+def describe_failure(err: BaseException, tracer: Literal["fx", "export"]) -> str:
+    """One line: what the tracer stopped on (when recognised), the error, and the user's line."""
+    text = f"{type(err).__name__}: {_first_line(err)}"
+    hints = _FX_HINTS if tracer == "fx" else _EXPORT_HINTS
+    full = str(err)
+    cause = next((hint for needle, hint in hints if needle in full), None)
+    line = user_line(err)
+    parts = [f"stopped on {cause}" if cause else None, text, f"at {line}" if line else None]
+    return "; ".join(p for p in parts if p)
+
+
+def _first_line(err: BaseException) -> str:
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+
+
+_LIBRARY_DIRS = (os.path.dirname(torch.__file__) + os.sep, os.path.dirname(__file__) + os.sep)
+_STDLIB_DIR = os.path.dirname(contextlib.__file__) + os.sep
+
+
+def _is_user_frame(filename: str) -> bool:
+    """Frames of torch, fxvae and the standard library are not the user's code; installed packages
+    (a third-party model's forward) are."""
+    if filename.startswith(("<", *_LIBRARY_DIRS)):
+        return False
+    return not filename.startswith(_STDLIB_DIR) or f"{os.sep}site-packages{os.sep}" in filename
+
+
+def user_line(err: BaseException) -> str | None:
     """``file:line: code`` of the deepest frame in the user's code, across the exception chain."""
     found = None
     seen: set[int] = set()
@@ -355,7 +319,7 @@ def _user_line(err: BaseException) -> str | None:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         for frame in traceback.extract_tb(current.__traceback__):
-            if not frame.filename.startswith(_LIBRARY_DIRS) and not frame.filename.startswith("<"):
+            if _is_user_frame(frame.filename):
                 found = f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
         current = current.__cause__ or current.__context__
     return found

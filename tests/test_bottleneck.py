@@ -21,7 +21,7 @@ def test_an_equal_width_chain_ends_after_the_layers_activations() -> None:
     b = _find("norm_dropout")
     assert b.node == "sigmoid" and b.chain == ("enc_3", "enc_4", "sigmoid")
     reasons = {c.node: c.reason for c in b.candidates}
-    assert "follows its layer" in reasons["enc_3"]
+    assert reasons["enc_3"] == "same width, inside 'enc': the latent is that module's output"
 
 
 def test_a_bypassed_gate_is_ranked_with_the_edge_that_bypasses_it() -> None:

@@ -25,9 +25,7 @@ needs_io = pytest.mark.skipif(
     not hasattr(fxvae, "convert_checkpoint"),
     reason="fxvae.convert_checkpoint (fxvae/io.py) not available yet",
 )
-needs_onnx = pytest.mark.skipif(
-    not hasattr(fxvae, "export_onnx"), reason="fxvae.export_onnx not available yet"
-)
+needs_onnx = pytest.mark.skipif(not hasattr(fxvae, "export_onnx"), reason="fxvae.export_onnx not available yet")
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -61,9 +59,7 @@ def test_inspect_json_lists_every_data_path_node() -> None:
 
 def test_inspect_marks_bypassed_nodes_with_forced_bottleneck() -> None:
     with pytest.warns(UserWarning, match="bypassed by x -> add"):
-        code, out, _ = run(
-            "inspect", f"{MODELS}:skip_ae", "--input-shape", "2,16", "--bottleneck", "down", "--json"
-        )
+        code, out, _ = run("inspect", f"{MODELS}:skip_ae", "--input-shape", "2,16", "--bottleneck", "down", "--json")
     assert code == 0
     nodes = {n["name"]: n for n in json.loads(out)["nodes"]}
     assert nodes["down"]["separator"] is False
@@ -135,9 +131,7 @@ def test_convert_writes_vae(tmp_path: Path, ae_checkpoint: Path) -> None:
 def test_convert_refuses_existing_output(tmp_path: Path, ae_checkpoint: Path) -> None:
     out = tmp_path / "vae.safetensors"
     out.write_bytes(b"keep me")
-    code, _, err = run(
-        "convert", MLP, "--checkpoint", str(ae_checkpoint), "--input-shape", "2,16", "--out", str(out)
-    )
+    code, _, err = run("convert", MLP, "--checkpoint", str(ae_checkpoint), "--input-shape", "2,16", "--out", str(out))
     assert code == ExitCode.USAGE
     assert "exists; pass --force" in err
     assert out.read_bytes() == b"keep me"

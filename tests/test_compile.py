@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fxvae
-from fxvae.onnx import FlatOutputs, flatten_outputs
+from fxvae.outputs import FlatOutputs, tensors
 from tests.zoo import ZOO, build
 
 BY_NAME = {e.name: e for e in ZOO}
@@ -34,7 +34,7 @@ def test_torch_export_with_a_dynamic_batch_matches_eager(model: str, part: str) 
     # torch.export refuses record outputs (dataclasses): export the flattening wrapper, as export_onnx does.
     program = torch.export.export(FlatOutputs(module), example, dynamic_shapes=dynamic, strict=False)
     with torch.no_grad():
-        got, expected = program.module()(*other), flatten_outputs(module(*other))
+        got, expected = program.module()(*other), tensors(module(*other))
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e)
 
@@ -61,5 +61,5 @@ def test_compiled_encoder_and_decoder_match_eager(part: str) -> None:
     module, example, _ = _parts("mlp_sigmoid")[part]
     compiled = torch.compile(module, backend="inductor", dynamic=False)
     with torch.no_grad():
-        for g, e in zip(flatten_outputs(compiled(*example)), flatten_outputs(module(*example)), strict=True):
+        for g, e in zip(tensors(compiled(*example)), tensors(module(*example)), strict=True):
             torch.testing.assert_close(g, e)

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 import torch.fx as fx
 
 import fxvae
+from tests.helpers import leaves, recon
 from tests.zoo import ZOO, ZooEntry, build
 
 BATCH = 4
-
-
-def _leaves(out: object) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if dataclasses.is_dataclass(out):
-        return [t for f in dataclasses.fields(out) for t in _leaves(getattr(out, f.name))]
-    if isinstance(out, dict):
-        return [t for v in out.values() for t in _leaves(v)]
-    if isinstance(out, (tuple, list)):
-        return [t for v in out for t in _leaves(v)]
-    return []
-
-
-def _recon(out: object) -> torch.Tensor:
-    return _leaves(out)[0]
 
 
 @pytest.fixture(params=ZOO, ids=lambda e: e.name)
@@ -70,7 +53,7 @@ def test_eval_outputs_equal_the_autoencoders(converted) -> None:
     args = entry.inputs(BATCH)
     vae.eval()
     with torch.no_grad():
-        for got, expected in zip(_leaves(vae(*args)), _leaves(model(*args)), strict=True):
+        for got, expected in zip(leaves(vae(*args)), leaves(model(*args)), strict=True):
             assert (got - expected).abs().max() <= 1e-6
 
 
@@ -79,9 +62,9 @@ def test_train_mode_samples_the_latent(converted) -> None:
     args = entry.inputs(BATCH)
     vae.train()
     torch.manual_seed(1)
-    first = _recon(vae(*args))
+    first = recon(vae(*args))
     torch.manual_seed(2)
-    second = _recon(vae(*args))
+    second = recon(vae(*args))
     assert not torch.allclose(first, second)
 
 
@@ -99,7 +82,7 @@ def test_backward_of_recon_plus_kl_reaches_every_parameter(converted) -> None:
     args = entry.inputs(BATCH)
     vae.train()
     out = vae(*args)
-    loss = sum(t.float().pow(2).mean() for t in _leaves(out) if t.is_floating_point()) + kl()
+    loss = sum(t.float().pow(2).mean() for t in leaves(out) if t.is_floating_point()) + kl()
     loss.backward()
     recipe = fxvae.conversion(vae)
     assert vae.get_submodule(recipe.log_sigma_head).weight.grad.abs().sum() > 0
@@ -112,7 +95,7 @@ def test_vae_runs_at_another_batch_size(converted) -> None:
     args = entry.inputs(BATCH + 3)
     vae.eval()
     with torch.no_grad():
-        torch.testing.assert_close(_recon(vae(*args)), _recon(model(*args)), atol=1e-6, rtol=0)
+        torch.testing.assert_close(recon(vae(*args)), recon(model(*args)), atol=1e-6, rtol=0)
 
 
 def test_heads_are_named_submodules_next_to_the_decoder(converted) -> None:
@@ -152,7 +135,7 @@ def test_training_the_vae_leaves_the_autoencoder_as_it_was(entry: ZooEntry) -> N
     vae, kl = fxvae.convert(model, entry.inputs(BATCH))
     vae.train()
     opt = torch.optim.SGD(vae.parameters(), lr=0.1)
-    loss = _recon(vae(*entry.inputs(BATCH))).pow(2).mean() + kl()
+    loss = recon(vae(*entry.inputs(BATCH))).pow(2).mean() + kl()
     loss.backward()
     opt.step()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -181,4 +164,4 @@ def test_load_ae_state_dict_maps_the_layer_onto_the_mu_head(entry: ZooEntry) -> 
     args = entry.inputs(BATCH)
     vae.eval()
     with torch.no_grad():
-        torch.testing.assert_close(_recon(vae(*args)), _recon(trained(*args)), atol=1e-6, rtol=0)
+        torch.testing.assert_close(recon(vae(*args)), recon(trained(*args)), atol=1e-6, rtol=0)

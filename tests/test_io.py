@@ -14,7 +14,7 @@ from torch import nn
 
 import fxvae
 from fxvae.io import read_state_dict
-from tests.test_convert import _leaves
+from tests.helpers import leaves
 from tests.zoo import ZOO, ZooEntry, build
 
 BATCH = 4
@@ -26,7 +26,7 @@ def _trained_vae(entry: ZooEntry) -> torch.fx.GraphModule:
     vae, kl = fxvae.convert(build(entry), entry.inputs(BATCH), log_sigma_init=-1.5)
     vae.train()
     opt = torch.optim.SGD(vae.parameters(), lr=0.05)
-    loss = sum(t.pow(2).mean() for t in _leaves(vae(*entry.inputs(BATCH))) if t.is_floating_point()) + kl()
+    loss = sum(t.pow(2).mean() for t in leaves(vae(*entry.inputs(BATCH))) if t.is_floating_point()) + kl()
     loss.backward()
     opt.step()
     return vae
@@ -44,26 +44,65 @@ def test_save_then_load_is_bit_exact(entry: ZooEntry, tmp_path: Path) -> None:
 
 
 def test_saved_metadata_records_the_recipe(tmp_path: Path) -> None:
-    vae, _ = fxvae.convert(build(MLP), MLP.inputs(BATCH))
+    vae, _ = fxvae.convert(build(MLP), MLP.inputs(BATCH), log_sigma_init=-1.0)
     fxvae.save(vae, tmp_path / "vae.safetensors")
     with safe_open(tmp_path / "vae.safetensors", framework="pt") as handle:
-        recipe = json.loads(handle.metadata()["fxvae.recipe"])
-    assert recipe["bottleneck_node"] == "enc_3" and recipe["bottleneck_layer"] == "enc.2"
-    assert recipe["latent_shape"] == [8] and recipe["tracer"] == "fx"
-    assert recipe["torch_version"] == torch.__version__ and recipe["fxvae_version"] == fxvae.__version__
+        metadata = handle.metadata()
+    recipe = fxvae.Conversion.from_json(metadata["fxvae.recipe"])
+    assert recipe == fxvae.conversion(vae)
+    assert (recipe.bottleneck.node, recipe.bottleneck.layer, recipe.latent_shape) == ("enc_3", "enc.2", (8,))
+    assert recipe.options == fxvae.Options(log_sigma_init=-1.0)
+    assert metadata["torch.version"] == torch.__version__ and metadata["fxvae.version"] == fxvae.__version__
+
+
+class TiedConv(nn.Module):
+    """A conv AE whose decoder reuses the bottleneck conv's weight (same shape, same Parameter)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Conv2d(3, 2, 4, stride=2, padding=1)
+        self.dec = nn.ConvTranspose2d(2, 3, 4, stride=2, padding=1)
+        self.dec.weight = self.enc.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dec(self.enc(x))
 
 
 def test_tied_tensors_are_saved_once_and_restored_as_aliases(tmp_path: Path) -> None:
-    tied = BY_NAME["tied_weights"]
-    vae = _trained_vae(tied)
+    x = torch.randn(2, 3, 8, 8)
+    vae, _ = fxvae.convert(TiedConv(), x)
     fxvae.save(vae, tmp_path / "vae.safetensors")
     with safe_open(tmp_path / "vae.safetensors", framework="pt") as handle:
         aliases = json.loads(handle.metadata()["fxvae.aliases"])
         stored = set(handle.keys())
-    assert aliases == {"mu_head.weight": "to_code.weight"}
+    assert aliases == {"mu_head.weight": "dec.weight"}
     assert "mu_head.weight" not in stored
-    loaded, _ = fxvae.load(build(tied), tmp_path / "vae.safetensors", tied.inputs(BATCH))
-    assert loaded.get_parameter("mu_head.weight") is loaded.get_parameter("to_code.weight")
+    loaded, _ = fxvae.load(TiedConv(), tmp_path / "vae.safetensors", x)
+    assert loaded.get_parameter("mu_head.weight") is loaded.get_parameter("dec.weight")
+
+
+def test_a_tied_ae_through_convert_checkpoint_and_load_is_the_same_vae(tmp_path: Path) -> None:
+    tied = BY_NAME["tied_weights"]
+    torch.save(build(tied, seed=1).state_dict(), tmp_path / "ae.pt")
+    made, _ = fxvae.convert_checkpoint(
+        build(tied), tmp_path / "ae.pt", tied.inputs(BATCH), out=tmp_path / "v.safetensors"
+    )
+    loaded, _ = fxvae.load(build(tied), tmp_path / "v.safetensors", tied.inputs(BATCH))
+    assert list(loaded.state_dict()) == list(made.state_dict())
+    x = tied.inputs(BATCH)[0]
+    assert torch.equal(loaded.eval()(x), made.eval()(x))
+    assert loaded.get_parameter("mu_head.weight") is loaded.get_submodule("mu_head").weight
+
+
+def test_a_file_from_a_newer_fxvae_is_refused(tmp_path: Path) -> None:
+    vae, _ = fxvae.convert(build(MLP), MLP.inputs(BATCH))
+    fxvae.save(vae, tmp_path / "vae.safetensors")
+    tensors = safetensors.torch.load_file(tmp_path / "vae.safetensors")
+    with safe_open(tmp_path / "vae.safetensors", framework="pt") as handle:
+        metadata = {**handle.metadata(), "fxvae.format": "99", "fxvae.version": "9.0"}
+    safetensors.torch.save_file(tensors, tmp_path / "new.safetensors", metadata=metadata)
+    with pytest.raises(fxvae.CheckpointError, match=r"written by fxvae 9.0 \(file format 99\).*upgrade fxvae"):
+        fxvae.load(build(MLP), tmp_path / "new.safetensors", MLP.inputs(BATCH))
 
 
 def test_load_accepts_a_factory(tmp_path: Path) -> None:
@@ -186,7 +225,5 @@ def test_convert_checkpoint_names_missing_and_unexpected_keys(tmp_path: Path) ->
     sd = build(MLP).state_dict()
     sd["extra.weight"] = sd.pop("dec.2.weight")
     torch.save(sd, tmp_path / "ae.pt")
-    with pytest.raises(
-        fxvae.CheckpointError, match=r"missing keys \['dec.2.weight'\], unexpected keys \['extra"
-    ):
+    with pytest.raises(fxvae.CheckpointError, match=r"missing keys \['dec.2.weight'\], unexpected keys \['extra"):
         fxvae.convert_checkpoint(build(MLP), tmp_path / "ae.pt", MLP.inputs(BATCH))

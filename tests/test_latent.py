@@ -35,9 +35,7 @@ def test_the_posterior_samples_with_a_generator() -> None:
 
 
 def test_posterior_looks_through_a_compile_or_ddp_style_wrapper() -> None:
-    vae, _ = fxvae.convert(
-        torch.nn.Sequential(torch.nn.Linear(6, 2), torch.nn.Linear(2, 6)), torch.randn(3, 6)
-    )
+    vae, _ = fxvae.convert(torch.nn.Sequential(torch.nn.Linear(6, 2), torch.nn.Linear(2, 6)), torch.randn(3, 6))
     wrapper = torch.nn.Module()
     wrapper.module = vae
     vae(torch.randn(3, 6))

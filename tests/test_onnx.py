@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fxvae
-from fxvae.onnx import flatten_outputs
+from fxvae.outputs import tensors
 from tests.zoo import ZOO, build
 
 ort = pytest.importorskip("onnxruntime")
@@ -47,7 +47,7 @@ def test_onnx_model_matches_pytorch_at_another_batch_size(model: str, part: str,
     args = inputs(7)
     got = session.run(None, {i.name: a.numpy() for i, a in zip(session.get_inputs(), args, strict=True)})
     with torch.no_grad():
-        expected = flatten_outputs(module.eval()(*args))
+        expected = tensors(module.eval()(*args))
     assert len(got) == len(expected)
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(torch.from_numpy(g), e, atol=1e-5, rtol=1e-5)
@@ -64,4 +64,4 @@ def test_onnx_inputs_are_named_after_the_arguments(tmp_path: Path) -> None:
 def test_flatten_outputs_goes_depth_first_and_skips_none() -> None:
     a, b = torch.zeros(1), torch.ones(1)
     out = {"first": (a, None), "second": [b]}
-    assert flatten_outputs(out) == (a, b)
+    assert tensors(out) == (a, b)

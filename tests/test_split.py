@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 import torch.fx as fx
 from torch import nn
 
 import fxvae
-from tests.test_convert import _leaves
+from tests.helpers import leaves, with_none
 from tests.zoo import ZOO, ZooEntry, build
 
 BATCH = 4
@@ -28,17 +26,6 @@ def _vae(entry: ZooEntry, cache: dict[str, fx.GraphModule]) -> fx.GraphModule:
     return cache[entry.name]
 
 
-def _with_none(out: object) -> list[object]:
-    """Output leaves in order, keeping the decoder's None where the VAE has a tensor."""
-    if isinstance(out, dict):
-        return [leaf for v in out.values() for leaf in _with_none(v)]
-    if isinstance(out, (tuple, list)):
-        return [leaf for v in out for leaf in _with_none(v)]
-    if dataclasses.is_dataclass(out):
-        return [leaf for f in dataclasses.fields(out) for leaf in _with_none(getattr(out, f.name))]
-    return [out]
-
-
 @pytest.mark.parametrize("entry", ZOO, ids=lambda e: e.name)
 def test_decoder_of_mu_reproduces_the_vaes_eval_output(entry: ZooEntry, cache) -> None:
     vae = _vae(entry, cache)
@@ -49,7 +36,7 @@ def test_decoder_of_mu_reproduces_the_vaes_eval_output(entry: ZooEntry, cache) -
         mu, _ = encoder(*args)
         got = decoder(mu, *args[1:])
     assert type(got) is type(expected)
-    pairs = [(g, e) for g, e in zip(_with_none(got), _with_none(expected), strict=True) if g is not None]
+    pairs = [(g, e) for g, e in zip(with_none(got), with_none(expected), strict=True) if g is not None]
     assert pairs and all(torch.equal(g, e) for g, e in pairs)
 
 
@@ -74,7 +61,7 @@ def test_decoder_reads_no_data_input_and_takes_the_batch_from_z(entry: ZooEntry,
     assert names == ["z", *extra]
     with torch.no_grad():
         out = decoder(torch.randn(5, *entry.latent_shape), *entry.inputs(5)[1:])
-    assert _leaves(out)[0].shape[0] == 5
+    assert leaves(out)[0].shape[0] == 5
 
 
 def test_shape_reads_of_the_data_input_become_per_sample_constants() -> None:

@@ -181,9 +181,7 @@ class NormDropoutNearBottleneck(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.enc = nn.Sequential(
-            nn.Linear(30, 20), nn.ReLU(), nn.Dropout(0.2), nn.Linear(20, 7), nn.BatchNorm1d(7)
-        )
+        self.enc = nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Dropout(0.2), nn.Linear(20, 7), nn.BatchNorm1d(7))
         self.dec = nn.Sequential(nn.Dropout(0.1), nn.Linear(7, 20), nn.ReLU(), nn.Linear(20, 30))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -303,9 +301,7 @@ class WeightNormLatent(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.enc = nn.Sequential(
-            nn.Linear(20, 10), nn.Tanh(), nn.utils.parametrizations.weight_norm(nn.Linear(10, 3))
-        )
+        self.enc = nn.Sequential(nn.Linear(20, 10), nn.Tanh(), nn.utils.parametrizations.weight_norm(nn.Linear(10, 3)))
         self.dec = nn.Linear(3, 20)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

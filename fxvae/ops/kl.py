@@ -103,9 +103,7 @@ def _check_inputs(mu: torch.Tensor, log_sigma: torch.Tensor) -> None:
         if not value.is_floating_point():
             raise KLError(f"{name} has dtype {value.dtype}; pass a floating-point tensor")
     if mu.shape != log_sigma.shape:
-        raise KLError(
-            f"mu has shape {tuple(mu.shape)} but log_sigma has {tuple(log_sigma.shape)}; pass equal shapes"
-        )
+        raise KLError(f"mu has shape {tuple(mu.shape)} but log_sigma has {tuple(log_sigma.shape)}; pass equal shapes")
     if mu.dim() == 0:
         raise KLError("mu and log_sigma are scalars; pass tensors of shape (batch, ...)")
     if mu.dtype != log_sigma.dtype:
@@ -189,9 +187,7 @@ class _KLDivergence(torch.autograd.Function):
         scale = grad * (ctx.beta * _reduction_factor(ctx.reduction, batch, dims))
         need_mu, need_ls = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grads = _triton_kernels().kl_grads if ctx.backend == "triton" else _torch_grads
-        grad_mu, grad_ls = grads(
-            mu.reshape(batch, dims), log_sigma.reshape(batch, dims), scale, keep, need_mu, need_ls
-        )
+        grad_mu, grad_ls = grads(mu.reshape(batch, dims), log_sigma.reshape(batch, dims), scale, keep, need_mu, need_ls)
         return (
             None if grad_mu is None else grad_mu.view(mu.shape),
             None if grad_ls is None else grad_ls.view(log_sigma.shape),

@@ -62,9 +62,7 @@ def _assert_matches_oracle(mu: torch.Tensor, log_sigma: torch.Tensor, backend: s
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_loss_and_gradients_match_torch_distributions(
-    backend: str, reduction: str, dtype: torch.dtype
-) -> None:
+def test_loss_and_gradients_match_torch_distributions(backend: str, reduction: str, dtype: torch.dtype) -> None:
     mu, log_sigma = latents((3, 5, 7), dtype)
     _assert_matches_oracle(mu, log_sigma, backend, reduction=reduction)
 
@@ -111,9 +109,7 @@ def test_small_tiles_give_the_same_values_as_one_tile(monkeypatch: pytest.Monkey
 def test_beta_scales_loss_and_gradients(backend: str) -> None:
     mu, log_sigma = latents((4, 6), torch.float32)
     plain = _loss_and_grads(mu, log_sigma, kl_divergence, grad_output=torch.tensor(1.0), backend=backend)
-    scaled = _loss_and_grads(
-        mu, log_sigma, kl_divergence, grad_output=torch.tensor(1.0), backend=backend, beta=0.25
-    )
+    scaled = _loss_and_grads(mu, log_sigma, kl_divergence, grad_output=torch.tensor(1.0), backend=backend, beta=0.25)
     for p, s in zip(plain, scaled, strict=True):
         torch.testing.assert_close(s, 0.25 * p)
 
@@ -209,9 +205,7 @@ def test_very_negative_log_sigma_stays_finite_and_minus_inf_gives_inf(backend: s
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-def test_half_inputs_give_a_float32_loss_and_gradients_in_their_dtype(
-    backend: str, dtype: torch.dtype
-) -> None:
+def test_half_inputs_give_a_float32_loss_and_gradients_in_their_dtype(backend: str, dtype: torch.dtype) -> None:
     # 4096 elements of KL 2: a float16 sum would overflow at 65504, float32 does not.
     mu = torch.full((64, 64), 2.0, dtype=dtype, requires_grad=True)
     log_sigma = torch.zeros(64, 64, dtype=dtype, requires_grad=True)

@@ -1,0 +1,360 @@
+"""The third capture tier: models no tracer follows (branches on tensor values, ``.item()``, numpy on
+tensors, calls into extensions), converted from real forwards.
+
+A module's output M(x) separates the data input from the reconstruction exactly when the reconstruction
+depends on x only through M(x): run the model on x while a forward hook makes M return M(x'), recorded
+on another input x'; the reconstruction must then equal model(x') bit for bit. A skip or an input
+statistic reaching the decoder makes it differ. Several pairs are checked, every forward under one seed.
+The narrowest separating module narrower than the input is the bottleneck (equal widths: the outermost
+module around the first one, as in the graph tiers).
+
+The VAE keeps the model as a submodule and installs a forward hook on that module: mu is its output,
+log sigma a zero pointwise layer on mu, z = reparameterize(mu) replaces the output. ``split`` cuts it
+with the same hook: the encoder stops at the latent, the decoder runs the model on a zero input with
+the latent replaced by z (exact, since the latent separates), and returns None for the outputs that
+read the input's values.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from fxvae.bottleneck import SHOWN_CANDIDATES, Bottleneck, Candidate
+from fxvae.errors import BottleneckError, RewriteError
+from fxvae.latent import Reparameterize
+from fxvae.modules import eval_mode, input_names
+from fxvae.operators import module_layout
+from fxvae.outputs import Spec, flatten, reconstruction_index, unflatten
+from fxvae.rewrite import LOG_SIGMA_HEAD, REPARAMETERIZE, Inserted, pointwise_layer, zero_head
+
+MODEL = "model"
+"""Name of the autoencoder inside a hooks-tier VAE (its state-dict keys gain this prefix)."""
+_SEED = 0
+_PAIRS = 3
+
+
+@dataclass(frozen=True)
+class HookPlan:
+    """The hooks tier's bottleneck: the latent module, and which outputs the latent alone determines."""
+
+    report: Bottleneck
+    module: str
+    feature_dim: int
+    decoded: tuple[bool, ...]
+    """Per output leaf: computed from the latent alone (the decoder returns it), or from the input's values."""
+
+
+@dataclass
+class _Run:
+    """One recorded forward: the output's leaves and spec, each module's tensor output and call count."""
+
+    leaves: list[torch.Tensor]
+    spec: Spec
+    outputs: dict[str, torch.Tensor]
+    calls: dict[str, int]
+    order: list[str]
+
+
+def _forward(model: nn.Module, args: tuple[Any, ...], replace: tuple[str, torch.Tensor] | None = None) -> _Run:
+    """Run ``model`` in eval mode under a fixed seed, recording module outputs (or replacing one)."""
+    outputs: dict[str, torch.Tensor] = {}
+    calls: dict[str, int] = {}
+    order: list[str] = []
+    handles = []
+
+    def record(path: str) -> Any:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
+            calls[path] = calls.get(path, 0) + 1
+            order.append(path)
+            if replace is not None and path == replace[0]:
+                return replace[1]
+            if isinstance(output, torch.Tensor):
+                outputs[path] = output
+            return None
+
+        return hook
+
+    for path, module in model.named_modules():
+        if path and (replace is None or path == replace[0]):
+            handles.append(module.register_forward_hook(record(path)))
+    try:
+        with eval_mode(model), torch.no_grad(), _seeded():
+            out = model(*args)
+    finally:
+        for handle in handles:
+            handle.remove()
+    leaves: list[torch.Tensor] = []
+    spec = flatten(out, leaves)
+    return _Run(leaves, spec, outputs, calls, order)
+
+
+@contextmanager
+def _seeded() -> Iterator[None]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_SEED)
+        yield
+
+
+def _other_inputs(x: torch.Tensor) -> list[torch.Tensor]:
+    """Inputs to pair with ``x``: its samples shifted along the batch, and a perturbed copy."""
+    others = [torch.roll(x, shift, 0) for shift in (1, 2) if x.shape[0] > shift]
+    if x.is_floating_point():
+        generator = torch.Generator().manual_seed(_SEED)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        scale = x.std() if x.numel() > 1 else torch.ones((), dtype=x.dtype, device=x.device)
+        others.append(x + 0.5 * scale * noise)
+    if not others:
+        raise BottleneckError(
+            f"the data input has batch size 1 and dtype {x.dtype}: the hooks tier compares forwards on "
+            "different inputs; pass an example batch of at least 2 samples"
+        )
+    return others[:_PAIRS]
+
+
+def locate(model: nn.Module, args: tuple[Any, ...], forced: str | None) -> HookPlan:
+    """The bottleneck of ``model`` from real forwards (see the module docstring)."""
+    x = args[0]
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        raise BottleneckError(
+            f"the data input of {type(model).__name__} must be a tensor with the batch first, got "
+            f"{type(x).__name__} {list(getattr(x, 'shape', []))}"
+        )
+    name = type(model).__name__
+    base = _forward(model, args)
+    again = _forward(model, args)
+    if not all(torch.equal(a, b) for a, b in zip(base.leaves, again.leaves, strict=True)):
+        raise BottleneckError(
+            f"{name} returns different outputs for the same input in eval mode (random operations stay "
+            "active): fxvae cannot tell the latent from a bypass; make eval mode deterministic"
+        )
+    shapes = [tuple(t.shape) if t.is_floating_point() else None for t in base.leaves]
+    if not any(s is not None for s in shapes):
+        raise BottleneckError(f"{name} returns no floating-point tensor to treat as the reconstruction")
+    recon = reconstruction_index(shapes, tuple(x.shape))
+    batch, input_width = x.shape[0], x[0].numel()
+    candidates = [
+        path
+        for path in base.order
+        if base.calls.get(path) == 1
+        and path in base.outputs
+        and _is_latent_like(base.outputs[path], batch)
+        and (base.outputs[path][0].numel() < input_width or path == forced)
+    ]
+    candidates = list(dict.fromkeys(candidates))
+    if forced is not None and forced not in candidates:
+        raise BottleneckError(
+            f"bottleneck={forced!r} is not a module of {name} that runs once and returns a floating-point "
+            f"tensor with the batch first; modules that do: {', '.join(candidates[:SHOWN_CANDIDATES])}"
+        )
+    references = [_forward(model, (other, *args[1:])) for other in _other_inputs(x)]
+    width = {p: base.outputs[p][0].numel() for p in candidates}
+    rank = {p: i for i, p in enumerate(base.order)}
+    candidates.sort(key=lambda p: (width[p], rank[p]))
+
+    def separates(path: str) -> tuple[bool, tuple[bool, ...]]:
+        decoded = [True] * len(base.leaves)
+        for reference in references:
+            swapped = _forward(model, args, replace=(path, reference.outputs[path]))
+            for i, (got, want) in enumerate(zip(swapped.leaves, reference.leaves, strict=True)):
+                decoded[i] = decoded[i] and got.shape == want.shape and torch.equal(got, want)
+        return decoded[recon], tuple(decoded)
+
+    tested: dict[str, tuple[bool, tuple[bool, ...]]] = {}
+    best: int | None = None
+    for path in candidates if forced is None else [forced]:
+        if best is not None and width[path] > best:
+            break
+        tested[path] = separates(path)
+        if tested[path][0]:
+            best = width[path]
+    if forced is None and best is None:
+        narrowest = candidates[0] if candidates else None
+        detail = f"the narrowest module, {narrowest!r}, is bypassed" if narrowest else "no module is"
+        raise BottleneckError(
+            f"no module of {name} narrower than the input ({input_width}) separates the input from the "
+            f"reconstruction ({detail}: the output changes when only its value is swapped); force one with "
+            "bottleneck=<module path>"
+        )
+    chosen = forced if forced is not None else _outermost(candidates, tested, best)
+    separating, decoded = tested[chosen]
+    latent = base.outputs[chosen]
+    reason = "chosen: narrowest module output on every path from input to reconstruction"
+    if forced is not None:
+        reason = "forced by bottleneck=" + ("" if separating else "; bypassed: not a separator")
+    report = Bottleneck(
+        node=chosen,
+        layer=None,
+        shape=tuple(latent.shape[1:]),
+        width=latent[0].numel(),
+        candidates=_rank(candidates, tested, width, chosen, reason),
+        tracer="hooks",
+        input_width=input_width,
+        layer_node=None,
+        chain=(chosen,),
+        head_kind="pointwise",
+        module=chosen,
+        forced=forced is not None,
+    )
+    return HookPlan(report, chosen, _feature_dim(model, chosen, latent), decoded)
+
+
+def _is_latent_like(value: torch.Tensor, batch: int) -> bool:
+    return value.is_floating_point() and value.dim() >= 2 and value.shape[0] == batch
+
+
+def _outermost(candidates: list[str], tested: dict[str, tuple[bool, Any]], best: int | None) -> str:
+    """Among the narrowest separators, the outermost module around the first one to finish."""
+    narrowest = [p for p in candidates if tested.get(p, (False,))[0] and p in tested]
+    first = narrowest[0]
+    around = [p for p in narrowest if first == p or first.startswith(p + ".")]
+    return min(around, key=lambda p: p.count("."))
+
+
+def _rank(
+    candidates: list[str],
+    tested: dict[str, tuple[bool, Any]],
+    width: dict[str, int],
+    chosen: str,
+    reason: str,
+) -> tuple[Candidate, ...]:
+    ranked = sorted(candidates, key=lambda p: (p != chosen, width[p]))[:SHOWN_CANDIDATES]
+    result = []
+    for path in ranked:
+        separating = tested[path][0] if path in tested else None
+        if path == chosen:
+            why = reason
+        elif separating is None:
+            why = f"wider than {chosen} ({width[path]} > {width[chosen]}): not tested"
+        elif not separating:
+            why = "bypassed: the output changes when only this module's value is swapped"
+        else:
+            why = f"same width, inside {chosen!r}" if path.startswith(chosen + ".") else "same width, later"
+        result.append(Candidate(path, (width[path],), width[path], bool(separating), why, path))
+    return tuple(result)
+
+
+def _feature_dim(model: nn.Module, path: str, latent: torch.Tensor) -> int:
+    if latent.dim() <= 2:
+        return -1
+    layouts = [module_layout(m) for m in model.get_submodule(path).modules()]
+    known = [layout for layout in layouts if layout is not None]
+    return known[-1] if known else 1
+
+
+class _LatentHook:
+    """The forward hook that turns the latent module's output into z (and carries what split needs)."""
+
+    def __init__(self, reparameterize: Reparameterize, decoded: tuple[bool, ...], input_dtype: torch.dtype):
+        self.reparameterize = reparameterize
+        self.decoded = decoded
+        self.input_dtype = input_dtype
+        self.replacement: torch.Tensor | None = None
+        self.stop = False
+
+    def __call__(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        if self.stop:
+            raise _Latent(output)
+        if self.replacement is not None:
+            return self.replacement
+        return self.reparameterize(output, output)
+
+
+class _Latent(Exception):
+    """Carries mu out of the forward once the encoder has computed it."""
+
+    def __init__(self, mu: torch.Tensor) -> None:
+        super().__init__("latent reached")
+        self.mu = mu
+
+
+def convert(
+    model: nn.Module, args: tuple[Any, ...], log_sigma_init: float, forced: str | None, device: torch.device
+) -> tuple[fx.GraphModule, Bottleneck, Inserted]:
+    """The hooks-tier VAE: a GraphModule calling the model, whose latent module's output is sampled."""
+    plan = locate(model, args, forced)
+    latent = _forward(model, args).outputs[plan.module]
+    head = zero_head(pointwise_layer(tuple(latent.shape), plan.feature_dim, latent.dtype, device), log_sigma_init)
+    reparameterize = Reparameterize(head)
+    model.get_submodule(plan.module).register_forward_hook(_LatentHook(reparameterize, plan.decoded, args[0].dtype))
+    graph = fx.Graph()
+    inputs = [graph.placeholder(name) for name in input_names(model, len(args))]
+    graph.output(graph.call_module(MODEL, tuple(inputs)))
+    root = nn.Module()
+    root.add_module(MODEL, model)
+    gm = fx.GraphModule(root, graph, type(model).__name__)
+    gm.add_submodule(LOG_SIGMA_HEAD, head)
+    gm.add_submodule(REPARAMETERIZE, reparameterize)
+    key_map = {key: f"{MODEL}.{key}" for key in model.state_dict()}
+    return gm, plan.report, Inserted(None, LOG_SIGMA_HEAD, REPARAMETERIZE, key_map)
+
+
+def latent_hook(vae: fx.GraphModule, module: str) -> _LatentHook:
+    target = vae.get_submodule(f"{MODEL}.{module}")
+    hook = next((h for h in target._forward_hooks.values() if isinstance(h, _LatentHook)), None)
+    if hook is None:
+        raise RewriteError(f"the latent hook on {module!r} is gone; convert the autoencoder again")
+    return hook
+
+
+class HookedEncoder(nn.Module):
+    """``encoder(*inputs) -> (mu, log_sigma)``: the model run up to its latent module, then stopped.
+
+    >>> encoder, decoder = fxvae.split(hooks_vae)  # doctest: +SKIP
+    """
+
+    def __init__(self, vae: fx.GraphModule, module: str) -> None:
+        super().__init__()
+        self.vae = _private_copy(vae)
+        self.module = module
+
+    def forward(self, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        hook = latent_hook(self.vae, self.module)
+        hook.stop = True
+        try:
+            self.vae(*args)
+        except _Latent as reached:
+            return reached.mu, hook.reparameterize.log_sigma(reached.mu)
+        finally:
+            hook.stop = False
+        raise RewriteError(f"the model's forward did not run {self.module!r}; convert again")
+
+
+class HookedDecoder(nn.Module):
+    """``decoder(z, *conditions)``: the model run on a zero input with its latent replaced by ``z``.
+
+    The latent separates input from reconstruction, so the result is exactly what the model computes
+    from that latent; outputs that read the input's values are None.
+    """
+
+    def __init__(self, vae: fx.GraphModule, module: str, input_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.vae = _private_copy(vae)
+        self.module = module
+        self.input_shape = input_shape
+
+    def forward(self, z: torch.Tensor, *conditions: Any) -> Any:
+        hook = latent_hook(self.vae, self.module)
+        x = torch.zeros((z.shape[0], *self.input_shape), dtype=hook.input_dtype, device=z.device)
+        hook.replacement = z
+        try:
+            out = self.vae(x, *conditions)
+        finally:
+            hook.replacement = None
+        leaves: list[torch.Tensor] = []
+        spec = flatten(out, leaves)
+        kept = (t if keep else None for t, keep in zip(leaves, hook.decoded, strict=True))
+        return unflatten(spec, kept)
+
+
+def _private_copy(vae: fx.GraphModule) -> fx.GraphModule:
+    """A copy with its own modules (so its own train flag and hooks) and the VAE's own tensors."""
+    memo = {id(t): t for t in (*vae.parameters(), *vae.buffers())}
+    return copy.deepcopy(vae, memo)

@@ -1,0 +1,119 @@
+"""Helpers over ``nn.Module`` trees that every stage shares: dotted paths, modes, copies, argument names."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def resolve(root: nn.Module, target: str) -> Any:
+    """The object at the dotted path ``target`` below ``root``: a submodule, parameter, buffer or attribute.
+
+    >>> resolve(nn.Sequential(nn.Linear(2, 3)), "0.weight").shape
+    torch.Size([3, 2])
+    """
+    value: Any = root
+    for part in target.split(".") if target else ():
+        value = getattr(value, part)
+    return value
+
+
+def place(root: nn.Module, target: str, value: Any, *, buffer: bool = False) -> None:
+    """Register ``value`` at the dotted path ``target``, creating empty container modules on the way.
+
+    Parameters and modules register as such; a tensor registers as a buffer when ``buffer`` is set.
+
+    >>> holder = nn.Module()
+    >>> place(holder, "inner.weight", nn.Parameter(torch.zeros(2)))
+    >>> [name for name, _ in holder.named_parameters()]
+    ['inner.weight']
+    """
+    owner_path, _, name = target.rpartition(".")
+    owner = root
+    for part in owner_path.split(".") if owner_path else ():
+        if not isinstance(getattr(owner, part, None), nn.Module):
+            owner.add_module(part, nn.Module())
+        owner = getattr(owner, part)
+    if buffer and isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+        owner.register_buffer(name, value)
+    else:
+        setattr(owner, name, value)
+
+
+def remove(root: nn.Module, target: str) -> None:
+    """Delete the attribute at the dotted path ``target`` (a parameter, buffer, module or plain value)."""
+    owner_path, _, name = target.rpartition(".")
+    delattr(resolve(root, owner_path), name)
+
+
+def is_buffer(root: nn.Module, target: str) -> bool:
+    owner_path, _, name = target.rpartition(".")
+    owner = resolve(root, owner_path)
+    return isinstance(owner, nn.Module) and name in owner._buffers
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode and restore each one's own flag afterwards.
+
+    >>> ae = nn.Sequential(nn.Dropout()).train()
+    >>> with eval_mode(ae):
+    ...     ae.training
+    False
+    >>> ae.training
+    True
+    """
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def input_names(module: nn.Module, count: int) -> list[str]:
+    """The names of the first ``count`` positional arguments of ``module``'s forward (``input_<i>`` past them).
+
+    A GraphModule's names are its placeholders'.
+
+    >>> input_names(nn.Linear(2, 2), 2)
+    ['input', 'input_1']
+    """
+    if isinstance(module, torch.fx.GraphModule):
+        names = [n.name for n in module.graph.find_nodes(op="placeholder")]
+    else:
+        names = []
+        for param in inspect.signature(module.forward).parameters.values():
+            if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+                break
+            names.append(param.name)
+    return [names[i] if i < len(names) else f"input_{i}" for i in range(count)]
+
+
+def owned_copy(model: nn.Module) -> nn.Module:
+    """A deep copy that owns its parameters and buffers (tied ones stay tied to each other).
+
+    Tensors a forward pre-hook computes and stores as plain attributes (old-style ``weight_norm``'s
+    ``weight``, before the first forward) are not graph leaves, which ``copy.deepcopy`` refuses; the hook
+    recomputes them on every call, so the copy gets a detached clone. Gradients are not copied.
+
+    >>> ae = nn.Sequential(nn.Linear(4, 2))
+    >>> owned_copy(ae)[0].weight is ae[0].weight
+    False
+    """
+    memo: dict[int, Any] = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+    owned = copy.deepcopy(model, memo)
+    for p in owned.parameters():
+        p.grad = None
+    return owned
