@@ -52,7 +52,7 @@ class Candidate:
 
     >>> b = fxvae.find_bottleneck(ae, x)
     >>> [(c.node, c.width, c.reason) for c in b.candidates][0]
-    ('_3', 8, 'chosen: narrowest node on every path from input to reconstruction')
+    ('_3', 8, "chosen: narrowest node on every path from input to reconstruction, the output of '2'")
     """
 
     node: str
@@ -94,7 +94,8 @@ class Bottleneck:
     head_kind: HeadKind = "layer"
     """How the log-sigma head is made (see :data:`HeadKind`)."""
     module: str | None = None
-    """Path of the module whose output is the latent (the encoder, where the model has one)."""
+    """Path of the module whose output is the latent, or whose output the latent's activations are
+    applied to (the encoder, where the model has one)."""
     layer_type: str | None = None
     """The seeding layer, e.g. ``Linear(32 -> 8)``."""
     forced: bool = False

@@ -95,7 +95,8 @@ def main() -> None:
 def load_factory(spec: str) -> Callable[[], Any]:
     """The callable named by ``package.module:factory`` or ``path/to/file.py:factory``.
 
-    >>> load_factory("benchmarks/models.py:conv_ae")()
+    >>> type(load_factory("tests/cli_models.py:mlp_ae")()).__name__
+    'Sequential'
     """
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:

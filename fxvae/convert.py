@@ -197,7 +197,7 @@ def find_bottleneck(model: nn.Module, example_inputs: Any, *, bottleneck: str | 
 
     >>> b = fxvae.find_bottleneck(ae, x)
     >>> b.node, b.module, b.shape
-    ('_3', '3', (8,))
+    ('_3', '2', (8,))
     """
     args = as_args(example_inputs)
     owned = owned_copy(model)

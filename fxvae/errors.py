@@ -7,42 +7,69 @@ class FxvaeError(Exception):
     """Base class of fxvae's errors; the message names the node or module at fault and the fix.
 
     >>> try:
-    ...     fxvae.convert(model, x)
+    ...     fxvae.convert(nn.Linear(4, 4), torch.randn(2, 4))
     ... except fxvae.FxvaeError as err:
-    ...     print(err)
+    ...     print(type(err).__name__)
+    BottleneckError
     """
 
 
 class TraceError(FxvaeError):
-    """Neither torch.fx.symbolic_trace nor torch.export could capture the model.
+    """The model's forward does not run on the example inputs, so nothing can capture it.
 
-    >>> fxvae.convert(model_branching_on_values, x)  # raises, naming both tracers and the line
+    >>> fxvae.convert(nn.Linear(4, 2), torch.randn(2, 3))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    fxvae.errors.TraceError: the forward of Linear raises on the example inputs ((2, 3) torch.float32 on cpu)...
     """
 
 
 class BottleneckError(FxvaeError):
     """No usable bottleneck: nothing narrower than the input separates it from the output.
 
-    >>> fxvae.find_bottleneck(unet, x)  # raises, naming the narrowest node and the skip around it
+    >>> class Skip(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.down, self.up = nn.Linear(8, 2), nn.Linear(2, 8)
+    ...     def forward(self, x):
+    ...         return x + self.up(self.down(x))
+    >>> fxvae.find_bottleneck(Skip(), torch.randn(2, 8))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    fxvae.errors.BottleneckError: no node narrower than the input (8) lies on every path from 'x' to 'add'...
     """
 
 
 class RewriteError(FxvaeError):
-    """The AE -> VAE graph surgery could not be applied to the chosen bottleneck.
+    """The AE -> VAE graph surgery could not be applied to the chosen bottleneck, or a converted VAE
+    cannot be cut as asked.
 
-    >>> fxvae.convert(model, x, bottleneck="tanh")  # raises when no Linear/Conv feeds 'tanh'
+    >>> class Leaky(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.enc, self.dec = nn.Linear(8, 2), nn.Linear(2, 8)
+    ...     def forward(self, x):
+    ...         return self.dec(self.enc(x)) * x.std(dim=1, keepdim=True)
+    >>> import warnings
+    >>> with warnings.catch_warnings(action="ignore"):  # forcing a bypassed node warns
+    ...     leaky, _ = fxvae.convert(Leaky(), torch.randn(2, 8), bottleneck="enc")
+    >>> fxvae.split(leaky)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    fxvae.errors.RewriteError: the decoder node ... which is computed from the data input 'x', not from the latent...
     """
 
 
 class KLError(FxvaeError, ValueError):
     """Inputs to the KL loss are inconsistent (mismatched shapes, unknown reduction or backend).
 
-    >>> fxvae.kl_divergence(torch.zeros(2, 3), torch.zeros(2, 4))  # raises: shapes differ
+    >>> fxvae.kl_divergence(torch.zeros(2, 3), torch.zeros(2, 4))
+    Traceback (most recent call last):
+    fxvae.errors.KLError: mu has shape (2, 3) but log_sigma has (2, 4); pass equal shapes
     """
 
 
 class CheckpointError(FxvaeError):
     """A checkpoint or saved VAE cannot be read or does not match the model.
 
-    >>> fxvae.load_ae_state_dict(vae, other_model.state_dict())  # raises, naming the keys
+    >>> fxvae.load_ae_state_dict(vae, nn.Linear(2, 2).state_dict())  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    fxvae.errors.CheckpointError: the state dict vs ...: missing keys ['0.weight', ...
     """

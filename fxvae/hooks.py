@@ -17,7 +17,6 @@ read the input's values.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from torch import nn
 from fxvae.bottleneck import SHOWN_CANDIDATES, Bottleneck, Candidate
 from fxvae.errors import BottleneckError, RewriteError
 from fxvae.latent import Reparameterize
-from fxvae.modules import eval_mode, input_names
+from fxvae.modules import eval_mode, input_names, owned_copy
 from fxvae.operators import module_layout
 from fxvae.outputs import Spec, flatten, reconstruction_index, unflatten
 from fxvae.rewrite import LOG_SIGMA_HEAD, REPARAMETERIZE, Inserted, pointwise_layer, zero_head
@@ -63,7 +62,9 @@ class _Run:
     order: list[str]
 
 
-def _forward(model: nn.Module, args: tuple[Any, ...], replace: tuple[str, torch.Tensor] | None = None) -> _Run:
+def _forward(
+    model: nn.Module, args: tuple[Any, ...], replace: tuple[str, torch.Tensor] | None = None, seed: int = _SEED
+) -> _Run:
     """Run ``model`` in eval mode under a fixed seed, recording module outputs (or replacing one)."""
     outputs: dict[str, torch.Tensor] = {}
     calls: dict[str, int] = {}
@@ -86,7 +87,7 @@ def _forward(model: nn.Module, args: tuple[Any, ...], replace: tuple[str, torch.
         if path and (replace is None or path == replace[0]):
             handles.append(module.register_forward_hook(record(path)))
     try:
-        with eval_mode(model), torch.no_grad(), _seeded():
+        with eval_mode(model), torch.no_grad(), _seeded(seed):
             out = model(*args)
     finally:
         for handle in handles:
@@ -97,9 +98,9 @@ def _forward(model: nn.Module, args: tuple[Any, ...], replace: tuple[str, torch.
 
 
 @contextmanager
-def _seeded() -> Iterator[None]:
+def _seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_SEED)
+        torch.manual_seed(seed)
         yield
 
 
@@ -129,7 +130,7 @@ def locate(model: nn.Module, args: tuple[Any, ...], forced: str | None) -> HookP
         )
     name = type(model).__name__
     base = _forward(model, args)
-    again = _forward(model, args)
+    again = _forward(model, args, seed=_SEED + 1)
     if not all(torch.equal(a, b) for a, b in zip(base.leaves, again.leaves, strict=True)):
         raise BottleneckError(
             f"{name} returns different outputs for the same input in eval mode (random operations stay "
@@ -312,7 +313,7 @@ class HookedEncoder(nn.Module):
 
     def __init__(self, vae: fx.GraphModule, module: str) -> None:
         super().__init__()
-        self.vae = _private_copy(vae)
+        self.vae = owned_copy(vae, share_tensors=True)
         self.module = module
 
     def forward(self, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -336,7 +337,7 @@ class HookedDecoder(nn.Module):
 
     def __init__(self, vae: fx.GraphModule, module: str, input_shape: tuple[int, ...]) -> None:
         super().__init__()
-        self.vae = _private_copy(vae)
+        self.vae = owned_copy(vae, share_tensors=True)
         self.module = module
         self.input_shape = input_shape
 
@@ -354,7 +355,3 @@ class HookedDecoder(nn.Module):
         return unflatten(spec, kept)
 
 
-def _private_copy(vae: fx.GraphModule) -> fx.GraphModule:
-    """A copy with its own modules (so its own train flag and hooks) and the VAE's own tensors."""
-    memo = {id(t): t for t in (*vae.parameters(), *vae.buffers())}
-    return copy.deepcopy(vae, memo)

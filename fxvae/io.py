@@ -91,6 +91,7 @@ def load(model: ModelSource, path: str | os.PathLike[str], example_inputs: Any) 
     tensors are loaded, so the VAE equals the saved one exactly. An unreadable or truncated file, one
     written by a newer fxvae, or one that does not fit ``model`` raises :class:`CheckpointError`.
 
+    >>> fxvae.save(vae, tmp / "vae.safetensors")
     >>> vae2, kl2 = fxvae.load(ae, tmp / "vae.safetensors", x)
     >>> torch.equal(vae2.eval()(x), vae.eval()(x))
     True

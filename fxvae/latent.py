@@ -62,6 +62,11 @@ class Reparameterize(nn.Module):
         object.__setattr__(self, "log_sigma_fn", log_sigma)
         self.latest: DiagonalGaussian | tuple[torch.Tensor, tuple[torch.Tensor, ...]] | None = None
 
+    def __getstate__(self) -> dict[str, object]:
+        # Copies and pickles leave the latest forward's tensors behind: they may be non-leaf tensors
+        # (copy.deepcopy refuses those) and belong to that forward, not to the module.
+        return {**super().__getstate__(), "latest": None}
+
     def log_sigma(self, *features: torch.Tensor) -> torch.Tensor:
         """log sigma for the given features (the log-sigma head's inputs)."""
         return features[0] if self.log_sigma_fn is None else self.log_sigma_fn(*features)

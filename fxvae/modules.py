@@ -97,23 +97,28 @@ def input_names(module: nn.Module, count: int) -> list[str]:
     return [names[i] if i < len(names) else f"input_{i}" for i in range(count)]
 
 
-def owned_copy(model: nn.Module) -> nn.Module:
-    """A deep copy that owns its parameters and buffers (tied ones stay tied to each other).
+def owned_copy(model: nn.Module, *, share_tensors: bool = False) -> nn.Module:
+    """A deep copy that owns its parameters and buffers (tied ones stay tied to each other), or, with
+    ``share_tensors``, one that shares them and owns only its modules (its own train/eval flags).
 
     Tensors a forward pre-hook computes and stores as plain attributes (old-style ``weight_norm``'s
-    ``weight``, before the first forward) are not graph leaves, which ``copy.deepcopy`` refuses; the hook
-    recomputes them on every call, so the copy gets a detached clone. Gradients are not copied.
+    ``weight``, after a training step or before the first forward) are not graph leaves, which
+    ``copy.deepcopy`` refuses; the hook recomputes them on every call, so the copy gets a detached clone.
+    Gradients are not copied.
 
     >>> ae = nn.Sequential(nn.Linear(4, 2))
-    >>> owned_copy(ae)[0].weight is ae[0].weight
-    False
+    >>> owned_copy(ae)[0].weight is ae[0].weight, owned_copy(ae, share_tensors=True)[0].weight is ae[0].weight
+    (False, True)
     """
     memo: dict[int, Any] = {}
+    if share_tensors:
+        memo.update({id(t): t for t in (*model.parameters(), *model.buffers())})
     for module in model.modules():
         for value in vars(module).values():
             if isinstance(value, torch.Tensor) and not value.is_leaf:
                 memo[id(value)] = value.detach().clone()
     owned = copy.deepcopy(model, memo)
-    for p in owned.parameters():
-        p.grad = None
+    if not share_tensors:
+        for p in owned.parameters():
+            p.grad = None
     return owned

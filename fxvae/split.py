@@ -14,7 +14,6 @@ from z: they are ``None``.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +24,7 @@ from fxvae import hooks
 from fxvae.convert import conversion, reparameterize_of
 from fxvae.errors import RewriteError
 from fxvae.graph import carries_values, tensor_shape, value_dependents
-from fxvae.modules import eval_mode, resolve
+from fxvae.modules import eval_mode, owned_copy, resolve
 from fxvae.outputs import RECORD_META
 
 LATENT_INPUT = "z"
@@ -68,9 +67,8 @@ def split(vae: fx.GraphModule) -> tuple[torch.nn.Module, torch.nn.Module]:
         )
     reparam = matches[0]
     placeholders = graph.find_nodes(op="placeholder")
-    memo = {id(t): t for t in (*vae.parameters(), *vae.buffers())}
-    encoder = _encoder(vae, placeholders, reparam, memo)
-    decoder = _Decoder(vae, reparam, placeholders, memo).build()
+    encoder = _encoder(vae, placeholders, reparam)
+    decoder = _Decoder(vae, reparam, placeholders).build()
     return encoder, decoder
 
 
@@ -93,27 +91,25 @@ def sample(vae: torch.nn.Module, n: int, *conditions: Any, generator: torch.Gene
         return decoder(z.to(reference.device), *conditions)
 
 
-def _owned(vae: fx.GraphModule, graph: fx.Graph, memo: dict[int, Any]) -> dict[str, Any]:
+def _owned(vae: fx.GraphModule, graph: fx.Graph) -> dict[str, Any]:
     """The modules and tensors ``graph`` reads: modules copied (own train flags), tensors shared."""
     attrs: dict[str, Any] = {}
     for node in graph.nodes:
         if node.op == "call_module":
-            attrs[node.target] = copy.deepcopy(vae.get_submodule(node.target), memo)
+            attrs[node.target] = owned_copy(vae.get_submodule(node.target), share_tensors=True)
         elif node.op == "get_attr":
             attrs[node.target] = resolve(vae, node.target)
     return attrs
 
 
-def _finish(vae: fx.GraphModule, graph: fx.Graph, memo: dict[int, Any], name: str) -> fx.GraphModule:
+def _finish(vae: fx.GraphModule, graph: fx.Graph, name: str) -> fx.GraphModule:
     graph.lint()
-    gm = fx.GraphModule(_owned(vae, graph, memo), graph, name)
+    gm = fx.GraphModule(_owned(vae, graph), graph, name)
     gm.train(vae.training)
     return gm
 
 
-def _encoder(
-    vae: fx.GraphModule, placeholders: list[fx.Node], reparam: fx.Node, memo: dict[int, Any]
-) -> fx.GraphModule:
+def _encoder(vae: fx.GraphModule, placeholders: list[fx.Node], reparam: fx.Node) -> fx.GraphModule:
     """The nodes mu and the log-sigma head's inputs need, then the log-sigma branch inlined."""
     mu, features = reparam.args[0], reparam.args[1:]
     needed: set[fx.Node] = set()
@@ -132,7 +128,7 @@ def _encoder(
     inputs = dict(zip(branch.graph.find_nodes(op="placeholder"), (env[f] for f in features), strict=True))
     log_sigma = graph.graph_copy(branch.graph, inputs)
     graph.output((env[mu], log_sigma))
-    return _finish(vae, graph, memo, f"{type(vae).__name__}Encoder")
+    return _finish(vae, graph, f"{type(vae).__name__}Encoder")
 
 
 def _batch_shape(z: torch.Tensor, per_sample: tuple[int, ...]) -> torch.Size:
@@ -147,10 +143,8 @@ _SHAPE_ATTRS = {"shape"}
 class _Decoder:
     """Builds the decoder graph by copying what the output needs, with z in place of the latent."""
 
-    def __init__(
-        self, vae: fx.GraphModule, reparam: fx.Node, placeholders: list[fx.Node], memo: dict[int, Any]
-    ) -> None:
-        self.vae, self.reparam, self.memo = vae, reparam, memo
+    def __init__(self, vae: fx.GraphModule, reparam: fx.Node, placeholders: list[fx.Node]) -> None:
+        self.vae, self.reparam = vae, reparam
         self.data, self.conditions = placeholders[0], placeholders[1:]
         self.data_side = value_dependents(vae.graph, self.data, stop=reparam)
         self.latent_side = _descendants([reparam])
@@ -169,7 +163,7 @@ class _Decoder:
         self.env[self.reparam.args[0]] = self.z
         result = fx.map_arg(output.args[0], self._value_or_none)
         self.graph.output(result, type_expr=output.type)
-        return _finish(self.vae, self.graph, self.memo, f"{type(self.vae).__name__}Decoder")
+        return _finish(self.vae, self.graph, f"{type(self.vae).__name__}Decoder")
 
     def _collect_conditions(self, output: fx.Node) -> None:
         seen: set[fx.Node] = {self.reparam}

@@ -11,11 +11,14 @@ run at all is a :class:`TraceError`.
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
+import sys
 import threading
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -179,7 +182,7 @@ def _export(model: nn.Module, args: tuple[Any, ...], expected: Any) -> tuple[fx.
     dynamic_shapes = (
         tuple({0: torch.export.Dim.AUTO} if isinstance(a, torch.Tensor) and a.dim() > 0 else None for a in export_args),
     )
-    with eval_mode(model):
+    with eval_mode(model), _quiet_export():
         program = torch.export.export(_FlatOutput(model), export_args, dynamic_shapes=dynamic_shapes, strict=False)
     user_inputs = set(program.graph_signature.user_inputs)
     values = [n.meta.get("val") for n in program.graph.nodes if n.name in user_inputs]
@@ -192,6 +195,24 @@ def _export(model: nn.Module, args: tuple[Any, ...], expected: Any) -> tuple[fx.
         )
     spec = flatten(expected, [])
     return _reroot(program.module(), spec, input_names(model, len(args))), dynamic
+
+
+@contextlib.contextmanager
+def _quiet_export() -> Iterator[None]:
+    """torch.export prints its partial graph to stderr when it fails; here a failure only means the next
+    tier runs, and the reason is reported in one line. Output of a successful export is passed on."""
+    captured = io.StringIO()
+    shapes_log = logging.getLogger("torch.fx.experimental.symbolic_shapes")
+    level = shapes_log.level
+    shapes_log.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(captured), warnings.catch_warnings():
+            # Old-style weight norm assigns its computed weight as a plain attribute on every call.
+            warnings.filterwarnings("ignore", message="The tensor attribute .* was assigned during export")
+            yield
+        sys.stderr.write(captured.getvalue())
+    finally:
+        shapes_log.setLevel(level)
 
 
 def _reroot(exported: fx.GraphModule, spec: Spec, names: list[str]) -> fx.GraphModule:

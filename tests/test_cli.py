@@ -296,19 +296,8 @@ def test_bench_cuda_without_cuda_is_usage_error() -> None:
     assert "CUDA is not available" in err
 
 
-def test_console_script_runs_and_import_stays_lean() -> None:
+def test_console_script_runs() -> None:
     help_text = subprocess.run(
         [sys.executable, "-m", "fxvae.cli", "--help"], capture_output=True, text=True, check=False
     )
-    lean = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys, fxvae; print(sorted({'typer', 'rich', 'matplotlib'} & set(sys.modules)))",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
     assert help_text.returncode == 0 and "inspect" in help_text.stdout
-    assert lean.stdout.strip() == "[]"

@@ -20,6 +20,33 @@ def test_train_mode_draws_mu_plus_sigma_times_noise() -> None:
     assert abs(z.std().item() - torch.e) < 0.1
 
 
+def test_train_mode_draws_exactly_mu_plus_sigma_times_the_generators_noise() -> None:
+    mu, log_sigma = torch.randn(3, 5), torch.randn(3, 5)
+    torch.manual_seed(7)
+    z = Reparameterize().train()(mu, log_sigma)
+    torch.manual_seed(7)
+    torch.testing.assert_close(z, mu + torch.exp(log_sigma) * torch.randn(3, 5), rtol=1e-6, atol=1e-6)
+
+
+def test_a_log_sigma_function_reads_the_features_after_mu() -> None:
+    head = torch.nn.Linear(4, 2)
+    rep = Reparameterize(head).eval()
+    features = torch.randn(3, 4)
+    mu = torch.randn(3, 2)
+    assert rep(mu, features) is mu
+    torch.testing.assert_close(rep.posterior().log_sigma, head(features))
+
+
+def test_kl_eval_leaves_the_vae_sampling() -> None:
+    vae, kl = fxvae.convert(torch.nn.Sequential(torch.nn.Linear(6, 2), torch.nn.Linear(2, 6)), torch.randn(3, 6))
+    vae.train()
+    kl.eval()
+    kl.to(torch.float64)
+    assert vae.training and all(m.training for m in vae.modules())
+    assert vae.get_parameter("log_sigma_head.weight").dtype == torch.float32
+    assert list(kl.children()) == []
+
+
 def test_kl_of_given_tensors_matches_torch_distributions() -> None:
     mu, log_sigma = torch.randn(5, 3, 2, dtype=torch.float64), torch.randn(5, 3, 2, dtype=torch.float64)
     kl = fxvae.KLDivergence(Reparameterize())

@@ -9,7 +9,7 @@ import fxvae
 
 
 def test_import_fxvae_loads_no_optional_dependency() -> None:
-    optional = ("triton", "onnx", "onnxscript", "onnxruntime", "matplotlib", "typer", "rich")
+    optional = ("triton", "onnx", "onnxscript", "onnxruntime", "matplotlib", "typer", "rich", "sympy", "safetensors")
     code = f"import sys, fxvae; print(sorted(m for m in {optional!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
