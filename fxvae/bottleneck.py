@@ -165,7 +165,7 @@ def locate(gm: fx.GraphModule, tracer: TracerName, forced: str | None, model_nam
     search = _Search(gm, path, crossing, shapes, index, input_width)
     if forced is not None:
         latent = search.resolve(forced)
-        why = "forced by bottleneck="
+        why = "forced"
         edge = crossing[latent]
         if edge is not None:
             why += f"; bypassed by {edge[0].name} -> {edge[1].name}"

@@ -2,31 +2,37 @@
 
 MODEL is ``package.module:factory`` or ``path/to/file.py:factory``, a callable returning the nn.Module::
 
-    fxvae inspect tests/cli_models.py:conv_ae --input-shape 1,3,16,16 --plot widths.png
-    fxvae convert my_pkg.models:ae --checkpoint ae.safetensors --input-shape 1,3,64,64 --out vae.safetensors
-    fxvae bench benchmarks/models.py:conv_ae_2m5 --input-shape 1,3,64,64 --batch-sizes 1,32
+    fxvae inspect tests/cli_models.py:conv_ae --input-shape 1,3,8,8 --plot widths.png
+    fxvae convert tests/cli_models.py:mlp_ae --checkpoint ae.safetensors --input-shape 2,16 --out vae.safetensors
+    fxvae bench benchmarks/models.py:conv_ae --input-shape 1,3,32,32 --batch-sizes 1,32
 
 Errors are one line on stderr and a documented exit code (:class:`ExitCode`, docs/cli.md); ``--debug``
-adds the traceback. Only this module imports typer, rich and matplotlib.
+adds the traceback. The conversion options are :class:`fxvae.Options`'s fields, declared once there.
+Only this module imports click and rich; matplotlib only for ``--plot``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import importlib
 import importlib.util
 import json
 import sys
 import time
 import traceback
+import types
+import typing
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from enum import IntEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
+import click
 import torch
-import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -35,7 +41,12 @@ from torch import nn
 import fxvae
 from fxvae.bench import BenchRow, measure
 from fxvae.inspection import WidthProfile, width_profile
+from fxvae.io import read_state_dict
 from fxvae.modules import eval_mode
+
+DEFAULT_THREADS = 1
+"""torch threads for ``bench``: on 2 shared cores one epoch of a small MLP took 11.8 s with torch's default
+2 threads under load and 0.41 s with 1 (docs/benchmarks.md); pass more for large models on idle machines."""
 
 
 class ExitCode(IntEnum):
@@ -64,29 +75,63 @@ class CliError(Exception):
         self.code = code
 
 
-app = typer.Typer(
-    name="fxvae",
-    help="Turn a trained PyTorch autoencoder into a VAE: inspect, convert, benchmark.",
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-_out = Console()
-_err = Console(stderr=True)
+_out = Console(highlight=False)
+_err = Console(stderr=True, highlight=False)
 
-ModelArg = Annotated[
-    str, typer.Argument(help="'package.module:factory' or 'path/to/file.py:factory' returning the nn.Module.")
-]
-InputShape = Annotated[str, typer.Option("--input-shape", help="Example input shape, batch first: 1,3,64,64.")]
-Debug = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
-BottleneckOpt = Annotated[
-    str | None, typer.Option("--bottleneck", help="Force the bottleneck (fx node name or module path).")
-]
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(fxvae.__version__, prog_name="fxvae")
+def app() -> None:
+    """Turn a trained PyTorch autoencoder into a VAE: inspect, convert, benchmark."""
 
 
 def main() -> None:
     """Entry point of the ``fxvae`` console script."""
     app()
+
+
+# --- shared options ----------------------------------------------------------------------------------------
+
+_model_argument = click.argument("model", metavar="MODEL")
+_input_shape = click.option(
+    "--input-shape", required=True, metavar="SHAPE", help="Example input shape, batch first: 1,3,64,64."
+)
+_debug = click.option("--debug", is_flag=True, help="Show the traceback of an error.")
+_as_json = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+
+
+def conversion_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Click options for the fields of :class:`fxvae.Options` (all, or those named), passed on as one
+    ``options`` argument. The fields' types, defaults and help are declared once, on the dataclass."""
+    fields = [f for f in dataclasses.fields(fxvae.Options) if not names or f.name in names]
+    hints = typing.get_type_hints(fxvae.Options)
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            chosen = {f.name: kwargs.pop(f.name) for f in fields}
+            return command(options=fxvae.Options(**chosen), **kwargs)
+
+        for field in reversed(fields):
+            kind = _click_type(hints[field.name])
+            wrapper = click.option(
+                f"--{field.name.replace('_', '-')}",
+                field.name,
+                type=kind,
+                default=field.default,
+                show_default=field.default is not None,
+                metavar=field.metadata.get("metavar", kind.name.upper()),
+                help=field.metadata["help"],
+            )(wrapper)
+        return wrapper
+
+    return decorate
+
+
+def _click_type(hint: Any) -> click.ParamType:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if isinstance(hint, types.UnionType) and len(args) == 1 else hint
+    return {str: click.STRING, float: click.FLOAT, int: click.INT}[base]
 
 
 # --- loading ------------------------------------------------------------------------------------------
@@ -161,6 +206,12 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
 
 def example_input(model: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
     """A seeded random batch of ``shape`` that ``model`` is checked to accept."""
+    if len(shape) < 2:
+        raise CliError(
+            ExitCode.USAGE,
+            f"--input-shape {','.join(map(str, shape))} has no batch dimension: put the batch first, "
+            f"e.g. --input-shape 1,{','.join(map(str, shape))}",
+        )
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     try:
         with eval_mode(model), torch.no_grad():
@@ -176,10 +227,6 @@ def example_input(model: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
 
 def load_checkpoint_into(model: nn.Module, path: Path) -> list[str]:
     """Load ``path`` (safetensors or torch pickle) into ``model``; returns fxvae.io's notes on the file."""
-    from fxvae.io import read_state_dict
-
-    if not path.is_file():
-        raise CliError(ExitCode.CHECKPOINT, f"checkpoint {str(path)!r} does not exist")
     state_dict, notes = read_state_dict(path)
     try:
         model.load_state_dict(state_dict)
@@ -204,72 +251,89 @@ def _exit_code(err: BaseException) -> ExitCode:
     return ExitCode.INTERNAL
 
 
+def _as_options(message: str) -> str:
+    """fxvae's messages speak Python (``bottleneck=...``); here they speak command-line options."""
+    return message.replace("bottleneck=", "--bottleneck ").replace("log_sigma_init=", "--log-sigma-init ")
+
+
 @contextlib.contextmanager
 def _reported(debug: bool) -> Iterator[None]:
-    """Turn any error into one line on stderr and its exit code; the traceback only with --debug."""
-    try:
-        yield
-    except (typer.Exit, typer.Abort):
-        raise
-    except Exception as err:
-        code = _exit_code(err)
-        if debug:
-            _err.print(traceback.format_exc(), markup=False, highlight=False)
-        message = _one_line(str(err)) or type(err).__name__
-        if code is ExitCode.INTERNAL:
-            message = f"unexpected {type(err).__name__}: {message} (rerun with --debug for the traceback)"
-        _err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(int(code)) from err
+    """Errors become one line on stderr and their exit code (the traceback only with --debug); warnings
+    become one line each, without the source line Python would print."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            yield
+        except click.exceptions.Exit:
+            raise
+        except Exception as err:
+            code = _exit_code(err)
+            if debug:
+                _err.print(traceback.format_exc(), markup=False)
+            message = _as_options(_one_line(str(err)) or type(err).__name__)
+            if code is ExitCode.INTERNAL:
+                message = f"unexpected {type(err).__name__}: {message} (rerun with --debug for the traceback)"
+            _err.print(f"error: {message}", markup=False, soft_wrap=True)
+            raise click.exceptions.Exit(int(code)) from err
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, UserWarning):
+                    text = _as_options(_one_line(str(warning.message)))
+                    _err.print(f"warning: {text}", markup=False, soft_wrap=True)
 
 
-def _refuse_overwrite(path: Path | None, force: bool) -> None:
+def _check_output(path: Path | None, force: bool, option: str) -> None:
     if path is None:
         return
     if path.exists() and not force:
         raise CliError(ExitCode.USAGE, f"{str(path)!r} exists; pass --force to overwrite it")
     if not path.parent.is_dir():
-        raise CliError(ExitCode.USAGE, f"directory {str(path.parent)!r} of {str(path)!r} does not exist")
+        raise CliError(ExitCode.USAGE, f"{option}: directory {str(path.parent)!r} of {str(path)!r} does not exist")
 
 
 # --- inspect ------------------------------------------------------------------------------------------
 
 
 def plot_profile(profile: WidthProfile, path: Path, title: str) -> None:
-    """Write the hourglass picture: width per node (log scale) along the data path, bottleneck marked."""
-    import matplotlib
+    """Write the hourglass picture: width per node (log scale) along the data path, bottleneck marked.
 
+    A forced bottleneck that is bypassed is drawn hollow and labelled so.
+    """
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise CliError(ExitCode.USAGE, "--plot needs matplotlib: pip install 'fxvae[plot]'") from err
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, ScalarFormatter
 
     points = [(i, n) for i, n in enumerate(profile.nodes) if n.width is not None]
     xs = [i for i, _ in points]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(profile.nodes) + 2.5), 4.2))
-    ax.plot(xs, [n.width for _, n in points], color="0.6", lw=1.2, zorder=1)
-    sep = [(i, n.width) for i, n in points if n.separator]
-    byp = [(i, n.width) for i, n in points if not n.separator]
-    if sep:
-        ax.scatter(*zip(*sep, strict=True), s=28, color="tab:blue", zorder=2, label="separator (on every path)")
-    if byp:
-        ax.scatter(
-            *zip(*byp, strict=True),
-            s=28,
-            facecolors="white",
-            edgecolors="tab:orange",
-            zorder=2,
-            label="bypassed by a skip edge",
-        )
-    chosen = next(i for i, n in points if n.name == profile.bottleneck.node)
-    ax.scatter(
-        [chosen],
-        [profile.bottleneck.width],
-        marker="*",
-        s=260,
-        color="tab:red",
-        zorder=3,
-        label=f"bottleneck {profile.bottleneck.node} {list(profile.bottleneck.shape)}",
-    )
+    widths = [n.width for _, n in points]
+    b = profile.bottleneck
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(profile.nodes) + 2.5), 4.4))
+    ax.plot(xs, widths, color="0.6", lw=1.2, zorder=1)
+    for separating, style in (
+        (True, {"color": "tab:blue", "label": "separator (on every path)"}),
+        (False, {"facecolors": "white", "edgecolors": "tab:orange", "label": "bypassed by a skip edge"}),
+    ):
+        chosen = [(i, n.width) for i, n in points if n.separator == separating]
+        if chosen:
+            ax.scatter(*zip(*chosen, strict=True), s=28, zorder=2, clip_on=False, **style)
+    bypassed = b.forced and any(c.node == b.node and not c.separates for c in b.candidates)
+    star = next((i for i, n in points if n.name == b.node), None)
+    if star is not None:
+        label = f"{'forced, bypassed' if bypassed else 'bottleneck'} {b.node} {list(b.shape)}"
+        fill = {"facecolors": "white", "edgecolors": "tab:red"} if bypassed else {"color": "tab:red"}
+        ax.scatter([star], [b.width], marker="*", s=260, zorder=3, clip_on=False, label=label, **fill)
     ax.axhline(profile.input_width, color="0.3", ls="--", lw=0.8, label=f"input width {profile.input_width}")
     ax.set_yscale("log")
+    low, high = min([*widths, profile.input_width]), max([*widths, profile.input_width])
+    ax.set_ylim(low / 1.6, high * 1.6)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(plt.NullFormatter())
+    ax.margins(x=0.03)
     ax.set_xticks(xs, [n.name for _, n in points], rotation=70, ha="right", fontsize=7)
     ax.set_ylabel("per-sample width (elements)")
     ax.set_xlabel("node along the data path (input -> reconstruction)")
@@ -282,25 +346,33 @@ def plot_profile(profile: WidthProfile, path: Path, title: str) -> None:
 
 
 @app.command()
+@_model_argument
+@_input_shape
+@click.option("--checkpoint", type=click.Path(path_type=Path), metavar="FILE", help="Load these weights first.")
+@conversion_options("bottleneck")
+@click.option("--plot", type=click.Path(path_type=Path), metavar="PNG", help="Write the width profile as a PNG.")
+@_as_json
+@_debug
 def inspect(
-    model: ModelArg,
-    input_shape: InputShape,
-    checkpoint: Annotated[Path | None, typer.Option(help="Load these weights first (.safetensors/.pt).")] = None,
-    bottleneck: BottleneckOpt = None,
-    plot: Annotated[Path | None, typer.Option(help="Write the width profile as a PNG.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
-    debug: Debug = False,
+    model: str,
+    input_shape: str,
+    checkpoint: Path | None,
+    options: fxvae.Options,
+    plot: Path | None,
+    as_json: bool,
+    debug: bool,
 ) -> None:
     """Show how MODEL is traced, its width profile, the chosen bottleneck and the runners-up."""
     with _reported(debug):
+        _check_output(plot, force=True, option="--plot")
         module = load_model(model)
         shape = parse_ints(input_shape, "--input-shape")
         notes = load_checkpoint_into(module, checkpoint) if checkpoint is not None else []
-        profile = width_profile(module, example_input(module, shape), bottleneck=bottleneck)
+        profile = width_profile(module, example_input(module, shape), bottleneck=options.bottleneck)
         if plot is not None:
             plot_profile(profile, plot, f"{model}  input {list(shape)}")
         if as_json:
-            typer.echo(json.dumps({**asdict(profile), "checkpoint_notes": notes}, indent=2))
+            click.echo(json.dumps({**asdict(profile), "checkpoint_notes": notes}, indent=2))
             return
         _print_profile(profile, notes)
         if plot is not None:
@@ -316,39 +388,30 @@ def _print_profile(profile: WidthProfile, notes: list[str]) -> None:
         f"data path: {len(profile.nodes)} nodes   input width: {profile.input_width}"
     )
     table = Table(title="width profile (input -> reconstruction)", title_justify="left")
-    for col, justify in (
-        ("#", "right"),
-        ("node", "left"),
-        ("op", "left"),
-        ("shape", "left"),
-        ("width", "right"),
-        ("", "left"),
-    ):
+    for col, justify in (("#", "right"), ("node", "left"), ("op", "left"), ("shape", "left"), ("width", "right")):
         table.add_column(col, justify=justify)
+    table.add_column("")
     for i, n in enumerate(profile.nodes):
-        mark = (
-            "[red]<- bottleneck[/]"
-            if n.name == b.node
-            else ("separator" if n.separator else f"[dim]bypassed: {n.bypass}[/]")
-        )
-        table.add_row(
-            str(i),
-            n.name,
-            n.target,
-            str(list(n.shape)) if n.shape is not None else "-",
-            str(n.width) if n.width is not None else "-",
-            mark,
-        )
+        if n.name == b.node:
+            mark = "[red]<- bottleneck[/]"
+        else:
+            mark = "separator" if n.separator else f"[dim]bypassed: {n.bypass}[/]"
+        shape = str(list(n.shape)) if n.shape is not None else "-"
+        table.add_row(str(i), n.name, n.target, shape, str(n.width) if n.width is not None else "-", mark)
     _out.print(table)
+    where = f", the output of {b.module!r}" if b.module else ""
+    head = f"mu head: {b.layer} {b.layer_type}" if b.head_kind == "layer" else "pointwise log-sigma head on mu"
     _out.print(
-        f"bottleneck: [bold]{b.node}[/] {list(b.shape)} (width {b.width} of {b.input_width}, "
-        f"{b.input_width / b.width:.1f}x compression), mu head seeded by {b.layer!r}"
+        f"bottleneck: [bold]{b.node}[/]{where} {list(b.shape)} (width {b.width} of {b.input_width}, "
+        f"{b.input_width / b.width:.1f}x compression); head kind: {b.head_kind} ({head})",
+        markup=True,
     )
     cands = Table(title="candidates", title_justify="left")
-    for col in ("node", "shape", "width", "separates", "why"):
+    for col in ("node", "module", "shape", "width", "separates", "why"):
         cands.add_column(col)
     for c in b.candidates:
-        cands.add_row(c.node, str(list(c.shape)), str(c.width), "yes" if c.separates else "no", c.reason)
+        separates = "yes" if c.separates else "no"
+        cands.add_row(c.node, c.module or "-", str(list(c.shape)), str(c.width), separates, _as_options(c.reason))
     _out.print(cands)
 
 
@@ -356,21 +419,42 @@ def _print_profile(profile: WidthProfile, notes: list[str]) -> None:
 
 
 @app.command()
+@_model_argument
+@click.option(
+    "--checkpoint",
+    required=True,
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="The AE's weights (.safetensors, .pt, .pth).",
+)
+@_input_shape
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Where to write the VAE (.safetensors).",
+)
+@conversion_options()
+@click.option(
+    "--onnx", type=click.Path(path_type=Path), metavar="FILE", help="Also export the eval-mode VAE (z = mu) to ONNX."
+)
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@_debug
 def convert(
-    model: ModelArg,
-    checkpoint: Annotated[Path, typer.Option(help="The AE's weights (.safetensors, .pt, .pth).")],
-    input_shape: InputShape,
-    out: Annotated[Path, typer.Option(help="Where to write the VAE (.safetensors).")],
-    bottleneck: BottleneckOpt = None,
-    log_sigma_init: Annotated[float, typer.Option(help="Initial log-sigma head bias.")] = 0.0,
-    onnx: Annotated[Path | None, typer.Option(help="Also export the eval-mode VAE (z = mu) to ONNX.")] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite existing output files.")] = False,
-    debug: Debug = False,
+    model: str,
+    checkpoint: Path,
+    input_shape: str,
+    out: Path,
+    options: fxvae.Options,
+    onnx: Path | None,
+    force: bool,
+    debug: bool,
 ) -> None:
     """Convert an AE checkpoint into a VAE checkpoint (and optionally an ONNX file)."""
     with _reported(debug):
-        _refuse_overwrite(out, force)
-        _refuse_overwrite(onnx, force)
+        _check_output(out, force, "--out")
+        _check_output(onnx, force, "--onnx")
         if not checkpoint.is_file():
             raise CliError(ExitCode.CHECKPOINT, f"checkpoint {str(checkpoint)!r} does not exist")
         with _err.status("loading the model"):
@@ -378,57 +462,86 @@ def convert(
             x = example_input(module, parse_ints(input_shape, "--input-shape"))
         with _err.status(f"converting {checkpoint}"):
             start = time.perf_counter()
-            vae, _ = fxvae.convert_checkpoint(
-                module, checkpoint, x, out=out, bottleneck=bottleneck, log_sigma_init=log_sigma_init
-            )
+            vae, _ = fxvae.convert_checkpoint(module, checkpoint, x, out=out, **asdict(options))
             elapsed = time.perf_counter() - start
         recipe = fxvae.conversion(vae)
         b = recipe.bottleneck
-        _err.print(f"bottleneck {b.node} {list(b.shape)} (mu head from {b.layer!r}, traced with {recipe.tracer})")
-        _err.print(f"wrote {out} in {elapsed:.2f} s; keys moved: {recipe.key_map}, new: {list(recipe.new_keys)}")
+        head = f"mu head from {b.layer!r}" if b.head_kind == "layer" else "pointwise log-sigma head"
+        _err.print(f"bottleneck {b.node} {list(b.shape)} ({head}, traced with {recipe.tracer})", markup=False)
+        _err.print(
+            f"wrote {out} in {elapsed:.2f} s; keys moved: {recipe.key_map}, new: {list(recipe.new_keys)}", markup=False
+        )
         if onnx is not None:
             with _err.status(f"exporting {onnx}"):
-                # The exported graph is the deterministic one: eval mode, z = mu.
-                vae.eval()
                 try:
                     fxvae.export_onnx(vae, onnx, x)
                 except Exception as err:
                     raise CliError(ExitCode.EXPORT, f"ONNX export to {str(onnx)!r} failed: {err}") from err
-            _err.print(f"wrote {onnx}")
+            _err.print(f"wrote {onnx}", markup=False)
 
 
 # --- bench ------------------------------------------------------------------------------------------
 
 
 @app.command()
+@_model_argument
+@_input_shape
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where to run.")
+@click.option(
+    "--batch-sizes", default="1,32,256", show_default=True, metavar="N,N", help="Comma-separated batch sizes."
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["eval", "train", "eval,train"]),
+    default="eval,train",
+    show_default=True,
+    help="eval (no-grad forward), train (whole step), or both.",
+)
+@click.option(
+    "--repeats", type=click.IntRange(min=1), default=20, show_default=True, help="Timed repeats per model and phase."
+)
+@click.option(
+    "--warmup", type=click.IntRange(min=1), default=3, show_default=True, help="Untimed steps per model and phase."
+)
+@click.option(
+    "--repeat-ms",
+    type=click.FloatRange(min=0.0),
+    default=50.0,
+    show_default=True,
+    help="Target duration of one timed repeat.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=DEFAULT_THREADS,
+    show_default=True,
+    help="torch threads; 1 is steadier and faster for small models on a busy machine.",
+)
+@click.option("--checkpoint", type=click.Path(path_type=Path), metavar="FILE", help="Load these weights first.")
+@conversion_options()
+@_as_json
+@_debug
 def bench(
-    model: ModelArg,
-    input_shape: InputShape,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,32,256",
-    mode: Annotated[str, typer.Option(help="eval (no-grad forward), train (whole step), or both.")] = "eval,train",
-    repeats: Annotated[int, typer.Option(min=1, help="Timed repeats per model and phase.")] = 20,
-    warmup: Annotated[int, typer.Option(min=1, help="Untimed steps per model and phase.")] = 3,
-    repeat_ms: Annotated[float, typer.Option(min=0.0, help="Target duration of one timed repeat.")] = 50.0,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="torch.set_num_threads; 1 is steadier on a busy machine.")
-    ] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="Load these weights first.")] = None,
-    bottleneck: BottleneckOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    debug: Debug = False,
+    model: str,
+    input_shape: str,
+    device: str,
+    batch_sizes: str,
+    mode: str,
+    repeats: int,
+    warmup: int,
+    repeat_ms: float,
+    threads: int,
+    checkpoint: Path | None,
+    options: fxvae.Options,
+    as_json: bool,
+    debug: bool,
 ) -> None:
     """Throughput (samples/s) and peak memory of MODEL and its VAE, inference and training step."""
     with _reported(debug):
-        if device not in ("cpu", "cuda"):
-            raise CliError(ExitCode.USAGE, f"--device {device!r} must be cpu or cuda")
         if device == "cuda" and not torch.cuda.is_available():
             raise CliError(ExitCode.USAGE, "--device cuda: CUDA is not available in this torch build/machine")
-        modes = tuple(m.strip() for m in mode.split(","))
-        if not modes or any(m not in ("eval", "train") for m in modes):
-            raise CliError(ExitCode.USAGE, f"--mode {mode!r} must be eval, train or eval,train")
-        if threads is not None:
-            torch.set_num_threads(threads)
+        modes = tuple(mode.split(","))
+        torch.set_num_threads(threads)
         sizes = parse_ints(batch_sizes, "--batch-sizes")
         shape = parse_ints(input_shape, "--input-shape")
         module = load_model(model)
@@ -436,12 +549,11 @@ def bench(
             load_checkpoint_into(module, checkpoint)
         x = example_input(module, shape)
         start = time.perf_counter()
-        vae, kl = fxvae.convert(module, x, bottleneck=bottleneck)
+        vae, kl = fxvae.convert(module, x, **asdict(options))
         convert_s = time.perf_counter() - start
         if not fxvae.conversion(vae).dynamic_batch and set(sizes) != {shape[0]}:
             raise CliError(
-                ExitCode.USAGE,
-                f"the VAE was exported with a fixed batch of {shape[0]}; pass --batch-sizes {shape[0]}",
+                ExitCode.USAGE, f"the VAE was exported with a fixed batch of {shape[0]}; pass --batch-sizes {shape[0]}"
             )
         params = (sum(p.numel() for p in module.parameters()), sum(p.numel() for p in vae.parameters()))
         with Progress(
@@ -478,35 +590,33 @@ def bench(
                 "params": params,
                 "rows": [asdict(r) for r in rows],
             }
-            typer.echo(json.dumps(result, indent=2))
+            click.echo(json.dumps(result, indent=2))
             return
         _print_bench(rows, model, device, convert_s, params)
 
 
+def _mib(value: float | None) -> str:
+    # RSS deltas below allocator granularity read as noise (or -0.0): show them as 0.
+    return "n/a" if value is None else f"{max(value, 0.0):.1f}"
+
+
 def _print_bench(rows: list[BenchRow], model: str, device: str, convert_s: float, params: tuple[int, int]) -> None:
+    threads = torch.get_num_threads()
     table = Table(
-        title=f"{model} on {device} (torch {torch.__version__}, {torch.get_num_threads()} threads); "
+        title=f"{model} on {device} (torch {torch.__version__}, {threads} thread{'s' if threads > 1 else ''}); "
         f"converted in {convert_s:.2f} s; params AE {params[0]:,} VAE {params[1]:,}",
         title_justify="left",
     )
-    for col in (
-        "mode",
-        "batch",
-        "AE samples/s (IQR)",
-        "VAE samples/s (IQR)",
-        "VAE/AE (IQR)",
-        "peak MiB AE / VAE",
-    ):
+    for col in ("mode", "batch", "AE samples/s (IQR)", "VAE samples/s (IQR)", "VAE/AE (IQR)", "peak MiB AE / VAE"):
         table.add_column(col, justify="right")
     for r in rows:
-        peak = " / ".join(f"{s.peak_mem_mib:.1f}" if s.peak_mem_mib is not None else "n/a" for s in (r.ae, r.vae))
         table.add_row(
             r.mode,
             str(r.batch_size),
             f"{r.ae.median:,.0f} ({r.ae.q1:,.0f}-{r.ae.q3:,.0f})",
             f"{r.vae.median:,.0f} ({r.vae.q1:,.0f}-{r.vae.q3:,.0f})",
             f"{r.ratio:.3f} ({r.ratio_q1:.3f}-{r.ratio_q3:.3f})",
-            peak,
+            f"{_mib(r.ae.peak_mem_mib)} / {_mib(r.vae.peak_mem_mib)}",
         )
     _out.print(table)
 

@@ -189,7 +189,7 @@ def locate(model: nn.Module, args: tuple[Any, ...], forced: str | None) -> HookP
     latent = base.outputs[chosen]
     reason = "chosen: narrowest module output on every path from input to reconstruction"
     if forced is not None:
-        reason = "forced by bottleneck=" + ("" if separating else "; bypassed: not a separator")
+        reason = "forced" + ("" if separating else "; bypassed: not a separator")
     report = Bottleneck(
         node=chosen,
         layer=None,

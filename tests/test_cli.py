@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import safetensors.torch
 from safetensors.torch import save_file
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 import fxvae
 from fxvae.cli import ExitCode, app
@@ -58,12 +59,15 @@ def test_inspect_json_lists_every_data_path_node() -> None:
 
 
 def test_inspect_marks_bypassed_nodes_with_forced_bottleneck() -> None:
-    with pytest.warns(UserWarning, match="bypassed by x -> add"):
-        code, out, _ = run("inspect", f"{MODELS}:skip_ae", "--input-shape", "2,16", "--bottleneck", "down", "--json")
+    code, out, err = run("inspect", f"{MODELS}:skip_ae", "--input-shape", "2,16", "--bottleneck", "down", "--json")
     assert code == 0
     nodes = {n["name"]: n for n in json.loads(out)["nodes"]}
     assert nodes["down"]["separator"] is False
     assert nodes["down"]["bypass"] == "x -> add"
+    reason = json.loads(out)["bottleneck"]["candidates"][0]["reason"]
+    assert reason == "forced; bypassed by x -> add"
+    assert err.startswith("warning: bottleneck 'down' (down) is bypassed by x -> add")
+    assert "warnings.warn" not in err and err.count("\n") == 1
 
 
 def test_inspect_plot_writes_png(tmp_path: Path) -> None:
@@ -124,8 +128,14 @@ def test_convert_writes_vae(tmp_path: Path, ae_checkpoint: Path) -> None:
         "-3",
     )
     assert code == 0, err
-    assert out.is_file()
     assert "bottleneck" in err
+    vae, _ = fxvae.load(cli_models.mlp_ae(), out, torch.randn(2, 16))
+    assert fxvae.conversion(vae).log_sigma_init == -3.0
+    assert torch.equal(vae.get_parameter("log_sigma_head.bias"), torch.full((4,), -3.0))
+    ae = cli_models.mlp_ae()
+    ae.load_state_dict(safetensors.torch.load_file(ae_checkpoint))
+    x = torch.randn(5, 16)
+    assert torch.equal(vae.eval()(x), ae(x))
 
 
 def test_convert_refuses_existing_output(tmp_path: Path, ae_checkpoint: Path) -> None:
@@ -279,8 +289,8 @@ def test_bench_table() -> None:
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
-        ("--mode", "infer", "--mode 'infer' must be"),
-        ("--device", "tpu", "--device 'tpu' must be cpu or cuda"),
+        ("--mode", "infer", "Invalid value for '--mode': 'infer' is not one of 'eval', 'train', 'eval,train'"),
+        ("--device", "tpu", "Invalid value for '--device': 'tpu' is not one of 'cpu', 'cuda'"),
     ],
 )
 def test_bench_bad_option_is_usage_error(option: str, value: str, message: str) -> None:
@@ -301,3 +311,53 @@ def test_console_script_runs() -> None:
         [sys.executable, "-m", "fxvae.cli", "--help"], capture_output=True, text=True, check=False
     )
     assert help_text.returncode == 0 and "inspect" in help_text.stdout
+
+
+@pytest.mark.parametrize("command", [[], ["inspect"], ["convert"], ["bench"]], ids=["root", "inspect", "convert", "bench"])
+def test_help_screens_show_plain_metavars(command: list[str]) -> None:
+    code, out, _ = run(*command, "--help")
+    assert code == 0
+    assert "<bool>" not in out and "{" not in out
+    if command:
+        assert f"Usage: app {command[0]} [OPTIONS] MODEL" in out
+
+
+def test_conversion_options_come_from_the_recipe_dataclass() -> None:
+    _, out, _ = run("convert", "--help")
+    for field in ("bottleneck", "log_sigma_init"):
+        help_text = fxvae.Options.__dataclass_fields__[field].metadata["help"]
+        assert f"--{field.replace('_', '-')}" in out and " ".join(help_text.split()[:4]) in " ".join(out.split())
+
+
+def test_an_input_shape_without_batch_dimension_says_so() -> None:
+    code, _, err = run("inspect", MLP, "--input-shape", "16")
+    assert code == ExitCode.USAGE
+    assert "--input-shape 16 has no batch dimension: put the batch first, e.g. --input-shape 1,16" in err
+
+
+def test_inspect_plot_into_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
+    code, _, err = run("inspect", MLP, "--input-shape", "2,16", "--plot", str(tmp_path / "nodir" / "x.png"))
+    assert code == ExitCode.USAGE
+    assert err.startswith("error: --plot: directory") and "does not exist" in err
+
+
+def test_errors_suggest_command_line_options() -> None:
+    code, _, err = run("inspect", f"{MODELS}:skip_ae", "--input-shape", "2,16")
+    assert code == ExitCode.CONVERSION
+    assert "--bottleneck <node or module>" in err and "bottleneck=" not in err
+
+
+def test_a_corrupt_pt_checkpoint_gives_no_weights_only_advice(tmp_path: Path) -> None:
+    bad = tmp_path / "ae.pt"
+    torch.save({"model": torch.nn.Linear(2, 2)}, bad)
+    code, _, err = run("inspect", MLP, "--input-shape", "2,16", "--checkpoint", str(bad))
+    assert code == ExitCode.CHECKPOINT
+    assert "weights_only" not in err and "Re-running" not in err
+
+
+def test_bench_reports_its_thread_count_and_no_negative_memory() -> None:
+    code, out, err = run(
+        "bench", MLP, "--input-shape", "1,16", "--batch-sizes", "2", "--repeats", "1", "--warmup", "1", "--repeat-ms", "1"
+    )
+    assert code == 0, err
+    assert "1 thread)" in out and "-0.0" not in out
