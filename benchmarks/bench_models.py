@@ -39,9 +39,7 @@ START, END = "<!-- models:start -->", "<!-- models:end -->"
 
 
 def machine() -> dict[str, object]:
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
     cpu = (
         next(
@@ -89,10 +87,7 @@ def run(device: str, repeats: int, repeat_s: float) -> dict[str, object]:
         params = sum(p.numel() for p in model.parameters())
         print(f"{name}: {params:,} params, convert {timing.ratio:.2f}x, {time.perf_counter() - start:.0f} s")
         for r in rows:
-            print(
-                f"  {r.mode:5} batch {r.batch_size:3}: "
-                f"VAE/AE {r.ratio:.3f} ({r.ratio_q1:.3f}-{r.ratio_q3:.3f})"
-            )
+            print(f"  {r.mode:5} batch {r.batch_size:3}: VAE/AE {r.ratio:.3f} ({r.ratio_q1:.3f}-{r.ratio_q3:.3f})")
         results.append(
             {
                 "model": name,
@@ -131,12 +126,9 @@ def markdown(data: dict) -> str:
     for entry in data["models"]:
         for r in entry["rows"]:
             target = TARGETS[r["mode"]] if entry["model"] in CONV_MODELS else None
-            verdict = (
-                "-" if target is None else f">= {target} {'met' if r['ratio'] >= target else '**missed**'}"
-            )
+            verdict = "-" if target is None else f">= {target} {'met' if r['ratio'] >= target else '**missed**'}"
             peaks = " / ".join(
-                "n/a" if s["peak_mem_mib"] is None else f"{s['peak_mem_mib']:.1f}"
-                for s in (r["ae"], r["vae"])
+                "n/a" if s["peak_mem_mib"] is None else f"{s['peak_mem_mib']:.1f}" for s in (r["ae"], r["vae"])
             )
             lines.append(
                 f"| {entry['model']} | {entry['params']:,} | {'x'.join(map(str, entry['latent_shape']))} | "
@@ -205,22 +197,16 @@ def plot(data: dict, path: Path) -> None:
         ax.set_title(f"{mode}: VAE/AE samples/s (median, IQR; grey: no target)", fontsize=10)
         ax.legend(fontsize=7, loc="lower right")
     axes[0].set_ylim(0.5, 1.15)
-    fig.suptitle(
-        f"{data['machine']['cpu']}, {data['threads']} thread(s), torch {data['machine']['torch']}", fontsize=8
-    )
+    fig.suptitle(f"{data['machine']['cpu']}, {data['threads']} thread(s), torch {data['machine']['torch']}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads; 1 is steady on a shared 2-core box"
-    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads; 1 is steady on a shared 2-core box")
     parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--repeat-ms", type=float, default=100.0)
     parser.add_argument(

@@ -43,9 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--depths", default="125,250,500,1000,2000")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--out", type=Path, default=Path(__file__).parent / "results" / "convert_scaling.json"
-    )
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "convert_scaling.json")
     args = parser.parse_args()
     rows = []
     for depth in (int(d) for d in args.depths.split(",")):
@@ -59,16 +57,12 @@ def main() -> None:
         base = best_of(args.repeats, baseline)
         conv = best_of(args.repeats, lambda model=model, x=x: fxvae.convert(model, x))
         nodes = len(fxvae.convert(model, x)[0].graph.nodes)
-        rows.append(
-            {"layers": depth, "nodes": nodes, "convert_s": conv, "baseline_s": base, "ratio": conv / base}
-        )
+        rows.append({"layers": depth, "nodes": nodes, "convert_s": conv, "baseline_s": base, "ratio": conv / base})
         print(
             f"{depth:>6} layers {nodes:>6} nodes  convert {conv:7.3f} s  trace+forward {base:7.3f} s  "
             f"ratio {conv / base:5.2f}  per node {conv / nodes * 1e6:7.1f} us"
         )
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     meta = {
         "machine": platform.processor() or platform.machine(),
         "cpus": torch.get_num_threads(),

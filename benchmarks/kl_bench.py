@@ -159,9 +159,7 @@ def write_docs(text: str, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--min-log2", type=int, default=10)
     parser.add_argument("--max-log2", type=int, default=24, help="largest N = 2^max_log2 elements (26 fits)")
     parser.add_argument("--repeats", type=int, default=0, help="timed repeats per size (0: by size)")

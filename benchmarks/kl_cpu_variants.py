@@ -75,9 +75,7 @@ def step(loss: Loss, mu: torch.Tensor, ls: torch.Tensor) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="20,22,24", help="log2 of the element counts")
     parser.add_argument("--chunks", default="15,16,17,18,19", help="log2 of the CPU tile sizes")
     parser.add_argument("--repeats", type=int, default=15)
@@ -88,12 +86,8 @@ def main() -> None:
     op_ns = {}
     for name, op in (("exp", torch.exp), ("exp2", torch.exp2), ("expm1", torch.expm1)):
         op(x, out=out)
-        op_ns[name] = (
-            min(timeit.repeat(lambda op=op: op(x, out=out), number=50, repeat=5)) / 50 / x.numel() * 1e9
-        )
-    print(
-        "ns per float32 element at 2^17: " + "  ".join(f"{k} {v:.3f}" for k, v in op_ns.items()), flush=True
-    )
+        op_ns[name] = min(timeit.repeat(lambda op=op: op(x, out=out), number=50, repeat=5)) / 50 / x.numel() * 1e9
+    print("ns per float32 element at 2^17: " + "  ".join(f"{k} {v:.3f}" for k, v in op_ns.items()), flush=True)
     mu = torch.randn(BATCH, 64, requires_grad=True)
     ls = torch.randn(BATCH, 64, requires_grad=True)
     start = time.perf_counter()

@@ -41,9 +41,7 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 }
 
 
-def step(
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], mu: torch.Tensor, ls: torch.Tensor
-) -> None:
+def step(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], mu: torch.Tensor, ls: torch.Tensor) -> None:
     mu.grad = None
     ls.grad = None
     loss(mu, ls).backward()
@@ -81,9 +79,7 @@ def spec_bandwidth_gbs() -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--min-log2", type=int, default=20)
     parser.add_argument("--max-log2", type=int, default=26)
     parser.add_argument("--repeats", type=int, default=50)
@@ -117,9 +113,7 @@ def main() -> None:
 
         fused = {b: kl_divergence(mu, log_sigma, backend=b) for b in ("triton", "torch")}
         torch.testing.assert_close(fused["triton"], fused["torch"], rtol=1e-5, atol=1e-5)
-        ms = {
-            name: median_ms(partial(step, loss, mu, log_sigma), args.repeats) for name, loss in LOSSES.items()
-        }
+        ms = {name: median_ms(partial(step, loss, mu, log_sigma), args.repeats) for name, loss in LOSSES.items()}
         triton_ms, torch_ms, eager_ms = ms["triton"], ms["torch"], ms["eager"]
         gbs = 6 * n * 4 / (triton_ms * 1e-3) / 1e9
         row = {

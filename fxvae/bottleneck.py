@@ -5,7 +5,7 @@ narrowest wins. An equal-width run (a last conv, a residual block, attention tha
 width) is settled by the module hierarchy: the latent is the output of the outermost module that
 contains the run's start and ends inside it (the encoder's output), plus the elementwise activations
 applied to it outside any new module (z = f(y)). Graphs without module structure fall back to "the
-first layer of the run and its elementwise tail".
+first node of the run and its activations".
 
 The search returns a :class:`Plan` holding the graph's own nodes for the rewrite, and a
 :class:`Bottleneck`, the public, display-only report.
@@ -36,7 +36,7 @@ from fxvae.graph import (
     tensor_shape,
     width,
 )
-from fxvae.operators import feature_layout, is_dropout, is_elementwise, is_shape_move
+from fxvae.operators import feature_layout, is_activation, is_elementwise, is_shape_move
 from fxvae.tracing import TracerName
 
 HeadKind = Literal["layer", "pointwise"]
@@ -239,7 +239,7 @@ class _Search:
             run.append(node)
         by_module = self._module_boundary(run)
         if by_module is None:
-            return self._layer_and_tail(run), None
+            return self._first_and_tail(run), None
         latent, boundary = by_module
         return self._elementwise_tail(run, latent), boundary
 
@@ -257,7 +257,7 @@ class _Search:
         return inputs == [previous] and self.shapes[node] == self.shapes[previous]
 
     def _is_activation(self, node: fx.Node) -> bool:
-        return is_elementwise(self.gm, node) and not is_dropout(self.gm, node)
+        return is_activation(self.gm, node)
 
     def _elementwise_tail(self, run: list[fx.Node], latent: fx.Node) -> fx.Node:
         """Extend the latent over the activations applied to it, as long as they enter no module that
@@ -272,18 +272,11 @@ class _Search:
             latent = node
         return latent
 
-    def _layer_and_tail(self, run: list[fx.Node]) -> fx.Node:
-        """Without modules: move past the run's first layer (if it starts before one) and its activations."""
+    def _first_and_tail(self, run: list[fx.Node]) -> fx.Node:
+        """Without modules around it: the run's first node and the activations applied to it."""
         latent = run[0]
-        seen_layer = layer_kind(self.gm, latent) is not None
         for node in run[1:]:
-            if [n for n in data_inputs(node) if n in self.on_path] != [latent]:
-                break
-            if layer_kind(self.gm, node) is not None:
-                if seen_layer:
-                    break
-                seen_layer = True
-            elif self.shapes[node] != self.shapes[latent] or not self._is_activation(node):
+            if not (self._follows(node, latent) and self._is_activation(node)):
                 break
             latent = node
         return latent
@@ -339,7 +332,7 @@ class _Search:
             elif self.index[n] < self.index[chosen] and boundary is not None:
                 reason = f"same width, inside {boundary!r}: the latent is that module's output"
             elif self.index[n] < self.index[chosen]:
-                reason = f"same width; {chosen.name} follows its layer and elementwise activations"
+                reason = f"same width; {chosen.name} is the first of the run plus its activations"
             else:
                 reason = f"same width, after {chosen.name} (decoder side)"
             result.append(Candidate(n.name, self.shapes[n], w, edge is None, reason, module_path(n)))

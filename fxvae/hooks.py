@@ -141,21 +141,28 @@ def locate(model: nn.Module, args: tuple[Any, ...], forced: str | None) -> HookP
         raise BottleneckError(f"{name} returns no floating-point tensor to treat as the reconstruction")
     recon = reconstruction_index(shapes, tuple(x.shape))
     batch, input_width = x.shape[0], x[0].numel()
+    references = [_forward(model, (other, *args[1:])) for other in _other_inputs(x)]
+    if all(torch.equal(base.leaves[recon], r.leaves[recon]) for r in references):
+        raise BottleneckError(
+            f"the reconstruction of {name} does not change when the input does (an untrained quantiser that "
+            "maps every input to one code?): fxvae cannot tell where it compresses; convert a trained model"
+        )
     candidates = [
         path
-        for path in base.order
+        for path in dict.fromkeys(base.order)
         if base.calls.get(path) == 1
         and path in base.outputs
         and _is_latent_like(base.outputs[path], batch)
         and (base.outputs[path][0].numel() < input_width or path == forced)
+        # A module whose output ignores the input (a weight parametrization) carries no data.
+        and any(not torch.equal(base.outputs[path], r.outputs.get(path, base.outputs[path])) for r in references)
     ]
-    candidates = list(dict.fromkeys(candidates))
     if forced is not None and forced not in candidates:
         raise BottleneckError(
             f"bottleneck={forced!r} is not a module of {name} that runs once and returns a floating-point "
-            f"tensor with the batch first; modules that do: {', '.join(candidates[:SHOWN_CANDIDATES])}"
+            f"tensor with the batch first that depends on the input; modules that do: "
+            f"{', '.join(candidates[:SHOWN_CANDIDATES])}"
         )
-    references = [_forward(model, (other, *args[1:])) for other in _other_inputs(x)]
     width = {p: base.outputs[p][0].numel() for p in candidates}
     rank = {p: i for i, p in enumerate(base.order)}
     candidates.sort(key=lambda p: (width[p], rank[p]))
@@ -353,5 +360,3 @@ class HookedDecoder(nn.Module):
         spec = flatten(out, leaves)
         kept = (t if keep else None for t, keep in zip(leaves, hook.decoded, strict=True))
         return unflatten(spec, kept)
-
-

@@ -90,7 +90,7 @@ DROPOUT_FUNCTIONS = frozenset(
 )
 """Dropout as functions and ATen ops; the export tracer rewires the ATen ones to the module's mode flag."""
 
-_ELEMENTWISE_MODULES = (
+_ACTIVATION_MODULES = (
     nn.ReLU,
     nn.ReLU6,
     nn.LeakyReLU,
@@ -113,6 +113,9 @@ _ELEMENTWISE_MODULES = (
     nn.LogSigmoid,
     nn.Hardshrink,
     nn.Softshrink,
+)
+_ELEMENTWISE_MODULES = (
+    *_ACTIVATION_MODULES,
     nn.Identity,
     # In eval mode a batch norm is a fixed affine map per channel.
     nn.BatchNorm1d,
@@ -121,7 +124,7 @@ _ELEMENTWISE_MODULES = (
     nn.SyncBatchNorm,
     *_DROPOUT_MODULES,
 )
-_ELEMENTWISE_FUNCTIONS = frozenset(
+_ACTIVATION_FUNCTIONS = frozenset(
     {
         torch.relu,
         F.relu,
@@ -143,27 +146,12 @@ _ELEMENTWISE_FUNCTIONS = frozenset(
         F.threshold,
         F.hardshrink,
         F.softshrink,
-        F.batch_norm,
         torch.sigmoid,
         F.sigmoid,
         torch.tanh,
         F.tanh,
         torch.clamp,
         torch.clip,
-        torch.round,
-        torch.abs,
-        torch.neg,
-        torch.exp,
-        torch.mul,
-        torch.add,
-        torch.sub,
-        torch.div,
-        operator.neg,
-        operator.mul,
-        operator.add,
-        operator.sub,
-        operator.truediv,
-        *DROPOUT_FUNCTIONS,
         aten.relu,
         aten.relu6,
         aten.gelu,
@@ -185,6 +173,26 @@ _ELEMENTWISE_FUNCTIONS = frozenset(
         aten.clamp,
         aten.clamp_min,
         aten.clamp_max,
+    }
+)
+_ELEMENTWISE_FUNCTIONS = frozenset(
+    {
+        *_ACTIVATION_FUNCTIONS,
+        F.batch_norm,
+        torch.round,
+        torch.abs,
+        torch.neg,
+        torch.exp,
+        torch.mul,
+        torch.add,
+        torch.sub,
+        torch.div,
+        operator.neg,
+        operator.mul,
+        operator.add,
+        operator.sub,
+        operator.truediv,
+        *DROPOUT_FUNCTIONS,
         aten.round,
         aten.abs,
         aten.neg,
@@ -201,13 +209,10 @@ _ELEMENTWISE_FUNCTIONS = frozenset(
         aten._to_copy,
     }
 )
+_ACTIVATION_METHODS = frozenset({"relu", "sigmoid", "tanh", "clamp", "clip"})
 _ELEMENTWISE_METHODS = frozenset(
     {
-        "relu",
-        "sigmoid",
-        "tanh",
-        "clamp",
-        "clip",
+        *_ACTIVATION_METHODS,
         "round",
         "abs",
         "neg",
@@ -395,14 +400,6 @@ def layer_kind_of(gm: fx.GraphModule, node: fx.Node) -> LayerKind | None:
     return None
 
 
-def is_dropout(gm: fx.GraphModule, node: fx.Node) -> bool:
-    """Dropout is a regulariser between encoder and decoder, never part of the latent's activation."""
-    module = _module(gm, node)
-    if module is not None:
-        return isinstance(module, _DROPOUT_MODULES)
-    return node.op == "call_function" and _packet(node.target) in DROPOUT_FUNCTIONS
-
-
 def is_elementwise(gm: fx.GraphModule, node: fx.Node) -> bool:
     """Whether ``node`` maps each element of its data input to the element at the same place.
 
@@ -415,6 +412,17 @@ def is_elementwise(gm: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_function":
         return _packet(node.target) in _ELEMENTWISE_FUNCTIONS
     return node.op == "call_method" and node.target in _ELEMENTWISE_METHODS
+
+
+def is_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether ``node`` is an elementwise nonlinearity (ReLU, sigmoid, tanh, clamp...): the ``f`` in a
+    latent z = f(W y + b). Affine arithmetic, rounding and casts are not."""
+    module = _module(gm, node)
+    if module is not None:
+        return isinstance(module, _ACTIVATION_MODULES)
+    if node.op == "call_function":
+        return _packet(node.target) in _ACTIVATION_FUNCTIONS
+    return node.op == "call_method" and node.target in _ACTIVATION_METHODS
 
 
 def is_shape_move(gm: fx.GraphModule, node: fx.Node) -> bool:

@@ -313,7 +313,9 @@ def test_console_script_runs() -> None:
     assert help_text.returncode == 0 and "inspect" in help_text.stdout
 
 
-@pytest.mark.parametrize("command", [[], ["inspect"], ["convert"], ["bench"]], ids=["root", "inspect", "convert", "bench"])
+@pytest.mark.parametrize(
+    "command", [[], ["inspect"], ["convert"], ["bench"]], ids=["root", "inspect", "convert", "bench"]
+)
 def test_help_screens_show_plain_metavars(command: list[str]) -> None:
     code, out, _ = run(*command, "--help")
     assert code == 0
@@ -357,7 +359,18 @@ def test_a_corrupt_pt_checkpoint_gives_no_weights_only_advice(tmp_path: Path) ->
 
 def test_bench_reports_its_thread_count_and_no_negative_memory() -> None:
     code, out, err = run(
-        "bench", MLP, "--input-shape", "1,16", "--batch-sizes", "2", "--repeats", "1", "--warmup", "1", "--repeat-ms", "1"
+        "bench",
+        MLP,
+        "--input-shape",
+        "1,16",
+        "--batch-sizes",
+        "2",
+        "--repeats",
+        "1",
+        "--warmup",
+        "1",
+        "--repeat-ms",
+        "1",
     )
     assert code == 0, err
     assert "1 thread)" in out and "-0.0" not in out

@@ -61,19 +61,24 @@ def _seeded(factory: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            return _like_trained_norms(factory()).eval()
+            return _like_trained(factory()).eval()
 
     build.__doc__ = factory.__doc__
     return build
 
 
-def _like_trained_norms(model: nn.Module) -> nn.Module:
-    """Give batch norms running statistics and every norm an affine map that are not the identity.
+def _like_trained(model: nn.Module) -> nn.Module:
+    """Give batch norms running statistics, every norm an affine map that is not the identity, and
+    zero-initialised codebooks spread-out codes.
 
     Fresh batch norms are the identity in eval mode (mean 0, variance 1, weight 1, bias 0), which would
-    hide a latent taken on the wrong side of one; a trained model's are not.
+    hide a latent taken on the wrong side of one; a trained model's are not. A codebook of zeros (EnCodec's and Mimi's
+    before its k-means initialisation) maps every input to one code, so the output ignores the input.
     """
     with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name.endswith(("embed", "embed_avg", "embed_sum")) and buffer.is_floating_point() and not buffer.any():
+                buffer.normal_(0.0, 0.3)
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._NormBase) and module.running_mean is not None:
                 module.running_mean.uniform_(-0.5, 0.5)
@@ -118,16 +123,12 @@ def _cls(module: str, name: str) -> Any:
 def _monai_autoencoder() -> nn.Module:
     """2-D AutoEncoder with one residual unit per stage: 1x32x32 -> 4x8x8."""
     autoencoder = _cls("monai.networks.nets", "AutoEncoder")
-    return autoencoder(
-        spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 4), strides=(2, 2), num_res_units=1
-    )
+    return autoencoder(spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 4), strides=(2, 2), num_res_units=1)
 
 
 def _monai_unet() -> nn.Module:
     unet = _cls("monai.networks.nets", "UNet")
-    return unet(
-        spatial_dims=2, in_channels=1, out_channels=1, channels=(4, 8, 16), strides=(2, 2), num_res_units=1
-    )
+    return unet(spatial_dims=2, in_channels=1, out_channels=1, channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
 
 
 def _monai_basic_unet() -> nn.Module:
@@ -167,10 +168,6 @@ def _diffusers_kl() -> nn.Module:
 def _diffusers_vq() -> nn.Module:
     """VQModel (VQ-GAN): 3x16x16 -> 2x16x16, nearest of 16 codes."""
     return _cls("diffusers", "VQModel")(latent_channels=2, num_vq_embeddings=16, **_DIFFUSERS_BLOCKS)
-
-
-def _vq_encode(m: nn.Module, x: Inputs) -> torch.Tensor:
-    return m.encode(*x).latents
 
 
 def _kl_encode(m: nn.Module, x: Inputs) -> torch.Tensor:
@@ -280,8 +277,10 @@ MODELS: tuple[RealModel, ...] = (
         build=_seeded(_diffusers_tiny),
         inputs=_randn(3, 16, 16),
         recon=_attr("sample"),
-        encode=_vq_encode,
-        encoder_part="m.encode(x).latents",
+        # VQModel.encode(x) also applies quant_conv, a 1x1 conv of the latent's width that lives outside
+        # the `encoder` module: by fxvae's rule (the outermost module's output) it is on the decoder side.
+        encode=lambda m, x: m.encoder(*x),
+        encoder_part="m.encoder(x)",
         ae_exports_to_onnx=True,
         structure=(
             "encoder ends in a plain conv; forward scales the latents, rounds them to uint8 and back "
@@ -314,8 +313,10 @@ MODELS: tuple[RealModel, ...] = (
         build=_seeded(_diffusers_vq),
         inputs=_randn(3, 16, 16),
         recon=_attr("sample"),
-        encode=_vq_encode,
-        encoder_part="m.encode(x).latents",
+        # VQModel.encode(x) also applies quant_conv, a 1x1 conv of the latent's width that lives outside
+        # the `encoder` module: by fxvae's rule (the outermost module's output) it is on the decoder side.
+        encode=lambda m, x: m.encoder(*x),
+        encoder_part="m.encoder(x)",
         ae_exports_to_onnx=True,
         structure=(
             "encoder like AutoencoderKL's (mid-block attention) then quant_conv; decode quantises "
