@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import safetensors.torch
-from safetensors.torch import save_file
+import torch
 from click.testing import CliRunner
+from safetensors.torch import save_file
 
 import fxvae
 from fxvae.cli import ExitCode, app

@@ -107,7 +107,7 @@ def test_the_pointwise_head_mixes_channels_of_a_conv_latent_and_features_of_a_to
 
 
 def test_the_pointwise_head_makes_sigma_depend_on_the_sample_once_trained() -> None:
-    vae, kl = fxvae.convert(ResidualLatent(), torch.randn(4, 1, 16, 16))
+    vae, _ = fxvae.convert(ResidualLatent(), torch.randn(4, 1, 16, 16))
     head = vae.get_submodule("log_sigma_head")
     with torch.no_grad():
         head.weight.normal_()
