@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from fxvae.bottleneck import Bottleneck, Candidate
 from fxvae.convert import Conversion, Options, conversion, convert, find_bottleneck, posterior
-from fxvae.errors import BottleneckError, CheckpointError, FxvaeError, KLError, RewriteError, TraceError
+from fxvae.errors import (
+    BottleneckError,
+    CheckpointError,
+    FxvaeError,
+    InputError,
+    KLError,
+    RewriteError,
+    TraceError,
+)
 from fxvae.io import convert_checkpoint, load, load_ae_state_dict, save
 from fxvae.latent import DiagonalGaussian, KLDivergence, Reparameterize
 from fxvae.onnx import export_onnx
@@ -24,6 +32,7 @@ __all__ = [
     "Conversion",
     "DiagonalGaussian",
     "FxvaeError",
+    "InputError",
     "KLDivergence",
     "KLError",
     "Options",

@@ -16,12 +16,13 @@ import torch.fx as fx
 from torch import nn
 
 from fxvae import hooks
-from fxvae.bottleneck import Bottleneck, Candidate, HeadKind, locate
-from fxvae.errors import FxvaeError
+from fxvae.bottleneck import Bottleneck, Candidate, HeadKind, Plan, locate
+from fxvae.errors import FxvaeError, InputError
+from fxvae.hooks import HookPlan
 from fxvae.latent import DiagonalGaussian, KLDivergence, Reparameterize
 from fxvae.modules import owned_copy
 from fxvae.rewrite import rewrite
-from fxvae.tracing import TracerName, as_args, trace
+from fxvae.tracing import Traced, TracerName, as_args, trace
 
 META_KEY = "fxvae"
 
@@ -157,16 +158,14 @@ def convert(
     """
     options = Options(bottleneck=bottleneck, log_sigma_init=float(log_sigma_init))
     args = as_args(example_inputs)
-    owned = owned_copy(model) if copy else model
-    traced = trace(owned, args)
-    device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
-    if traced.graph_module is None:
-        gm, report, inserted = hooks.convert(owned, args, options.log_sigma_init, options.bottleneck, device)
+    owned, traced, plan = capture(model, args, options.bottleneck, copy=copy)
+    device = args[0].device
+    if isinstance(plan, HookPlan):
+        gm, inserted = hooks.rewrite(owned, args, plan, options.log_sigma_init, device)
     else:
         gm = traced.graph_module
-        plan = locate(gm, traced.tracer, options.bottleneck, type(model).__name__)
-        report = plan.report
         inserted = rewrite(gm, plan, log_sigma_init=options.log_sigma_init, device=device)
+    report = plan.report
     gm.train(model.training)
     ae_keys = model.state_dict().keys()
     vae_keys = gm.state_dict().keys()
@@ -199,12 +198,48 @@ def find_bottleneck(model: nn.Module, example_inputs: Any, *, bottleneck: str | 
     >>> b.node, b.module, b.shape
     ('_3', '2', (8,))
     """
-    args = as_args(example_inputs)
-    owned = owned_copy(model)
+    return capture(model, as_args(example_inputs), bottleneck, copy=True)[2].report
+
+
+def capture(
+    model: nn.Module, args: tuple[Any, ...], forced: str | None, *, copy: bool
+) -> tuple[nn.Module, Traced, Plan | HookPlan]:
+    """Check the inputs, capture the model (a copy, unless ``copy=False``) and find its bottleneck."""
+    check_inputs(model, args)
+    owned = owned_copy(model) if copy else model
     traced = trace(owned, args)
     if traced.graph_module is None:
-        return hooks.locate(owned, args, bottleneck).report
-    return locate(traced.graph_module, traced.tracer, bottleneck, type(model).__name__).report
+        return owned, traced, hooks.locate(owned, args, forced)
+    return owned, traced, locate(traced.graph_module, traced.tracer, forced, type(model).__name__)
+
+
+def check_inputs(model: nn.Module, args: tuple[Any, ...]) -> None:
+    """Refuse, naming the fix, what cannot be converted. NaN or inf in the example are refused rather
+    than warned about: the hooks tier and calibration compare and average values, which they poison."""
+    name = type(model).__name__
+    inner = unwrap(model)
+    if isinstance(inner, fx.GraphModule) and isinstance(inner.meta.get(META_KEY), Conversion):
+        raise InputError(
+            f"{name} is already a VAE made by fxvae.convert; convert the original autoencoder "
+            "(fxvae.load_ae_state_dict loads new autoencoder weights into this VAE)"
+        )
+    if next(model.parameters(), None) is None:
+        raise InputError(f"{name} has no parameters: there is no trained autoencoder to convert")
+    x = args[0] if args else None
+    if not isinstance(x, torch.Tensor):
+        raise InputError(
+            f"the first example input of {name} is a {type(x).__name__}, not a tensor: pass the data the "
+            "model reconstructs first (other inputs, such as a label, after it)"
+        )
+    if x.dim() < 2:
+        raise InputError(
+            f"the data input has shape {list(x.shape)}: the example needs a batch dimension first, e.g. "
+            f"x.unsqueeze(0) of shape {[1, *x.shape]}"
+        )
+    if x.shape[0] == 0:
+        raise InputError(f"the example batch of shape {list(x.shape)} is empty: pass at least one sample")
+    if x.is_floating_point() and x.device.type != "meta" and not torch.isfinite(x).all():
+        raise InputError("the example batch holds NaN or inf values: pass finite data (a real batch)")
 
 
 def unwrap(module: nn.Module) -> nn.Module:

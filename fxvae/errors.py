@@ -14,6 +14,17 @@ class FxvaeError(Exception):
     """
 
 
+class InputError(FxvaeError, ValueError):
+    """The model or its example inputs cannot be converted as given: no batch dimension, an empty batch,
+    NaN or inf in the example, a dtype or device the model does not have, a model without parameters, or
+    a model fxvae already converted.
+
+    >>> fxvae.convert(ae, torch.randn(64))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    fxvae.errors.InputError: the data input has shape [64]: the example needs a batch dimension first...
+    """
+
+
 class TraceError(FxvaeError):
     """The model's forward does not run on the example inputs, so nothing can capture it.
 

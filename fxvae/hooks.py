@@ -283,15 +283,15 @@ class _Latent(Exception):
         self.mu = mu
 
 
-def convert(
-    model: nn.Module, args: tuple[Any, ...], log_sigma_init: float, forced: str | None, device: torch.device
-) -> tuple[fx.GraphModule, Bottleneck, Inserted]:
+def rewrite(
+    model: nn.Module, args: tuple[Any, ...], plan: HookPlan, log_sigma_init: float, device: torch.device
+) -> tuple[fx.GraphModule, Inserted]:
     """The hooks-tier VAE: a GraphModule calling the model, whose latent module's output is sampled."""
-    plan = locate(model, args, forced)
     latent = _forward(model, args).outputs[plan.module]
     head = zero_head(pointwise_layer(tuple(latent.shape), plan.feature_dim, latent.dtype, device), log_sigma_init)
     reparameterize = Reparameterize(head)
-    model.get_submodule(plan.module).register_forward_hook(_LatentHook(reparameterize, plan.decoded, args[0].dtype))
+    hook = _LatentHook(reparameterize, plan.decoded, args[0].dtype)
+    model.get_submodule(plan.module).register_forward_hook(hook)
     graph = fx.Graph()
     inputs = [graph.placeholder(name) for name in input_names(model, len(args))]
     graph.output(graph.call_module(MODEL, tuple(inputs)))
@@ -301,7 +301,7 @@ def convert(
     gm.add_submodule(LOG_SIGMA_HEAD, head)
     gm.add_submodule(REPARAMETERIZE, reparameterize)
     key_map = {key: f"{MODEL}.{key}" for key in model.state_dict()}
-    return gm, plan.report, Inserted(None, LOG_SIGMA_HEAD, REPARAMETERIZE, key_map)
+    return gm, Inserted(None, LOG_SIGMA_HEAD, REPARAMETERIZE, key_map)
 
 
 def latent_hook(vae: fx.GraphModule, module: str) -> _LatentHook:

@@ -11,11 +11,10 @@ from typing import Any
 import torch.fx as fx
 from torch import nn
 
-from fxvae import hooks
-from fxvae.bottleneck import Bottleneck, locate
+from fxvae.bottleneck import Bottleneck
+from fxvae.convert import capture
 from fxvae.graph import crossing_edges, data_path, per_sample_shape, reconstruction, tensor_shape, width
-from fxvae.modules import owned_copy
-from fxvae.tracing import TracerName, as_args, trace
+from fxvae.tracing import TracerName, as_args
 
 
 @dataclass(frozen=True)
@@ -54,12 +53,10 @@ def width_profile(model: nn.Module, example_inputs: Any, *, bottleneck: str | No
     >>> [(n.name, n.width, n.separator) for n in p.nodes][:3]
     [('input_1', 64, True), ('_0', 32, True), ('_1', 32, True)]
     """
-    args = as_args(example_inputs)
-    owned = owned_copy(model)
-    traced = trace(owned, args)
+    _, traced, plan = capture(model, as_args(example_inputs), bottleneck, copy=True)
+    found = plan.report
     gm = traced.graph_module
     if gm is None:
-        found = hooks.locate(owned, args, bottleneck).report
         nodes = tuple(
             ProfileNode(
                 c.node,
@@ -73,7 +70,6 @@ def width_profile(model: nn.Module, example_inputs: Any, *, bottleneck: str | No
             for c in found.candidates
         )
         return WidthProfile("hooks", len(nodes), found.input_width, nodes, found)
-    found = locate(gm, traced.tracer, bottleneck, type(model).__name__).report
     source = gm.graph.find_nodes(op="placeholder")[0]
     batch = tensor_shape(source)[0]
     path = data_path(gm.graph, source, reconstruction(gm.graph, source, type(model).__name__))

@@ -122,3 +122,9 @@ def owned_copy(model: nn.Module, *, share_tensors: bool = False) -> nn.Module:
         for p in owned.parameters():
             p.grad = None
     return owned
+
+
+def first_tensor(module: nn.Module) -> torch.Tensor | None:
+    """The module's first floating-point parameter (or buffer): where and in what dtype it computes."""
+    tensors = (*module.parameters(), *module.buffers())
+    return next((t for t in tensors if t.is_floating_point()), None)

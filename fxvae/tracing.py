@@ -28,7 +28,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from fxvae.errors import TraceError
-from fxvae.modules import eval_mode, input_names, resolve
+from fxvae.modules import eval_mode, first_tensor, input_names, resolve
 from fxvae.operators import DROPOUT_FUNCTIONS
 from fxvae.outputs import RECORD_META, Spec, flatten, rebuild_in_graph, record_parts
 
@@ -103,9 +103,20 @@ def run_eagerly(model: nn.Module, args: Sequence[Any]) -> Any:
         )
         raise TraceError(
             f"the forward of {type(model).__name__} raises on the example inputs ({shapes}){where}: "
-            f"{type(err).__name__}: {_first_line(err)}; pass example inputs the model accepts (shape, dtype, "
-            "device, batch dimension first)"
+            f"{type(err).__name__}: {_first_line(err)}; {_input_hint(model, args)}"
         ) from err
+
+
+def _input_hint(model: nn.Module, args: Sequence[Any]) -> str:
+    """What to change in the example: its dtype or device where they differ from the model's."""
+    reference = first_tensor(model)
+    x = args[0] if args else None
+    if isinstance(x, torch.Tensor) and reference is not None:
+        if x.device != reference.device:
+            return f"the model is on {reference.device}: pass x.to({str(reference.device)!r})"
+        if x.is_floating_point() and x.dtype != reference.dtype:
+            return f"the model computes in {reference.dtype}: pass x.to({reference.dtype})"
+    return "pass example inputs the model accepts (shape, dtype, device, batch dimension first)"
 
 
 def propagate_shapes(gm: fx.GraphModule, args: Sequence[Any]) -> Any:

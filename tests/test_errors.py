@@ -40,8 +40,12 @@ def test_an_unknown_forced_bottleneck_lists_the_candidates() -> None:
 
 def test_a_forced_bottleneck_without_a_layer_before_it_gets_a_pointwise_head() -> None:
     class Normalised(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.out = nn.Linear(8, 8)
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return (x - x.mean(1, keepdim=True)).tanh() * 2
+            return self.out((x - x.mean(1, keepdim=True)).tanh())
 
     vae, _ = fxvae.convert(Normalised(), torch.randn(2, 8), bottleneck="tanh")
     assert fxvae.conversion(vae).head_kind == "pointwise"
@@ -53,7 +57,7 @@ def test_a_model_that_does_not_compress_raises_a_bottleneck_error() -> None:
         fxvae.convert(widening, torch.randn(2, 4))
 
 
-def test_a_non_tensor_first_input_raises_a_bottleneck_error() -> None:
+def test_a_non_tensor_first_input_raises_an_input_error() -> None:
     class LabelFirst(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -62,7 +66,7 @@ def test_a_non_tensor_first_input_raises_a_bottleneck_error() -> None:
         def forward(self, scale: float, x: torch.Tensor) -> torch.Tensor:
             return self.inner(x) * scale
 
-    with pytest.raises(fxvae.BottleneckError, match=r"first input .* is not a tensor"):
+    with pytest.raises(fxvae.InputError, match=r"first example input of LabelFirst is a float, not a tensor"):
         fxvae.find_bottleneck(LabelFirst(), (2.0, torch.randn(2, 64)))
 
 
