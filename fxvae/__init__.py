@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 from fxvae.bottleneck import Bottleneck, Candidate
-from fxvae.convert import Conversion, Options, conversion, convert, find_bottleneck, posterior
+from fxvae.calibration import calibrate
+from fxvae.convert import convert, find_bottleneck
 from fxvae.errors import (
     BottleneckError,
     CheckpointError,
@@ -21,12 +22,14 @@ from fxvae.io import convert_checkpoint, load, load_ae_state_dict, save
 from fxvae.latent import DiagonalGaussian, KLDivergence, Reparameterize
 from fxvae.onnx import export_onnx
 from fxvae.ops import kl_divergence
+from fxvae.recipe import CalibrationInfo, Conversion, Options, conversion, posterior
 from fxvae.split import sample, split
 from fxvae.version import VERSION as __version__
 
 __all__ = [
     "Bottleneck",
     "BottleneckError",
+    "CalibrationInfo",
     "Candidate",
     "CheckpointError",
     "Conversion",
@@ -40,6 +43,7 @@ __all__ = [
     "RewriteError",
     "TraceError",
     "__version__",
+    "calibrate",
     "conversion",
     "convert",
     "convert_checkpoint",

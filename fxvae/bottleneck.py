@@ -100,6 +100,8 @@ class Bottleneck:
     """The seeding layer, e.g. ``Linear(32 -> 8)``."""
     forced: bool = False
     """Whether ``bottleneck=`` chose it."""
+    feature_dim: int = -1
+    """The latent dimension holding features (-1: last, linear and attention latents; 1: channels first)."""
 
     def __str__(self) -> str:
         where = f" = output of {self.module!r}" if self.module else ""
@@ -196,8 +198,9 @@ def locate(gm: fx.GraphModule, tracer: TracerName, forced: str | None, model_nam
         module=boundary or _outermost_ending_at(path, latent),
         layer_type=_describe_layer(gm, layer) if layer is not None else None,
         forced=forced is not None,
+        feature_dim=_feature_dim(gm, latent, set(path)),
     )
-    return Plan(report, latent, layer, tuple(chain or ()), _feature_dim(gm, latent, set(path)))
+    return Plan(report, latent, layer, tuple(chain or ()), report.feature_dim)
 
 
 class _Search:

@@ -41,7 +41,7 @@ from torch import nn
 import fxvae
 from fxvae.bench import BenchRow, measure
 from fxvae.inspection import WidthProfile, width_profile
-from fxvae.io import read_state_dict
+from fxvae.io import read_data, read_state_dict
 from fxvae.modules import eval_mode
 
 DEFAULT_THREADS = 1
@@ -120,7 +120,7 @@ def conversion_options(*names: str) -> Callable[[Callable[..., Any]], Callable[.
                 type=kind,
                 default=field.default,
                 show_default=field.default is not None,
-                metavar=field.metadata.get("metavar", kind.name.upper()),
+                metavar=None if isinstance(kind, click.Choice) else kind.name.upper(),
                 help=field.metadata["help"],
             )(wrapper)
         return wrapper
@@ -128,10 +128,36 @@ def conversion_options(*names: str) -> Callable[[Callable[..., Any]], Callable[.
     return decorate
 
 
+class _NumberOr(click.ParamType):
+    """A float, or one of the named values (``--log-sigma-init auto``)."""
+
+    name = "number"
+
+    def __init__(self, words: tuple[str, ...]) -> None:
+        self.words = words
+        self.name = f"float|{'|'.join(words)}"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value in self.words or isinstance(value, float):
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor one of {', '.join(self.words)}", param, ctx)
+
+
 def _click_type(hint: Any) -> click.ParamType:
+    """The click type of an Options field: its type hint, None and Literal values included."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    base = args[0] if isinstance(hint, types.UnionType) and len(args) == 1 else hint
-    return {str: click.STRING, float: click.FLOAT, int: click.INT}[base]
+    if typing.get_origin(hint) is typing.Literal:
+        return click.Choice([str(a) for a in args])
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        words = tuple(w for a in args if typing.get_origin(a) is typing.Literal for w in typing.get_args(a))
+        plain = [a for a in args if typing.get_origin(a) is not typing.Literal]
+        if words:
+            return _NumberOr(words)
+        return _click_type(plain[0])
+    return {str: click.STRING, float: click.FLOAT, int: click.INT}[hint]
 
 
 # --- loading ------------------------------------------------------------------------------------------
@@ -437,6 +463,12 @@ def _print_profile(profile: WidthProfile, notes: list[str]) -> None:
 )
 @conversion_options()
 @click.option(
+    "--calibration",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Data to standardise the latent with (.pt, .npy, .safetensors; batch first), see fxvae.calibrate.",
+)
+@click.option(
     "--onnx", type=click.Path(path_type=Path), metavar="FILE", help="Also export the eval-mode VAE (z = mu) to ONNX."
 )
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
@@ -447,6 +479,7 @@ def convert(
     input_shape: str,
     out: Path,
     options: fxvae.Options,
+    calibration: Path | None,
     onnx: Path | None,
     force: bool,
     debug: bool,
@@ -462,7 +495,8 @@ def convert(
             x = example_input(module, parse_ints(input_shape, "--input-shape"))
         with _err.status(f"converting {checkpoint}"):
             start = time.perf_counter()
-            vae, _ = fxvae.convert_checkpoint(module, checkpoint, x, out=out, **asdict(options))
+            data = read_data(calibration) if calibration is not None else None
+            vae, _ = fxvae.convert_checkpoint(module, checkpoint, x, out=out, calibration=data, **asdict(options))
             elapsed = time.perf_counter() - start
         recipe = fxvae.conversion(vae)
         b = recipe.bottleneck
@@ -602,6 +636,7 @@ def _mib(value: float | None) -> str:
 
 def _print_bench(rows: list[BenchRow], model: str, device: str, convert_s: float, params: tuple[int, int]) -> None:
     threads = torch.get_num_threads()
+    _out.print(f"torch threads: {threads}", markup=False)
     table = Table(
         title=f"{model} on {device} (torch {torch.__version__}, {threads} thread{'s' if threads > 1 else ''}); "
         f"converted in {convert_s:.2f} s; params AE {params[0]:,} VAE {params[1]:,}",

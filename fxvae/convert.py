@@ -1,4 +1,4 @@
-"""The one-call conversion: copy, capture, find the bottleneck, rewrite; and the recipe it leaves behind.
+"""The one-call conversion: check, copy, capture, find the bottleneck, rewrite, calibrate.
 
 Ownership is decided here and only here: ``convert`` works on a copy of the model (or, with
 ``copy=False``, on the model itself, sharing its parameters); nothing downstream copies a parameter.
@@ -7,119 +7,22 @@ Ownership is decided here and only here: ``convert`` works on a copy of the mode
 from __future__ import annotations
 
 import dataclasses
-import json
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.fx as fx
 from torch import nn
 
 from fxvae import hooks
-from fxvae.bottleneck import Bottleneck, Candidate, HeadKind, Plan, locate
-from fxvae.errors import FxvaeError, InputError
+from fxvae.bottleneck import Bottleneck, Plan, locate
+from fxvae.calibration import calibrate
+from fxvae.errors import InputError
 from fxvae.hooks import HookPlan
-from fxvae.latent import DiagonalGaussian, KLDivergence, Reparameterize
+from fxvae.latent import KLDivergence
 from fxvae.modules import owned_copy
+from fxvae.recipe import META_KEY, Conversion, Likelihood, Options, Standardize, unwrap
 from fxvae.rewrite import rewrite
-from fxvae.tracing import Traced, TracerName, as_args, trace
-
-META_KEY = "fxvae"
-
-
-@dataclass(frozen=True)
-class Options:
-    """The choices that shape a conversion: :func:`convert`'s keyword arguments, the command line's
-    options, and what a saved VAE replays.
-
-    >>> fxvae.Options(log_sigma_init=-2.0).log_sigma_init
-    -2.0
-    """
-
-    bottleneck: str | None = field(
-        default=None,
-        metadata={"help": "Force the bottleneck: an fx node name or a module path (inspect lists candidates)."},
-    )
-    log_sigma_init: float = field(
-        default=0.0,
-        metadata={
-            "help": "Initial log sigma, the log-sigma head's bias: 0 starts at the prior's scale; a negative "
-            "value keeps training-mode samples close to the AE's latent."
-        },
-    )
-
-
-@dataclass(frozen=True)
-class Conversion:
-    """How a VAE was made from its AE; stored as ``vae.meta["fxvae"]`` and in files :func:`fxvae.save` writes.
-
-    >>> vae, kl = fxvae.convert(ae, x)
-    >>> recipe = fxvae.conversion(vae)
-    >>> recipe.tracer, recipe.bottleneck.node, recipe.key_map
-    ('fx', '_3', {'2.weight': 'mu_head.weight', '2.bias': 'mu_head.bias'})
-    """
-
-    tracer: TracerName
-    bottleneck: Bottleneck
-    options: Options
-    mu_head: str | None
-    """The module that computes mu: the AE's bottleneck layer under a new name; None for a pointwise head."""
-    log_sigma_head: str
-    reparameterize: str
-    key_map: dict[str, str]
-    """AE state-dict key -> VAE key, for the keys that moved: the bottleneck layer's, now the mu head's."""
-    dropped_keys: tuple[str, ...]
-    """AE state-dict keys the VAE has no place for (modules the forward never uses)."""
-    new_keys: tuple[str, ...]
-    """VAE state-dict keys an AE checkpoint does not provide: the log-sigma head, traced constants."""
-    dynamic_batch: bool
-    fx_failure: str | None
-    """Why torch.fx.symbolic_trace was not used, when the tracer is "export" or "hooks"."""
-    export_failure: str | None = None
-    """Why torch.export was not used, when the tracer is "hooks"."""
-    input_shape: tuple[int, ...] = ()
-    """Per-sample shape of the data input (batch dimension dropped)."""
-
-    @property
-    def log_sigma_init(self) -> float:
-        return self.options.log_sigma_init
-
-    @property
-    def latent_shape(self) -> tuple[int, ...]:
-        return self.bottleneck.shape
-
-    @property
-    def head_kind(self) -> HeadKind:
-        return self.bottleneck.head_kind
-
-    def to_json(self) -> str:
-        """The recipe as JSON (what :func:`fxvae.save` stores in the file's metadata)."""
-        return json.dumps(dataclasses.asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> Conversion:
-        """The recipe :meth:`to_json` wrote."""
-        data = json.loads(text)
-        found = data["bottleneck"]
-        candidates = tuple(Candidate(**{**c, "shape": tuple(c["shape"])}) for c in found["candidates"])
-        bottleneck = Bottleneck(
-            **{
-                **found,
-                "shape": tuple(found["shape"]),
-                "chain": tuple(found["chain"]),
-                "candidates": candidates,
-            }
-        )
-        return cls(
-            **{
-                **data,
-                "bottleneck": bottleneck,
-                "options": Options(**data["options"]),
-                "dropped_keys": tuple(data["dropped_keys"]),
-                "new_keys": tuple(data["new_keys"]),
-                "input_shape": tuple(data["input_shape"]),
-            }
-        )
+from fxvae.tracing import Traced, as_args, trace
 
 
 def convert(
@@ -127,8 +30,11 @@ def convert(
     example_inputs: Any,
     *,
     bottleneck: str | None = None,
-    log_sigma_init: float = 0.0,
+    log_sigma_init: float | Literal["auto"] = 0.0,
     copy: bool = True,
+    calibration: Any = None,
+    standardize: Standardize = "auto",
+    likelihood: Likelihood = "gaussian",
 ) -> tuple[fx.GraphModule, KLDivergence]:
     """Turn a trained autoencoder into a VAE with the same inputs and outputs.
 
@@ -144,6 +50,11 @@ def convert(
     a negative value sigma_0 << 1 keeps training mode AE-like from the first step at the cost of about
     -log(sigma_0) - 1/2 extra nats of KL per latent dimension.
 
+    ``calibration`` is the user's data (a tensor, or an iterable of batches such as a DataLoader): the
+    latent is standardised over it (``standardize``) so that mu starts where the prior is, with the
+    decoder reading the inverse map, and eval outputs stay the AE's; ``log_sigma_init="auto"`` then sets
+    each dimension's start from the decoder's sensitivity under ``likelihood`` (see :func:`calibrate`).
+
     ``copy=False`` lets the VAE share the AE's parameters (mu head included) to save memory: training
     the VAE then trains the AE. With the default, the VAE owns its parameters; ``model`` is never changed.
 
@@ -156,24 +67,26 @@ def convert(
     >>> torch.equal(vae.eval()(x), ae(x))
     True
     """
-    options = Options(bottleneck=bottleneck, log_sigma_init=float(log_sigma_init))
+    if log_sigma_init == "auto" and calibration is None:
+        raise InputError("log_sigma_init='auto' sets log sigma from data: pass calibration=<a batch or a DataLoader>")
+    options = Options(bottleneck, log_sigma_init, standardize, likelihood)
+    start = 0.0 if log_sigma_init == "auto" else float(log_sigma_init)
     args = as_args(example_inputs)
     owned, traced, plan = capture(model, args, options.bottleneck, copy=copy)
     device = args[0].device
     if isinstance(plan, HookPlan):
-        gm, inserted = hooks.rewrite(owned, args, plan, options.log_sigma_init, device)
+        gm, inserted = hooks.rewrite(owned, args, plan, start, device)
     else:
         gm = traced.graph_module
-        inserted = rewrite(gm, plan, log_sigma_init=options.log_sigma_init, device=device)
-    report = plan.report
+        inserted = rewrite(gm, plan, log_sigma_init=start, device=device)
     gm.train(model.training)
     ae_keys = model.state_dict().keys()
     vae_keys = gm.state_dict().keys()
     key_map = inserted.key_map
     gm.meta[META_KEY] = Conversion(
         tracer=traced.tracer,
-        bottleneck=report,
-        options=options,
+        bottleneck=plan.report,
+        options=dataclasses.replace(options, log_sigma_init=start),
         mu_head=inserted.mu_head,
         log_sigma_head=inserted.log_sigma_head,
         reparameterize=inserted.reparameterize,
@@ -185,7 +98,10 @@ def convert(
         export_failure=traced.export_failure,
         input_shape=tuple(args[0].shape[1:]),
     )
-    return gm, KLDivergence(gm.get_submodule(inserted.reparameterize))
+    kl = KLDivergence(gm.get_submodule(inserted.reparameterize))
+    if calibration is not None:
+        calibrate(gm, calibration, standardize=standardize, log_sigma_init=log_sigma_init, likelihood=likelihood)
+    return gm, kl
 
 
 def find_bottleneck(model: nn.Module, example_inputs: Any, *, bottleneck: str | None = None) -> Bottleneck:
@@ -240,48 +156,3 @@ def check_inputs(model: nn.Module, args: tuple[Any, ...]) -> None:
         raise InputError(f"the example batch of shape {list(x.shape)} is empty: pass at least one sample")
     if x.is_floating_point() and x.device.type != "meta" and not torch.isfinite(x).all():
         raise InputError("the example batch holds NaN or inf values: pass finite data (a real batch)")
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The VAE inside DistributedDataParallel, DataParallel or torch.compile wrappers."""
-    for attr in ("module", "_orig_mod"):
-        if not isinstance(module, fx.GraphModule) and isinstance(getattr(module, attr, None), nn.Module):
-            module = getattr(module, attr)
-    return module
-
-
-def conversion(vae: nn.Module) -> Conversion:
-    """The :class:`Conversion` recipe of a VAE made by :func:`convert` (also through DDP or compile).
-
-    >>> fxvae.conversion(vae).bottleneck.layer
-    '2'
-    """
-    inner = unwrap(vae)
-    recipe = inner.meta.get(META_KEY) if isinstance(inner, fx.GraphModule) else None
-    if not isinstance(recipe, Conversion):
-        raise FxvaeError(f"{type(vae).__name__} was not made by fxvae.convert; convert the autoencoder first")
-    return recipe
-
-
-def reparameterize_of(vae: nn.Module) -> Reparameterize:
-    recipe = conversion(vae)
-    try:
-        module = unwrap(vae).get_submodule(recipe.reparameterize)
-    except AttributeError:
-        module = None
-    if not isinstance(module, Reparameterize):
-        raise FxvaeError(f"{recipe.reparameterize!r} is gone from {type(vae).__name__}; convert again")
-    return module
-
-
-def posterior(vae: nn.Module) -> DiagonalGaussian:
-    """q(z | x) of the VAE's latest forward: ``.mu``, ``.log_sigma``, ``.sample()``, ``.mode()``, ``.kl()``.
-
-    After an eval forward the log-sigma head runs now, on what that forward kept.
-
-    >>> _ = vae.eval()(x)
-    >>> post = fxvae.posterior(vae)
-    >>> post.mu.shape, post.log_sigma.shape
-    (torch.Size([16, 8]), torch.Size([16, 8]))
-    """
-    return reparameterize_of(vae).posterior()

@@ -210,8 +210,9 @@ def locate(model: nn.Module, args: tuple[Any, ...], forced: str | None) -> HookP
         head_kind="pointwise",
         module=chosen,
         forced=forced is not None,
+        feature_dim=_feature_dim(model, chosen, latent),
     )
-    return HookPlan(report, chosen, _feature_dim(model, chosen, latent), decoded)
+    return HookPlan(report, chosen, report.feature_dim, decoded)
 
 
 def _is_latent_like(value: torch.Tensor, batch: int) -> bool:
@@ -258,29 +259,34 @@ def _feature_dim(model: nn.Module, path: str, latent: torch.Tensor) -> int:
 
 
 class _LatentHook:
-    """The forward hook that turns the latent module's output into z (and carries what split needs)."""
+    """The forward hook that turns the latent module's output into z (and carries what split needs).
+
+    With a ``calibration`` map (:func:`fxvae.calibrate`), mu is the standardised output and the model
+    goes on with the destandardised z.
+    """
 
     def __init__(self, reparameterize: Reparameterize, decoded: tuple[bool, ...], input_dtype: torch.dtype):
         self.reparameterize = reparameterize
         self.decoded = decoded
         self.input_dtype = input_dtype
+        self.calibration: nn.Module | None = None
         self.replacement: torch.Tensor | None = None
         self.stop = False
 
     def __call__(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        mu = output if self.calibration is None else self.calibration(output)
         if self.stop:
-            raise _Latent(output)
-        if self.replacement is not None:
-            return self.replacement
-        return self.reparameterize(output, output)
+            raise _Latent(mu, self.reparameterize.log_sigma(output))
+        z = self.replacement if self.replacement is not None else self.reparameterize(mu, output)
+        return z if self.calibration is None else self.calibration(z, inverse=True)
 
 
 class _Latent(Exception):
-    """Carries mu out of the forward once the encoder has computed it."""
+    """Carries (mu, log_sigma) out of the forward once the encoder has computed them."""
 
-    def __init__(self, mu: torch.Tensor) -> None:
+    def __init__(self, mu: torch.Tensor, log_sigma: torch.Tensor) -> None:
         super().__init__("latent reached")
-        self.mu = mu
+        self.mu, self.log_sigma = mu, log_sigma
 
 
 def rewrite(
@@ -329,7 +335,7 @@ class HookedEncoder(nn.Module):
         try:
             self.vae(*args)
         except _Latent as reached:
-            return reached.mu, hook.reparameterize.log_sigma(reached.mu)
+            return reached.mu, reached.log_sigma
         finally:
             hook.stop = False
         raise RewriteError(f"the model's forward did not run {self.module!r}; convert again")

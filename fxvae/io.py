@@ -7,6 +7,7 @@ loads the tensors, bit for bit. safetensors is imported when a file is read or w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -19,10 +20,12 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from fxvae.convert import Conversion, Options, conversion, convert, unwrap
-from fxvae.errors import CheckpointError, FxvaeError
+from fxvae.calibration import restore
+from fxvae.convert import convert
+from fxvae.errors import CheckpointError, FxvaeError, InputError
 from fxvae.latent import KLDivergence
 from fxvae.modules import owned_copy
+from fxvae.recipe import CalibrationInfo, Conversion, Options, conversion, unwrap
 from fxvae.version import VERSION
 
 logger = logging.getLogger("fxvae")
@@ -113,9 +116,10 @@ def load(model: ModelSource, path: str | os.PathLike[str], example_inputs: Any) 
     for alias, source in json.loads(metadata.get(ALIASES_KEY, "{}")).items():
         tensors[alias] = tensors[source]
     ae = model if isinstance(model, nn.Module) else model()
-    options = saved.options
+    # The weights come from the file: the replay needs the structure, not the data-driven starts.
+    start = 0.0 if saved.options.log_sigma_init == "auto" else saved.options.log_sigma_init
     try:
-        vae, kl = convert(ae, example_inputs, bottleneck=options.bottleneck, log_sigma_init=options.log_sigma_init)
+        vae, kl = convert(ae, example_inputs, bottleneck=saved.options.bottleneck, log_sigma_init=start)
     except FxvaeError as err:
         # The recorded bottleneck is not in this architecture: first say which AE keys differ.
         inverse = {vae_key: ae_key for ae_key, vae_key in saved.key_map.items()}
@@ -129,6 +133,11 @@ def load(model: ModelSource, path: str | os.PathLike[str], example_inputs: Any) 
             f"{name!r} holds a VAE with latent shape {saved.latent_shape}, but converting {type(ae).__name__} "
             f"gives {got_shape}; pass the architecture that was saved"
         )
+    recipe = conversion(vae)
+    if saved.calibration is not None:
+        restore(vae, saved.calibration)
+        recipe = dataclasses.replace(recipe, calibration=saved.calibration, new_keys=saved.new_keys)
+    vae.meta["fxvae"] = dataclasses.replace(recipe, options=saved.options)
     check_fits(tensors, vae.state_dict(), f"{name!r} vs the VAE of {type(ae).__name__}")
     vae.load_state_dict(tensors, strict=True)
     return vae, kl
@@ -153,10 +162,12 @@ class _Saved(NamedTuple):
     """What a file's recipe says, in any file format: options to replay and the key bookkeeping."""
 
     options: Options
+    """As recorded; the replay forces ``options.bottleneck`` to the node that was found."""
     latent_shape: tuple[int, ...]
     key_map: dict[str, str]
     new_keys: tuple[str, ...]
     dropped_keys: tuple[str, ...]
+    calibration: CalibrationInfo | None
 
 
 def _recipe(text: str, file_format: int) -> _Saved:
@@ -164,12 +175,14 @@ def _recipe(text: str, file_format: int) -> _Saved:
         if file_format == 1:
             old = json.loads(text)
             options = Options(bottleneck=old["bottleneck_node"], log_sigma_init=old["log_sigma_init"])
-            return _Saved(options, tuple(old["latent_shape"]), old["key_map"], tuple(old["new_keys"]), ())
+            return _Saved(options, tuple(old["latent_shape"]), old["key_map"], tuple(old["new_keys"]), (), None)
         recipe = Conversion.from_json(text)
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"the fxvae recipe in the file is unreadable ({err}); save the VAE again") from err
-    replay = Options(**{**vars(recipe.options), "bottleneck": recipe.bottleneck.node})
-    return _Saved(replay, recipe.latent_shape, recipe.key_map, recipe.new_keys, recipe.dropped_keys)
+    options = dataclasses.replace(recipe.options, bottleneck=recipe.bottleneck.node)
+    return _Saved(
+        options, recipe.latent_shape, recipe.key_map, recipe.new_keys, recipe.dropped_keys, recipe.calibration
+    )
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -229,6 +242,38 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     return state, notes
 
 
+def read_data(path: str | os.PathLike[str]) -> torch.Tensor:
+    """A data tensor from ``.pt``/``.pth`` (torch.save), ``.npy`` or ``.safetensors``: the file's tensor,
+    or its entry ``"data"`` (or only entry) where it holds a dict. Used for ``--calibration``.
+
+    >>> torch.save(torch.zeros(8, 64), tmp / "data.pt")
+    >>> fxvae.io.read_data(tmp / "data.pt").shape
+    torch.Size([8, 64])
+    """
+    name = os.fspath(path)
+    if not Path(name).is_file():
+        raise InputError(f"data file {name!r} does not exist")
+    try:
+        if name.endswith(".npy"):
+            import numpy as np
+
+            loaded: Any = torch.from_numpy(np.load(name, allow_pickle=False))
+        elif name.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            loaded = load_file(name)
+        else:
+            loaded = torch.load(name, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise InputError(f"cannot read data file {name!r} ({type(err).__name__}: {_first_line(err)})") from err
+    if isinstance(loaded, Mapping):
+        tensors = {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+        loaded = tensors.get("data", next(iter(tensors.values())) if len(tensors) == 1 else None)
+    if not isinstance(loaded, torch.Tensor):
+        raise InputError(f"{name!r} holds no data tensor: save one tensor, or a dict with the key 'data'")
+    return loaded
+
+
 def _first_line(err: BaseException) -> str:
     # torch.load's advice to rerun with weights_only=False would load arbitrary code: never pass it on.
     return next((line.strip() for line in str(err).splitlines() if line.strip()), "").split(" Re-running")[0]
@@ -240,15 +285,16 @@ def convert_checkpoint(
     example_inputs: Any,
     *,
     out: str | os.PathLike[str] | None = None,
-    bottleneck: str | None = None,
-    log_sigma_init: float = 0.0,
+    **options: Any,
 ) -> tuple[fx.GraphModule, KLDivergence]:
     """Load an autoencoder checkpoint into ``model``'s architecture, convert it, and optionally save.
 
     ``model`` is an instance (copied, never changed) or a zero-argument factory; ``checkpoint`` a
     ``.safetensors`` or ``.pt``/``.pth`` file, read by :func:`read_state_dict` (what it unwrapped is
     logged on the ``fxvae`` logger at INFO level). Missing or unexpected keys and shape mismatches
-    raise :class:`CheckpointError` naming them. With ``out``, the VAE is written by :func:`save`.
+    raise :class:`CheckpointError` naming them. ``options`` are :func:`fxvae.convert`'s keyword
+    arguments (``bottleneck``, ``log_sigma_init``, ``calibration``...). With ``out``, the VAE is written
+    by :func:`save`.
 
     >>> torch.save(ae.state_dict(), tmp / "ae.pt")
     >>> vae, kl = fxvae.convert_checkpoint(ae, tmp / "ae.pt", x, out=tmp / "vae.safetensors")
@@ -259,7 +305,7 @@ def convert_checkpoint(
     ae = owned_copy(model) if isinstance(model, nn.Module) else model()
     check_fits(state, ae.state_dict(), f"{os.fspath(checkpoint)!r} vs {type(ae).__name__}")
     ae.load_state_dict(state, strict=True)
-    vae, kl = convert(ae, example_inputs, bottleneck=bottleneck, log_sigma_init=log_sigma_init, copy=False)
+    vae, kl = convert(ae, example_inputs, copy=False, **options)
     if out is not None:
         save(vae, out)
     return vae, kl

@@ -21,11 +21,11 @@ import torch
 import torch.fx as fx
 
 from fxvae import hooks
-from fxvae.convert import conversion, reparameterize_of
 from fxvae.errors import RewriteError
 from fxvae.graph import carries_values, tensor_shape, value_dependents
 from fxvae.modules import eval_mode, owned_copy, resolve
 from fxvae.outputs import RECORD_META
+from fxvae.recipe import conversion, reparameterize_of
 
 LATENT_INPUT = "z"
 

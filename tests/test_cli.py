@@ -373,4 +373,4 @@ def test_bench_reports_its_thread_count_and_no_negative_memory() -> None:
         "1",
     )
     assert code == 0, err
-    assert "1 thread)" in out and "-0.0" not in out
+    assert "torch threads: 1" in out and "-0.0" not in out
