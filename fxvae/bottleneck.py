@@ -36,7 +36,7 @@ from fxvae.graph import (
     tensor_shape,
     width,
 )
-from fxvae.operators import feature_layout, is_activation, is_elementwise, is_shape_move
+from fxvae.operators import ACTIVATIONS, ELEMENTWISE, SHAPE_MOVES, feature_layout
 from fxvae.tracing import TracerName
 
 HeadKind = Literal["layer", "pointwise"]
@@ -260,7 +260,7 @@ class _Search:
         return inputs == [previous] and self.shapes[node] == self.shapes[previous]
 
     def _is_activation(self, node: fx.Node) -> bool:
-        return is_activation(self.gm, node)
+        return (self.gm, node) in ACTIVATIONS
 
     def _elementwise_tail(self, run: list[fx.Node], latent: fx.Node) -> fx.Node:
         """Extend the latent over the activations applied to it, as long as they enter no module that
@@ -351,8 +351,8 @@ def _seed_chain(gm: fx.GraphModule, latent: fx.Node, on_path: set[fx.Node]) -> l
     chain = [latent]
     node = latent
     while layer_kind(gm, node) is None:
-        elementwise = is_elementwise(gm, node)
-        if not (elementwise or is_shape_move(gm, node)):
+        elementwise = (gm, node) in ELEMENTWISE
+        if not (elementwise or (gm, node) in SHAPE_MOVES):
             return None
         inputs = [n for n in data_inputs(node) if n in on_path]
         if len(inputs) != 1 or inputs[0].op == "placeholder":

@@ -400,39 +400,32 @@ def layer_kind_of(gm: fx.GraphModule, node: fx.Node) -> LayerKind | None:
     return None
 
 
-def is_elementwise(gm: fx.GraphModule, node: fx.Node) -> bool:
-    """Whether ``node`` maps each element of its data input to the element at the same place.
+@dataclass(frozen=True)
+class OpClass:
+    """A class of operations, in the three spellings a graph can hold them."""
 
-    The caller checks that the node has a single data input of the output's shape (a binary op's other
-    operand is then a constant or a parameter).
-    """
-    module = _module(gm, node)
-    if module is not None:
-        return isinstance(module, _ELEMENTWISE_MODULES)
-    if node.op == "call_function":
-        return _packet(node.target) in _ELEMENTWISE_FUNCTIONS
-    return node.op == "call_method" and node.target in _ELEMENTWISE_METHODS
+    modules: tuple[type[nn.Module], ...]
+    functions: frozenset[object]
+    methods: frozenset[str]
 
-
-def is_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
-    """Whether ``node`` is an elementwise nonlinearity (ReLU, sigmoid, tanh, clamp...): the ``f`` in a
-    latent z = f(W y + b). Affine arithmetic, rounding and casts are not."""
-    module = _module(gm, node)
-    if module is not None:
-        return isinstance(module, _ACTIVATION_MODULES)
-    if node.op == "call_function":
-        return _packet(node.target) in _ACTIVATION_FUNCTIONS
-    return node.op == "call_method" and node.target in _ACTIVATION_METHODS
+    def __contains__(self, call: tuple[fx.GraphModule, fx.Node]) -> bool:
+        gm, node = call
+        module = _module(gm, node)
+        if module is not None:
+            return isinstance(module, self.modules)
+        if node.op == "call_function":
+            return _packet(node.target) in self.functions
+        return node.op == "call_method" and node.target in self.methods
 
 
-def is_shape_move(gm: fx.GraphModule, node: fx.Node) -> bool:
-    """Whether ``node`` only moves, selects or pools elements (reshape, permute, slice, pooling)."""
-    module = _module(gm, node)
-    if module is not None:
-        return isinstance(module, _SHAPE_MODULES)
-    if node.op == "call_function":
-        return _packet(node.target) in _SHAPE_FUNCTIONS
-    return node.op == "call_method" and node.target in _SHAPE_METHODS
+ELEMENTWISE = OpClass(_ELEMENTWISE_MODULES, _ELEMENTWISE_FUNCTIONS, _ELEMENTWISE_METHODS)
+"""Maps each element of the data input to the element at the same place. Callers check that the node has
+a single data input of the output's shape (a binary op's other operand is then a constant or a parameter)."""
+ACTIVATIONS = OpClass(_ACTIVATION_MODULES, _ACTIVATION_FUNCTIONS, _ACTIVATION_METHODS)
+"""Elementwise nonlinearities (ReLU, sigmoid, tanh, clamp...): the ``f`` in a latent z = f(W y + b).
+Affine arithmetic, rounding and casts are not."""
+SHAPE_MOVES = OpClass(_SHAPE_MODULES, _SHAPE_FUNCTIONS, _SHAPE_METHODS)
+"""Only move, select or pool elements (reshape, permute, slice, pooling)."""
 
 
 def module_layout(module: nn.Module) -> int | None:

@@ -146,28 +146,27 @@ def unflatten(spec: Spec, leaves: Iterator[Any]) -> Any:
     >>> unflatten(spec, iter(["a", "b"]))
     ('a', {'z': 'b'})
     """
-    if spec.kind == "tensor":
-        return next(leaves)
-    if spec.kind == "const":
-        return spec.value
-    children = [unflatten(child, leaves) for child in spec.children]
-    if spec.kind == "tuple":
-        return tuple(children)
-    if spec.kind == "list":
-        return children
-    if spec.kind == "dict":
-        return dict(zip(spec.keys, children, strict=True))
-    args, kwargs = Record(spec.build, spec.layout, spec.keys, ()).assemble(children)
-    return spec.build(*args, **kwargs)
+    return _assemble(spec, leaves, lambda build, args, kwargs: build(*args, **kwargs))
 
 
 def rebuild_in_graph(graph: fx.Graph, spec: Spec, leaves: Iterator[fx.Node]) -> Any:
     """Emit the nodes that turn flat output leaves back into the output structure ``spec`` describes."""
+
+    def record(build: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> fx.Node:
+        node = graph.call_function(build, args, kwargs)
+        node.meta[RECORD_META] = True
+        return node
+
+    return _assemble(spec, leaves, record)
+
+
+def _assemble(spec: Spec, leaves: Iterator[Any], record: Callable[..., Any]) -> Any:
+    """``spec``'s structure around ``leaves``; container classes are made by ``record(build, args, kwargs)``."""
     if spec.kind == "tensor":
         return next(leaves)
     if spec.kind == "const":
         return spec.value
-    children = [rebuild_in_graph(graph, child, leaves) for child in spec.children]
+    children = [_assemble(child, leaves, record) for child in spec.children]
     if spec.kind == "tuple":
         return tuple(children)
     if spec.kind == "list":
@@ -175,9 +174,7 @@ def rebuild_in_graph(graph: fx.Graph, spec: Spec, leaves: Iterator[fx.Node]) -> 
     if spec.kind == "dict":
         return dict(zip(spec.keys, children, strict=True))
     args, kwargs = Record(spec.build, spec.layout, spec.keys, ()).assemble(children)
-    node = graph.call_function(spec.build, args, kwargs)
-    node.meta[RECORD_META] = True
-    return node
+    return record(spec.build, args, kwargs)
 
 
 def tensors(out: Any) -> tuple[torch.Tensor, ...]:

@@ -35,9 +35,9 @@ from fxvae.operators import (
     BIAS_ARG,
     CONV_ARG_NAMES,
     CONV_TRANSPOSE_ARG_NAMES,
+    SHAPE_MOVES,
     WEIGHT_ARG,
     LayerKind,
-    is_shape_move,
 )
 
 MU_HEAD, LOG_SIGMA_HEAD, REPARAMETERIZE = "mu_head", "log_sigma_head", "reparameterize"
@@ -251,7 +251,7 @@ def log_sigma_branch(
 
     current = graph.call_module(head_name, fx.map_arg(head_args, feature))
     for previous, node in itertools.pairwise(plan.chain):
-        if is_shape_move(gm, node):
+        if (gm, node) in SHAPE_MOVES:
             current = graph.node_copy(node, lambda n, p=previous, c=current: c if n is p else feature(n))
     graph.output(current)
     return fx.GraphModule(gm, graph, "LogSigmaBranch"), list(features)
