@@ -94,6 +94,14 @@ def test_eval_outputs_equal_the_autoencoders_at_two_batch_sizes(case: AECase, ex
 # --- (3) train mode samples ---------------------------------------------------------------------------------
 
 
+def _record_latents(vae: fx.GraphModule) -> list[torch.Tensor]:
+    """The sampled z of every forward, as the reparameterisation returns it."""
+    latents: list[torch.Tensor] = []
+    module = vae.get_submodule(fxvae.conversion(vae).reparameterize)
+    module.register_forward_hook(lambda _m, _args, z: latents.append(z))
+    return latents
+
+
 @given(case=autoencoders())
 def test_train_mode_draws_a_new_reconstruction_per_seed(case: AECase) -> None:
     _, args, vae, _ = _convert(case)
@@ -111,14 +119,6 @@ def test_train_mode_draws_a_new_reconstruction_per_seed(case: AECase) -> None:
         ]
         assume(not all(g is not None and not g.any() for g in flat))
     assert not torch.equal(first, second)
-
-
-def _record_latents(vae: fx.GraphModule) -> list[torch.Tensor]:
-    """The sampled z of every forward, as the reparameterisation returns it."""
-    latents: list[torch.Tensor] = []
-    module = vae.get_submodule(fxvae.conversion(vae).reparameterize)
-    module.register_forward_hook(lambda _m, _args, z: latents.append(z))
-    return latents
 
 
 # --- (4) the KL at initialisation --------------------------------------------------------------------------
