@@ -38,7 +38,7 @@ from fxvae.operators import BIAS_ARG, WEIGHT_ARG
 from fxvae.outputs import reconstruction
 from fxvae.recipe import CalibrationInfo, Likelihood, Standardize, conversion, reparameterize_of, unwrap
 from fxvae.split import split
-from fxvae.tracing import as_args
+from fxvae.tracing import CAPTURE_LOCK, as_args
 
 CALIBRATION = "calibration"
 BATCH = 256
@@ -136,6 +136,17 @@ def calibrate(
     >>> bool(mu.mean(0).abs().max() < 1e-5), bool((mu.std(0, correction=0) - 1).abs().max() < 1e-4)
     (True, True)
     """
+    with CAPTURE_LOCK:
+        _calibrate(vae, data, standardize, log_sigma_init, likelihood)
+
+
+def _calibrate(
+    vae: nn.Module,
+    data: Any,
+    standardize: Standardize,
+    log_sigma_init: float | Literal["auto"] | None,
+    likelihood: Likelihood,
+) -> None:
     recipe = conversion(vae)
     gm = unwrap(vae)
     count = len(gm.graph.find_nodes(op="placeholder"))

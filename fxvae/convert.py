@@ -22,7 +22,7 @@ from fxvae.latent import KLDivergence
 from fxvae.modules import owned_copy
 from fxvae.recipe import META_KEY, Conversion, Likelihood, Options, Standardize, unwrap
 from fxvae.rewrite import rewrite
-from fxvae.tracing import Traced, as_args, trace
+from fxvae.tracing import CAPTURE_LOCK, Traced, as_args, trace
 
 
 def convert(
@@ -67,11 +67,18 @@ def convert(
     >>> torch.equal(vae.eval()(x), ae(x))
     True
     """
+    options = Options(bottleneck, log_sigma_init, standardize, likelihood)
     if log_sigma_init == "auto" and calibration is None:
         raise InputError("log_sigma_init='auto' sets log sigma from data: pass calibration=<a batch or a DataLoader>")
-    options = Options(bottleneck, log_sigma_init, standardize, likelihood)
+    with CAPTURE_LOCK:
+        return _convert(model, as_args(example_inputs), options, copy, calibration)
+
+
+def _convert(
+    model: nn.Module, args: tuple[Any, ...], options: Options, copy: bool, calibration: Any
+) -> tuple[fx.GraphModule, KLDivergence]:
+    log_sigma_init = options.log_sigma_init
     start = 0.0 if log_sigma_init == "auto" else float(log_sigma_init)
-    args = as_args(example_inputs)
     owned, traced, plan = capture(model, args, options.bottleneck, copy=copy)
     device = args[0].device
     if isinstance(plan, HookPlan):
@@ -100,7 +107,13 @@ def convert(
     )
     kl = KLDivergence(gm.get_submodule(inserted.reparameterize))
     if calibration is not None:
-        calibrate(gm, calibration, standardize=standardize, log_sigma_init=log_sigma_init, likelihood=likelihood)
+        calibrate(
+            gm,
+            calibration,
+            standardize=options.standardize,
+            log_sigma_init=log_sigma_init,
+            likelihood=options.likelihood,
+        )
     return gm, kl
 
 
@@ -114,7 +127,9 @@ def find_bottleneck(model: nn.Module, example_inputs: Any, *, bottleneck: str | 
     >>> b.node, b.module, b.shape
     ('_3', '2', (8,))
     """
-    return capture(model, as_args(example_inputs), bottleneck, copy=True)[2].report
+    Options(bottleneck=bottleneck)
+    with CAPTURE_LOCK:
+        return capture(model, as_args(example_inputs), bottleneck, copy=True)[2].report
 
 
 def capture(
@@ -132,6 +147,10 @@ def capture(
 def check_inputs(model: nn.Module, args: tuple[Any, ...]) -> None:
     """Refuse, naming the fix, what cannot be converted. NaN or inf in the example are refused rather
     than warned about: the hooks tier and calibration compare and average values, which they poison."""
+    if not isinstance(model, nn.Module):
+        raise InputError(
+            f"the model is a {type(model).__name__}, not a torch.nn.Module: pass the autoencoder module itself"
+        )
     name = type(model).__name__
     inner = unwrap(model)
     if isinstance(inner, fx.GraphModule) and isinstance(inner.meta.get(META_KEY), Conversion):

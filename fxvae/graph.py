@@ -104,12 +104,23 @@ def reconstruction(graph: fx.Graph, source: fx.Node, model_name: str) -> fx.Node
     leaves = [n for n in graph_leaves(graph) if n is not source]
     shapes = [tensor_shape(n) if is_float_tensor(n) else None for n in leaves]
     if not any(s is not None for s in shapes):
-        returned = [getattr(n.meta.get("tensor_meta"), "dtype", n.op) for n in graph_leaves(graph)]
         raise BottleneckError(
             f"{model_name} returns no floating-point tensor to treat as the reconstruction (it returns "
-            f"{returned or 'nothing'}); convert a model whose forward returns its reconstruction"
+            f"{_returned(graph, source)}); convert a model whose forward returns its reconstruction"
         )
     return leaves[reconstruction_index(shapes, tensor_shape(source) or ())]
+
+
+def _returned(graph: fx.Graph, source: fx.Node) -> str:
+    """What a graph returns, in words, for a message."""
+    leaves = graph_leaves(graph)
+    if not leaves:
+        value = graph.output_node().args[0]
+        return "None" if value is None else f"a {type(value).__name__}"
+    if leaves == [source]:
+        return "its input unchanged"
+    kinds = [str(getattr(n.meta.get("tensor_meta"), "dtype", "a non-tensor value")) for n in leaves if n is not source]
+    return "only " + ", ".join(dict.fromkeys(kinds))
 
 
 def module_stack(node: fx.Node) -> list[tuple[str, str]]:

@@ -138,7 +138,11 @@ def locate(model: nn.Module, args: tuple[Any, ...], forced: str | None) -> HookP
         )
     shapes = [tuple(t.shape) if t.is_floating_point() else None for t in base.leaves]
     if not any(s is not None for s in shapes):
-        raise BottleneckError(f"{name} returns no floating-point tensor to treat as the reconstruction")
+        returned = ", ".join(dict.fromkeys(str(t.dtype) for t in base.leaves)) or "no tensor"
+        raise BottleneckError(
+            f"{name} returns no floating-point tensor to treat as the reconstruction (it returns {returned}); "
+            "convert a model whose forward returns its reconstruction"
+        )
     recon = reconstruction_index(shapes, tuple(x.shape))
     batch, input_width = x.shape[0], x[0].numel()
     references = [_forward(model, (other, *args[1:])) for other in _other_inputs(x)]

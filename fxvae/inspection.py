@@ -14,7 +14,7 @@ from torch import nn
 from fxvae.bottleneck import Bottleneck
 from fxvae.convert import capture
 from fxvae.graph import crossing_edges, data_path, per_sample_shape, reconstruction, tensor_shape, width
-from fxvae.tracing import TracerName, as_args
+from fxvae.tracing import CAPTURE_LOCK, TracerName, as_args
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,8 @@ def width_profile(model: nn.Module, example_inputs: Any, *, bottleneck: str | No
     >>> [(n.name, n.width, n.separator) for n in p.nodes][:3]
     [('input_1', 64, True), ('_0', 32, True), ('_1', 32, True)]
     """
-    _, traced, plan = capture(model, as_args(example_inputs), bottleneck, copy=True)
+    with CAPTURE_LOCK:
+        _, traced, plan = capture(model, as_args(example_inputs), bottleneck, copy=True)
     found = plan.report
     gm = traced.graph_module
     if gm is None:

@@ -24,8 +24,9 @@ from fxvae.calibration import restore
 from fxvae.convert import convert
 from fxvae.errors import CheckpointError, FxvaeError, InputError
 from fxvae.latent import KLDivergence
-from fxvae.modules import owned_copy
+from fxvae.modules import owned_copy, resolve
 from fxvae.recipe import CalibrationInfo, Conversion, Options, conversion, unwrap
+from fxvae.rewrite import zero_head
 from fxvae.version import VERSION
 
 logger = logging.getLogger("fxvae")
@@ -138,14 +139,17 @@ def load(model: ModelSource, path: str | os.PathLike[str], example_inputs: Any) 
         restore(vae, saved.calibration)
         recipe = dataclasses.replace(recipe, calibration=saved.calibration, new_keys=saved.new_keys)
     vae.meta["fxvae"] = dataclasses.replace(recipe, options=saved.options)
-    check_fits(tensors, vae.state_dict(), f"{name!r} vs the VAE of {type(ae).__name__}")
-    vae.load_state_dict(tensors, strict=True)
+    what = f"{name!r} vs the VAE of {type(ae).__name__}"
+    check_fits(tensors, vae.state_dict(), what)
+    load_into(vae, tensors, what)
     return vae, kl
 
 
 def _read_safetensors(name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
 
+    if not Path(name).is_file():
+        raise CheckpointError(f"{name!r} does not exist")
     try:
         with safe_open(name, framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -294,17 +298,21 @@ def convert_checkpoint(
     logged on the ``fxvae`` logger at INFO level). Missing or unexpected keys and shape mismatches
     raise :class:`CheckpointError` naming them. ``options`` are :func:`fxvae.convert`'s keyword
     arguments (``bottleneck``, ``log_sigma_init``, ``calibration``...). With ``out``, the VAE is written
-    by :func:`save`.
+    by :func:`save`. ``model`` may be built on ``torch.device("meta")``: its tensors are then the
+    checkpoint's (see :func:`load_into`), and ``example_inputs`` must be real.
 
     >>> torch.save(ae.state_dict(), tmp / "ae.pt")
     >>> vae, kl = fxvae.convert_checkpoint(ae, tmp / "ae.pt", x, out=tmp / "vae.safetensors")
     """
+    if out is not None and not Path(out).parent.is_dir():
+        raise CheckpointError(f"cannot save to {os.fspath(out)!r}: its directory does not exist; create it first")
     state, notes = read_state_dict(checkpoint)
     for note in notes:
         logger.info("%s: %s", os.fspath(checkpoint), note)
     ae = owned_copy(model) if isinstance(model, nn.Module) else model()
-    check_fits(state, ae.state_dict(), f"{os.fspath(checkpoint)!r} vs {type(ae).__name__}")
-    ae.load_state_dict(state, strict=True)
+    what = f"{os.fspath(checkpoint)!r} vs {type(ae).__name__}"
+    check_fits(state, ae.state_dict(), what)
+    load_into(ae, state, what)
     vae, kl = convert(ae, example_inputs, copy=False, **options)
     if out is not None:
         save(vae, out)
@@ -316,15 +324,99 @@ def load_ae_state_dict(vae: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
 
     Keys map one to one, except the bottleneck layer's, which move to the mu head
     (``Conversion.key_map``, e.g. ``enc.2.weight -> mu_head.weight``). The log-sigma head keeps its
-    initialisation. Missing or unexpected keys raise a :class:`CheckpointError` naming them.
+    initialisation. Missing or unexpected keys raise a :class:`CheckpointError` naming them, and the
+    VAE is left as it was.
+
+    A VAE converted from a model built on ``torch.device("meta")`` (no memory, no initialisation) gets
+    the state dict's tensors themselves, and its log-sigma head is made on their device and dtype:
+    weight 0, bias ``log_sigma_init``. It is then the VAE that converting the real model gives.
 
     >>> fxvae.load_ae_state_dict(vae, ae.state_dict())
     """
     recipe = conversion(vae)
+    inner = unwrap(vae)
     mapped = {recipe.key_map.get(k, k): v for k, v in state_dict.items() if k not in recipe.dropped_keys}
-    expected = {k: v for k, v in unwrap(vae).state_dict().items() if k not in recipe.new_keys}
-    check_fits(mapped, expected, f"the state dict vs {type(unwrap(vae)).__name__}")
-    unwrap(vae).load_state_dict(mapped, strict=False)
+    expected = {k: v for k, v in inner.state_dict().items() if k not in recipe.new_keys}
+    what = f"the state dict vs {type(inner).__name__}"
+    check_fits(mapped, expected, what)
+    head = inner.get_submodule(recipe.log_sigma_head)
+    head_on_meta = any(t.is_meta for t in head.state_dict().values())
+    if head_on_meta:
+        head_keys = {f"{recipe.log_sigma_head}.{k}" for k in head.state_dict()}
+        _refuse_meta_left(inner, set(mapped) | head_keys, what)
+        start = recipe.log_sigma_init if recipe.log_sigma_init != "auto" else 0.0
+        _materialise_head(head, _reference_tensor(mapped, recipe), start)
+    load_into(inner, mapped, what)
+
+
+def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    """``module.load_state_dict(state, strict=False)``, also where ``module`` lives on the meta device.
+
+    Keys must already have been checked (:func:`check_fits`). Tensors on ``torch.device("meta")`` hold
+    no data, so copying into them does nothing: those are replaced by the state dict's tensors
+    (``assign=True``, so they take its device and dtype), and tied tensors stay tied. A meta tensor
+    the state dict does not fill (a non-persistent buffer) is refused before anything is loaded.
+    """
+    targets = module.state_dict(keep_vars=True)
+    on_meta = {k for k, t in targets.items() if t.is_meta}
+    if not on_meta:
+        module.load_state_dict(state, strict=False)
+        return
+    _refuse_meta_left(module, set(state), what)
+    ties = [names for names in _tied_names(module) if resolve(module, names[0]).is_meta]
+    module.load_state_dict({k: v for k, v in state.items() if k in on_meta}, strict=False, assign=True)
+    module.load_state_dict({k: v for k, v in state.items() if k not in on_meta}, strict=False)
+    # assign=True gives each name its own new tensor: point every name of a tied group at one of them.
+    for names in ties:
+        shared = resolve(module, next((n for n in names if n in state), names[0]))
+        for name in names:
+            owner_path, _, attr = name.rpartition(".")
+            owner = resolve(module, owner_path)
+            if attr in owner._buffers:
+                owner._buffers[attr] = shared
+            else:
+                setattr(owner, attr, shared)
+
+
+def _named_tensors(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+
+
+def _tied_names(module: nn.Module) -> list[list[str]]:
+    """Names that reach one tensor object (tied weights), one list per tensor held under several names."""
+    by_id: dict[int, list[str]] = {}
+    for name, tensor in _named_tensors(module):
+        by_id.setdefault(id(tensor), []).append(name)
+    return [names for names in by_id.values() if len(names) > 1]
+
+
+def _refuse_meta_left(module: nn.Module, filled: set[str], what: str) -> None:
+    """Raise before loading if a meta tensor would stay on meta: nothing could compute with it."""
+    filled_ids = {id(t) for name, t in _named_tensors(module) if name in filled}
+    left = [name for name, t in _named_tensors(module) if t.is_meta and id(t) not in filled_ids]
+    if left:
+        raise CheckpointError(
+            f"{what}: {left[:10]} are on the meta device and the state dict does not fill them (non-persistent "
+            "buffers are not saved in state dicts); build these tensors on a real device before converting"
+        )
+
+
+def _reference_tensor(state: Mapping[str, torch.Tensor], recipe: Conversion) -> torch.Tensor:
+    """The tensor whose device and dtype the log-sigma head takes: the mu head's weight, else the first
+    floating-point tensor."""
+    weight = state.get(f"{recipe.mu_head}.weight") if recipe.mu_head is not None else None
+    if isinstance(weight, torch.Tensor) and weight.is_floating_point():
+        return weight
+    found = next((t for t in state.values() if t.is_floating_point()), None)
+    if found is None:
+        raise CheckpointError("the state dict holds no floating-point tensor; pass the autoencoder's state dict")
+    return found
+
+
+def _materialise_head(head: nn.Module, reference: torch.Tensor, log_sigma_init: float) -> None:
+    """Give a log-sigma head built on the meta device real tensors: weight 0, bias ``log_sigma_init``."""
+    head.to_empty(device=reference.device).to(reference.dtype)
+    zero_head(head, log_sigma_init)
 
 
 def check_fits(got: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], what: str) -> None:

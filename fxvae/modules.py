@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fxvae.errors import InputError
+
 
 def resolve(root: nn.Module, target: str) -> Any:
     """The object at the dotted path ``target`` below ``root``: a submodule, parameter, buffer or attribute.
@@ -117,7 +119,13 @@ def owned_copy(model: nn.Module, *, share_tensors: bool = False) -> nn.Module:
         for value in vars(module).values():
             if isinstance(value, torch.Tensor) and not value.is_leaf:
                 memo[id(value)] = value.detach().clone()
-    owned = copy.deepcopy(model, memo)
+    try:
+        owned = copy.deepcopy(model, memo)
+    except (TypeError, RuntimeError, AttributeError) as err:
+        raise InputError(
+            f"cannot copy {type(model).__name__} ({type(err).__name__}: {err}): it holds an object copy.deepcopy "
+            "refuses; convert it with copy=False (the VAE then shares the model's modules and parameters)"
+        ) from err
     if not share_tensors:
         for p in owned.parameters():
             p.grad = None

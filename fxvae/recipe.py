@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -15,7 +17,7 @@ import torch.fx as fx
 from torch import nn
 
 from fxvae.bottleneck import Bottleneck, Candidate, HeadKind
-from fxvae.errors import FxvaeError
+from fxvae.errors import FxvaeError, InputError
 from fxvae.latent import DiagonalGaussian, Reparameterize
 from fxvae.tracing import TracerName
 
@@ -60,6 +62,19 @@ class Options:
         default="gaussian",
         metadata={"help": "For log_sigma_init 'auto': the reconstruction is a Gaussian mean or Bernoulli logits."},
     )
+
+    def __post_init__(self) -> None:
+        if self.bottleneck is not None and not isinstance(self.bottleneck, str):
+            raise InputError(
+                f"bottleneck={self.bottleneck!r} must be a node name or module path (a string); "
+                "fxvae.find_bottleneck lists the candidates"
+            )
+        start = self.log_sigma_init
+        if start != "auto" and not (isinstance(start, (int, float)) and math.isfinite(start)):
+            raise InputError(f"log_sigma_init={start!r} must be a finite number or 'auto'")
+        for name, kind in (("standardize", Standardize), ("likelihood", Likelihood)):
+            if getattr(self, name) not in typing.get_args(kind):
+                raise InputError(f"{name}={getattr(self, name)!r} must be one of {typing.get_args(kind)}")
 
 
 @dataclass(frozen=True)

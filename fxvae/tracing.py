@@ -34,8 +34,9 @@ from fxvae.outputs import RECORD_META, Spec, flatten, rebuild_in_graph, record_p
 
 TracerName = Literal["fx", "export", "hooks"]
 
-_TRACE_LOCK = threading.RLock()
-"""symbolic_trace patches torch.nn.Module.__call__ process-wide while it runs: one capture at a time."""
+CAPTURE_LOCK = threading.RLock()
+"""symbolic_trace patches torch.nn.Module.__call__ process-wide while it runs, so no other forward may run
+then: fxvae holds this lock over each whole conversion (capture, rewrite, calibration)."""
 
 
 @dataclass
@@ -72,8 +73,8 @@ def trace(model: nn.Module, example_inputs: Any) -> Traced:
     Python-level decision the example contradicts falls through to torch.export.
     """
     args = as_args(example_inputs)
-    expected = run_eagerly(model, args)
-    with _TRACE_LOCK:
+    with CAPTURE_LOCK:
+        expected = run_eagerly(model, args)
         try:
             gm = _symbolic_trace(model)
             check_same_output(expected, propagate_shapes(gm, args))
@@ -114,7 +115,7 @@ def _input_hint(model: nn.Module, args: Sequence[Any]) -> str:
     if isinstance(x, torch.Tensor) and reference is not None:
         if x.device != reference.device:
             return f"the model is on {reference.device}: pass x.to({str(reference.device)!r})"
-        if x.is_floating_point() and x.dtype != reference.dtype:
+        if x.dtype != reference.dtype:
             return f"the model computes in {reference.dtype}: pass x.to({reference.dtype})"
     return "pass example inputs the model accepts (shape, dtype, device, batch dimension first)"
 

@@ -243,9 +243,7 @@ class AECase:
     def latent(self, model: nn.Module, args: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """The latent module's output during ``model(*args)``, without gradients."""
         seen: list[torch.Tensor] = []
-        hook = model.get_submodule(self.latent_module).register_forward_hook(
-            lambda _m, _a, out: seen.append(out)
-        )
+        hook = model.get_submodule(self.latent_module).register_forward_hook(lambda _m, _a, out: seen.append(out))
         try:
             with torch.no_grad():
                 model(*args)
@@ -348,9 +346,7 @@ def _plan(draw: Callable[..., Any], bypass: bool) -> _Plan:
     n_hidden = draw(st.integers(1, depth - 1)) - 1
     conditional = draw(st.booleans())
     output = draw(st.sampled_from(("tensor", "tuple", "dict")))
-    sides = (
-        [] if output == "tensor" else draw(st.lists(st.sampled_from(("z", "stat")), unique=True, max_size=2))
-    )
+    sides = [] if output == "tensor" else draw(st.lists(st.sampled_from(("z", "stat")), unique=True, max_size=2))
     how_bypass = draw(st.sampled_from(BYPASSES)) if bypass else ""
     designated = n_hidden >= 1 and draw(st.booleans())
     sequential_model = not (conditional or output != "tensor" or bypass or designated) and draw(st.booleans())
@@ -738,17 +734,13 @@ def _model_source(plan: _Plan, parts: dict[str, _Part]) -> str:
         init.append(f"self.stem = {stem}")
         forward.append("h = self.stem(x)")
         data = "h"
-    forward.append(
-        f"z = self.to_latent(self.body({data}))" if plan.designated else f"z = self.encoder({data})"
-    )
+    forward.append(f"z = self.to_latent(self.body({data}))" if plan.designated else f"z = self.encoder({data})")
     forward.append(f"recon = self.decoder({', '.join(('z', *model_inputs[1:]))})")
     if plan.bypass == "residual":
         forward.append("recon = x + recon")
     elif plan.bypass == "concat":
         n = in_shape[0]
-        init.append(
-            f"self.mix = {f'nn.Linear({2 * n}, {n})' if dims == 0 else f'nn.Conv{dims}d({2 * n}, {n}, 1)'}"
-        )
+        init.append(f"self.mix = {f'nn.Linear({2 * n}, {n})' if dims == 0 else f'nn.Conv{dims}d({2 * n}, {n}, 1)'}")
         forward.append("recon = self.mix(torch.cat([recon, x], dim=1))")
     elif plan.bypass == "stem":
         forward.append("recon = recon + h")
@@ -763,13 +755,10 @@ def _model_source(plan: _Plan, parts: dict[str, _Part]) -> str:
     classes = [part.definition() for part in parts.values() if part.hand_written]
     if plan.sequential_model:
         items = "".join(
-            f'                ("{name}", {part.expression("                ")}),\n'
-            for name, part in parts.items()
+            f'                ("{name}", {part.expression("                ")}),\n' for name, part in parts.items()
         )
         make = (
-            "model = nn.Sequential(\n        OrderedDict(\n            [\n"
-            + items
-            + "            ]\n        )\n    )"
+            "model = nn.Sequential(\n        OrderedDict(\n            [\n" + items + "            ]\n        )\n    )"
         )
     else:
         signature = ", ".join(f"{arg}: torch.Tensor" for arg in model_inputs)

@@ -173,9 +173,7 @@ def _same(before: tuple, model: nn.Module) -> bool:
 
 
 @given(case=autoencoders(), data=st.data())
-def test_converting_and_training_the_vae_leave_the_autoencoder_unchanged(
-    case: AECase, data: st.DataObject
-) -> None:
+def test_converting_and_training_the_vae_leave_the_autoencoder_unchanged(case: AECase, data: st.DataObject) -> None:
     """Also with mixed train/eval flags and frozen parameters, which a fine-tuning script may leave."""
     note(case.script())
     model = case.build()
