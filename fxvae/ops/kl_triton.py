@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fxvae.ops.kl import _LN_2, _LOG2_SIGMA2_CAP, _TWO_LOG2_E
+from fxvae.ops.kl_constants import LN_2, LOG2_SIGMA2_CAP, TWO_LOG2_E
 
 # 4096-element tiles: 16 KiB of float32 per input per program, enough in flight to saturate HBM.
 _TILE = 4096
@@ -28,7 +28,7 @@ _NUM_WARPS = 8
 @triton.jit
 def _twice_kl(mu, ls, TWO_LOG2_E: tl.constexpr, LN_2: tl.constexpr, CAP: tl.constexpr):
     t = ls * TWO_LOG2_E
-    # The cap keeps log sigma = +inf at +inf instead of inf - inf (see fxvae.ops.kl).
+    # The cap keeps log sigma = +inf at +inf instead of inf - inf (see fxvae.ops.kl_constants).
     return mu * mu + tl.exp2(t) - 1.0 - tl.minimum(t, CAP) * LN_2
 
 
@@ -178,9 +178,9 @@ def kl_sums(
         HAS_KEEP=keep is not None,
         ROWS=not want_cols,
         COLS=want_cols,
-        TWO_LOG2_E=_TWO_LOG2_E,
-        LN_2=_LN_2,
-        CAP=_LOG2_SIGMA2_CAP,
+        TWO_LOG2_E=TWO_LOG2_E,
+        LN_2=LN_2,
+        CAP=LOG2_SIGMA2_CAP,
         num_warps=_NUM_WARPS,
     )
     if want_cols:
@@ -230,7 +230,7 @@ def kl_grads(
         HAS_KEEP=keep is not None,
         GRAD_MU=need_mu,
         GRAD_LS=need_ls,
-        TWO_LOG2_E=_TWO_LOG2_E,
+        TWO_LOG2_E=TWO_LOG2_E,
         num_warps=_NUM_WARPS,
     )
     return grad_mu, grad_ls

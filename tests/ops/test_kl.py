@@ -5,10 +5,12 @@ tests/ops/triton_cases.py reruns the value tests on the Triton kernels (see test
 
 from __future__ import annotations
 
+import ast
 import math
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -305,6 +307,18 @@ def test_auto_backend_on_cpu_runs_torch_without_importing_triton() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_importing_the_ops_package_does_not_import_triton() -> None:
+    code = "import sys, fxvae.ops; print('triton' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_the_kernels_take_their_constants_from_kl_constants_not_from_the_torch_path() -> None:
+    source = Path(kl_module.__file__).with_name("kl_triton.py").read_text()
+    imported = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)}
+    assert "fxvae.ops.kl_constants" in imported and "fxvae.ops.kl" not in imported
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
