@@ -40,6 +40,11 @@ _DEVICE_CHUNK = 1 << 22
 # small loss pays for per-op overhead, not bandwidth. Measured on CPU (benchmarks/kl_small.py, docs/kl.md):
 # whole-tensor ops beat the tiles by ~12% at 2^17 elements and tie at 2^18.
 _SMALL = 1 << 17
+# Constants of the elementwise ops as 0-d CPU tensors per computing dtype: ATen applies one in about half
+# the time it takes for a Python float, which it first wraps in a new tensor (same bits). A few
+# microseconds a call on small losses; CUDA tensors take 0-d CPU tensors too.
+_TWO_LOG2_E = {dtype: torch.tensor(TWO_LOG2_E, dtype=dtype) for dtype in (torch.float32, torch.float64)}
+_ONE = {dtype: torch.tensor(1.0, dtype=dtype) for dtype in (torch.float32, torch.float64)}
 
 
 def kl_divergence(
@@ -239,8 +244,8 @@ def _chunk(device: torch.device) -> int:
 def _log2_sigma2(ls: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
     """2 log2(e) ls in ``dtype``, into ``out`` if given; half is upcast first, a half product would round."""
     if ls.dtype == dtype:
-        return torch.mul(ls, TWO_LOG2_E, out=out)
-    return (ls.to(dtype) if out is None else out.copy_(ls)).mul_(TWO_LOG2_E)
+        return torch.mul(ls, _TWO_LOG2_E[dtype], out=out)
+    return (ls.to(dtype) if out is None else out.copy_(ls)).mul_(_TWO_LOG2_E[dtype])
 
 
 def _twice_kl(
@@ -253,7 +258,7 @@ def _twice_kl(
     """2 k = mu^2 + sigma^2 - 1 - 2 ls in ``dtype``: in a tile's scratch ``out`` and ``tmp``, or new ones."""
     t = _log2_sigma2(ls, dtype, tmp)
     twice = torch.exp2(t, out=out)
-    twice.add_(t.clamp_(max=LOG2_SIGMA2_CAP), alpha=-LN_2).sub_(1.0)
+    twice.add_(t.clamp_(max=LOG2_SIGMA2_CAP), alpha=-LN_2).sub_(_ONE[dtype])
     return twice.addcmul_(mu, mu)
 
 
