@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # Typical VAE latents: batch x latent elements, then batch 256 with growing latents for the crossover.
 GRID = [(b, d) for b in (1, 16, 64, 256) for d in (8, 64, 512, 4096)]
-CROSSOVER = [(256, d) for d in (256, 1024, 2048, 8192, 16384)]
+CROSSOVER = [(256, d) for d in (256, 768, 1024, 1536, 2048, 3072, 8192, 16384)]
 
 
 def eager(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
