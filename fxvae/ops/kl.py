@@ -1,9 +1,10 @@
 """KL(N(mu, sigma^2) || N(0, I)) for a diagonal Gaussian parametrised by mu and log sigma.
 
 Forward reads each input once and reduces; backward is closed form and reads each input once more,
-so only ``mu`` and ``log_sigma`` are saved for backward. The torch backend streams cache-sized
-chunks through a few in-place ops; the Triton backend (``fxvae.ops.kl_triton``, imported on first
-use only) does each direction in one kernel.
+so only ``mu`` and ``log_sigma`` are saved for backward. The torch backend runs a small input as a
+handful of whole-tensor ops and streams a large one in cache-sized chunks through a few in-place ops;
+the Triton backend (``fxvae.ops.kl_triton``, imported on first use only) does each direction in one
+kernel. Both take their constants from ``fxvae.ops.kl_constants``.
 
 >>> loss = kl_divergence(mu, log_sigma, beta=0.5, free_bits=0.1)
 >>> loss.backward()
@@ -36,10 +37,10 @@ Sums = Callable[[Axis, torch.Tensor | None, float], torch.Tensor]
 _CPU_CHUNK = 1 << 17
 # On a GPU every op is a kernel launch; chunks only bound the temporaries.
 _DEVICE_CHUNK = 1 << 22
-# Up to this many elements the torch backend runs a handful of whole-tensor ops, with no tiles: a
-# small loss pays for per-op overhead, not bandwidth. Measured on CPU (benchmarks/kl_small.py, docs/kl.md):
-# whole-tensor ops beat the tiles by ~12% at 2^17 elements and tie at 2^18.
-_SMALL = 1 << 17
+# Up to this many elements the torch backend runs a handful of whole-tensor ops, with no tiles: a small
+# loss pays for per-op overhead, not bandwidth. Measured on CPU, one thread (benchmarks/kl_small.py,
+# docs/kl.md): whole tensors beat the tiles up to 2^18 elements and lose to them from 3 * 2^17 on.
+_SMALL = 1 << 18
 # Constants of the elementwise ops as 0-d CPU tensors per computing dtype: ATen applies one in about half
 # the time it takes for a Python float, which it first wraps in a new tensor (same bits). A few
 # microseconds a call on small losses; CUDA tensors take 0-d CPU tensors too.
@@ -84,9 +85,9 @@ def kl_divergence(
     ``-grad``. NaN inputs give NaN. Empty inputs give an empty ``"none"`` result and ``0`` otherwise.
 
     Backends: ``"triton"`` runs one kernel per direction on CUDA tensors (and on CPU tensors when
-    ``TRITON_INTERPRET=1``); ``"torch"`` streams cache-sized chunks; ``"auto"`` picks Triton for CUDA
-    tensors when it can be imported and torch otherwise. A backend named explicitly that cannot run
-    raises :class:`~fxvae.errors.KLError`.
+    ``TRITON_INTERPRET=1``); ``"torch"`` runs a few whole-tensor ops up to 2^18 elements and streams
+    cache-sized chunks above; ``"auto"`` picks Triton for CUDA tensors when it can be imported and torch
+    otherwise. A backend named explicitly that cannot run raises :class:`~fxvae.errors.KLError`.
 
     >>> mu, log_sigma = torch.zeros(4, 8, requires_grad=True), torch.zeros(4, 8, requires_grad=True)
     >>> kl_divergence(mu, log_sigma)
