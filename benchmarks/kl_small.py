@@ -11,8 +11,11 @@ compute the batchmean KL, in one process, on CPU:
 
 Each of ``--rounds`` rounds times a block of steps of every method (lasting about ``--block-ms``), in a
 rotating order; the table gives the fastest block of each method per step, and the median over rounds
-of each round's ratio (paired: load on the machine hits both sides of a ratio alike). ``_SMALL`` should
-be the largest size below the first N from which whole is slower than streamed at every size.
+of each round's ratio (paired: load on the machine hits both sides of a ratio alike). A loss in a
+training step runs between other work, which evicts its code and data from the CPU's caches, while a
+block runs it back to back; so each round also times as many single steps, one method after the other
+in turn, and "interleaved" compares the fastest single steps. ``_SMALL`` should be the largest size
+below the first N from which whole is slower than streamed at every size.
 
 Run: PYTHONPATH=. python benchmarks/kl_small.py [--threads 1] [--rounds 30]
 """
@@ -21,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -62,17 +67,24 @@ def step(loss: Loss, mu: torch.Tensor, log_sigma: torch.Tensor) -> None:
     loss(mu, log_sigma).backward()
 
 
-def block_s(method: str, mu: torch.Tensor, log_sigma: torch.Tensor, steps: int) -> float:
+@contextmanager
+def running(method: str) -> Iterator[Loss]:
+    """The method's loss, with ``_SMALL`` set for it while its forward and backward run."""
     loss, small = METHODS[method]
     shipped = kl_module._SMALL
     kl_module._SMALL = shipped if small is None else small
     try:
+        yield loss
+    finally:
+        kl_module._SMALL = shipped
+
+
+def block_s(method: str, mu: torch.Tensor, log_sigma: torch.Tensor, steps: int) -> float:
+    with running(method) as loss:
         start = time.perf_counter()
         for _ in range(steps):
             step(loss, mu, log_sigma)
         return (time.perf_counter() - start) / steps
-    finally:
-        kl_module._SMALL = shipped
 
 
 def measure(batch: int, latent: int, rounds: int, block_ms: float) -> dict[str, float]:
@@ -83,28 +95,35 @@ def measure(batch: int, latent: int, rounds: int, block_ms: float) -> dict[str, 
     steps = max(1, round(block_ms * 1e-3 / slowest))
     names = list(METHODS)
     times: dict[str, list[float]] = {name: [] for name in names}
+    single = dict.fromkeys(names, math.inf)
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             times[name].append(block_s(name, mu, log_sigma, steps))
+        for _ in range(steps):
+            for name in names:
+                single[name] = min(single[name], block_s(name, mu, log_sigma, 1))
     row: dict[str, float] = {"batch": batch, "latent": latent, "n": batch * latent, "steps": steps}
     for name in names:
         row[f"{name}_us"] = min(times[name]) * 1e6
+        row[f"{name}_interleaved_us"] = single[name] * 1e6
     for num, den in (("fused", "eager"), ("whole", "eager"), ("whole", "streamed")):
         ratios = [a / b for a, b in zip(times[num], times[den], strict=True)]
         row[f"{num}/{den}"] = statistics.median(ratios)
+    row["fused/eager interleaved"] = single["fused"] / single["eager"]
     return row
 
 
 def table(rows: list[dict[str, float]]) -> str:
     lines = [
-        "| B x D | N | eager us | fused us | whole us | streamed us | fused / eager | whole / streamed |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| B x D | N | eager us | fused us | whole us | streamed us | fused / eager "
+        "| fused / eager, interleaved | whole / streamed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['batch']} x {r['latent']} | {r['n']} | {r['eager_us']:.1f} | {r['fused_us']:.1f} "
-            f"| {r['whole_us']:.1f} | {r['streamed_us']:.1f} | {r['fused/eager']:.2f} "
-            f"| {r['whole/streamed']:.2f} |"
+            f"| {r['batch']} x {r['latent']} | {r['n']} | {r['eager_us']:.0f} | {r['fused_us']:.0f} "
+            f"| {r['whole_us']:.0f} | {r['streamed_us']:.0f} | {r['fused/eager']:.2f} "
+            f"| {r['fused/eager interleaved']:.2f} | {r['whole/streamed']:.2f} |"
         )
     return "\n".join(lines)
 
