@@ -41,11 +41,14 @@ _DEVICE_CHUNK = 1 << 22
 # loss pays for per-op overhead, not bandwidth. Measured on CPU, one thread (benchmarks/kl_small.py,
 # docs/kl.md): whole tensors beat the tiles up to 2^18 elements and lose to them from 3 * 2^17 on.
 _SMALL = 1 << 18
-# Constants of the elementwise ops as 0-d CPU tensors per computing dtype: ATen applies one in about half
-# the time it takes for a Python float, which it first wraps in a new tensor (same bits). A few
-# microseconds a call on small losses; CUDA tensors take 0-d CPU tensors too.
-_TWO_LOG2_E = {dtype: torch.tensor(TWO_LOG2_E, dtype=dtype) for dtype in (torch.float32, torch.float64)}
-_ONE = {dtype: torch.tensor(1.0, dtype=dtype) for dtype in (torch.float32, torch.float64)}
+# Constants of the elementwise ops as 0-d CPU tensors, by (value, computing dtype): ATen applies one in
+# about half the time it takes for a Python float, which it first wraps in a new tensor (same bits). A
+# few microseconds a call on small losses; CUDA tensors take 0-d CPU tensors too.
+_SCALARS = {
+    (value, dtype): torch.tensor(value, dtype=dtype)
+    for value in (TWO_LOG2_E, 1.0, 0.5)
+    for dtype in (torch.float32, torch.float64)
+}
 
 
 def kl_divergence(
@@ -256,8 +259,8 @@ def _chunk(device: torch.device) -> int:
 def _log2_sigma2(ls: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
     """2 log2(e) ls in ``dtype``, into ``out`` if given; half is upcast first, a half product would round."""
     if ls.dtype == dtype:
-        return torch.mul(ls, _TWO_LOG2_E[dtype], out=out)
-    return (ls.to(dtype) if out is None else out.copy_(ls)).mul_(_TWO_LOG2_E[dtype])
+        return torch.mul(ls, _SCALARS[TWO_LOG2_E, dtype], out=out)
+    return (ls.to(dtype) if out is None else out.copy_(ls)).mul_(_SCALARS[TWO_LOG2_E, dtype])
 
 
 def _twice_kl(
@@ -270,25 +273,28 @@ def _twice_kl(
     """2 k = mu^2 + sigma^2 - 1 - 2 ls in ``dtype``: in a tile's scratch ``out`` and ``tmp``, or new ones."""
     t = _log2_sigma2(ls, dtype, tmp)
     twice = torch.exp2(t, out=out)
-    twice.add_(t.clamp_(max=LOG2_SIGMA2_CAP), alpha=-LN_2).sub_(_ONE[dtype])
+    twice.add_(t.clamp_(max=LOG2_SIGMA2_CAP), alpha=-LN_2).sub_(_SCALARS[1.0, dtype])
     return twice.addcmul_(mu, mu)
 
 
 def _whole_sums(mu: torch.Tensor, ls: torch.Tensor, acc_dtype: torch.dtype) -> Sums:
-    """The sums of an input of at most ``_SMALL`` elements: 2 k is computed once, here, in whole-tensor ops.
+    """The sums of an input of at most ``_SMALL`` elements: k is computed once, here, in whole-tensor ops.
 
     A small loss pays for per-op overhead, not bandwidth, so this path has no tiles and no accumulator,
-    and free bits reduce the same ``2 k`` twice instead of computing it again.
+    and free bits reduce the same ``k`` twice instead of computing it again. Every sum is taken in the
+    computing dtype: a float32 sum of float32 values asking for float64 is a slow converting reduction
+    (~15x a plain one at 2^18 elements), and halving ``2 k`` first keeps the sum in range wherever the
+    loss is.
     """
-    twice = _twice_kl(mu, ls, acc_dtype)
+    k = _twice_kl(mu, ls, acc_dtype).mul_(_SCALARS[0.5, acc_dtype])
 
     def sums(axis: Axis, keep: torch.Tensor | None, floor: float) -> torch.Tensor:
         if keep is not None:
             # keep only exists once the per-dimension sums are taken, so filling in place loses nothing.
-            twice.masked_fill_(~keep, 2.0 * floor)
+            k.masked_fill_(~keep, floor)
         if axis == "all":
-            return (twice.sum(dtype=torch.float64) * 0.5).to(acc_dtype)
-        return twice.sum(1 if axis == "rows" else 0).mul_(0.5)
+            return k.sum()
+        return k.sum(1 if axis == "rows" else 0)
 
     return sums
 
