@@ -14,8 +14,8 @@ rotating order; the table gives the fastest block of each method per step, and t
 of each round's ratio (paired: load on the machine hits both sides of a ratio alike). A loss in a
 training step runs between other work, which evicts its code and data from the CPU's caches, while a
 block runs it back to back; so each round also times as many single steps, one method after the other
-in turn, and "interleaved" compares the fastest single steps. ``_SMALL`` should be the largest size
-below the first N from which whole is slower than streamed at every size.
+in turn, and "interleaved" compares the fastest single steps. The last column shows where whole stops
+beating streamed; docs/kl.md says how ``_SMALL`` was chosen from it.
 
 Run: PYTHONPATH=. python benchmarks/kl_small.py [--threads 1] [--rounds 30]
 """
