@@ -1,10 +1,12 @@
 """KL(N(mu, sigma^2) || N(0, I)) for a diagonal Gaussian parametrised by mu and log sigma.
 
 Forward reads each input once and reduces; backward is closed form and reads each input once more,
-so only ``mu`` and ``log_sigma`` are saved for backward. The torch backend streams cache-sized
-chunks through a few in-place ops; the Triton backend (``fxvae.ops.kl_triton``, imported on first
-use only) does each direction in one kernel.
+so only ``mu`` and ``log_sigma`` are saved for backward. The torch backend runs a small input as a
+handful of whole-tensor ops and streams a large one in cache-sized chunks through a few in-place ops;
+the Triton backend (``fxvae.ops.kl_triton``, imported on first use only) does each direction in one
+kernel. Both take their constants from ``fxvae.ops.kl_constants``.
 
+>>> mu, log_sigma = torch.randn(4, 8, requires_grad=True), torch.zeros(4, 8, requires_grad=True)
 >>> loss = kl_divergence(mu, log_sigma, beta=0.5, free_bits=0.1)
 >>> loss.backward()
 """
@@ -13,8 +15,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
-from functools import cache
+from collections.abc import Callable, Iterator
+from functools import cache, partial
 from types import ModuleType
 from typing import Any, Literal, get_args
 
@@ -22,22 +24,32 @@ import torch
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from fxvae.errors import KLError
+from fxvae.ops.kl_constants import LN_2, LOG2_SIGMA2_CAP, TWO_LOG2_E
 
 Reduction = Literal["none", "sum", "mean", "batchmean"]
 Backend = Literal["auto", "triton", "torch"]
+_REDUCTIONS = get_args(Reduction)
+Axis = Literal["rows", "cols", "all"]
+# sums(axis, keep, floor) of one input: the per-sample, per-dimension or total KL (see _torch_sums).
+Sums = Callable[[Axis, torch.Tensor | None, float], torch.Tensor]
 
 # Tiles of this many elements keep the scratch in L2, so the few ops run per tile never go to DRAM
 # (benchmarks/kl_cpu_variants.py measures the choice, docs/kl.md).
 _CPU_CHUNK = 1 << 17
 # On a GPU every op is a kernel launch; chunks only bound the temporaries.
 _DEVICE_CHUNK = 1 << 22
-# sigma^2 = exp2(2 log2(e) log sigma): ATen's exp2 is ~3x faster than exp or expm1 on CPU.
-_TWO_LOG2_E = 2.0 / math.log(2.0)
-_LN_2 = math.log(2.0)
-# log sigma = +inf would make sigma^2 - 2 log sigma = inf - inf. Above this cap sigma^2 overflows
-# float32 and dwarfs the linear term in float64, so capping the linear term alone keeps the value
-# exact (or +inf) and never NaN.
-_LOG2_SIGMA2_CAP = 128.0
+# Up to this many elements the torch backend runs a handful of whole-tensor ops, with no tiles: a small
+# loss pays for per-op overhead, not bandwidth. Measured on CPU, one thread (benchmarks/kl_small.py,
+# docs/kl.md): whole tensors beat the tiles up to 2^18 elements and lose to them from 3 * 2^17 on.
+_SMALL = 1 << 18
+# Constants of the elementwise ops as 0-d CPU tensors, by (value, computing dtype): ATen applies one in
+# about half the time it takes for a Python float, which it first wraps in a new tensor (same bits). A
+# few microseconds a call on small losses; CUDA tensors take 0-d CPU tensors too.
+_SCALARS = {
+    (value, dtype): torch.tensor(value, dtype=dtype)
+    for value in (TWO_LOG2_E, 1.0, 0.5)
+    for dtype in (torch.float32, torch.float64)
+}
 
 
 def kl_divergence(
@@ -77,9 +89,9 @@ def kl_divergence(
     ``-grad``. NaN inputs give NaN. Empty inputs give an empty ``"none"`` result and ``0`` otherwise.
 
     Backends: ``"triton"`` runs one kernel per direction on CUDA tensors (and on CPU tensors when
-    ``TRITON_INTERPRET=1``); ``"torch"`` streams cache-sized chunks; ``"auto"`` picks Triton for CUDA
-    tensors when it can be imported and torch otherwise. A backend named explicitly that cannot run
-    raises :class:`~fxvae.errors.KLError`.
+    ``TRITON_INTERPRET=1``); ``"torch"`` runs a few whole-tensor ops up to 2^18 elements and streams
+    cache-sized chunks above; ``"auto"`` picks Triton for CUDA tensors when it can be imported and torch
+    otherwise. A backend named explicitly that cannot run raises :class:`~fxvae.errors.KLError`.
 
     >>> mu, log_sigma = torch.zeros(4, 8, requires_grad=True), torch.zeros(4, 8, requires_grad=True)
     >>> kl_divergence(mu, log_sigma)
@@ -88,15 +100,26 @@ def kl_divergence(
     torch.Size([4])
     """
     _check_inputs(mu, log_sigma)
-    if reduction not in get_args(Reduction):
+    if reduction not in _REDUCTIONS:
         raise KLError(f"unknown reduction {reduction!r}; use 'none', 'sum', 'mean' or 'batchmean'")
     if not (free_bits >= 0.0 and math.isfinite(free_bits)):
         raise KLError(f"free_bits must be a finite number >= 0 (nats per latent dimension), got {free_bits}")
-    chosen = _choose_backend(backend, mu.device)
+    chosen = _choose_backend(backend, mu)
     return _KLDivergence.apply(mu, log_sigma, reduction, float(beta), float(free_bits), chosen)
 
 
 def _check_inputs(mu: torch.Tensor, log_sigma: torch.Tensor) -> None:
+    # One test passes the usual call quickly (small losses pay per microsecond); the rest says what is wrong.
+    if (
+        isinstance(mu, torch.Tensor)
+        and isinstance(log_sigma, torch.Tensor)
+        and mu.dtype == log_sigma.dtype
+        and mu.is_floating_point()
+        and mu.shape == log_sigma.shape
+        and mu.dim() > 0
+        and mu.device == log_sigma.device
+    ):
+        return
     for name, value in (("mu", mu), ("log_sigma", log_sigma)):
         if not isinstance(value, torch.Tensor):
             raise KLError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
@@ -112,13 +135,13 @@ def _check_inputs(mu: torch.Tensor, log_sigma: torch.Tensor) -> None:
         raise KLError(f"mu is on {mu.device} but log_sigma is on {log_sigma.device}; move them to one device")
 
 
-def _choose_backend(backend: str, device: torch.device) -> Literal["triton", "torch"]:
+def _choose_backend(backend: str, mu: torch.Tensor) -> Literal["triton", "torch"]:
     if backend == "torch":
         return "torch"
     if backend == "auto":
-        return "triton" if device.type == "cuda" and _triton_problem(device) is None else "torch"
+        return "triton" if mu.is_cuda and _triton_problem(mu.device) is None else "torch"
     if backend == "triton":
-        problem = _triton_problem(device)
+        problem = _triton_problem(mu.device)
         if problem is not None:
             raise KLError(f"backend='triton' cannot run: {problem}; pass backend='torch' or 'auto'")
         return "triton"
@@ -158,18 +181,24 @@ class _KLDivergence(torch.autograd.Function):
     ) -> torch.Tensor:
         batch = mu.shape[0]
         dims = math.prod(mu.shape[1:])
-        mu2, ls2 = mu.reshape(batch, dims), log_sigma.reshape(batch, dims)
+        mu2, ls2 = _matrix(mu, batch, dims), _matrix(log_sigma, batch, dims)
         acc_dtype = torch.float64 if mu.dtype == torch.float64 else torch.float32
-        sums = _triton_kernels().kl_sums if backend == "triton" else _torch_sums
+        sums: Sums
+        if backend == "triton":
+            sums = partial(_triton_kernels().kl_sums, mu2, ls2, acc_dtype=acc_dtype)
+        elif mu2.numel() <= _SMALL:
+            sums = _whole_sums(mu2, ls2, acc_dtype)
+        else:
+            sums = partial(_torch_sums, mu2, ls2, acc_dtype=acc_dtype)
         keep = per_dim = None
         if free_bits > 0.0:
-            per_dim = sums(mu2, ls2, "cols", None, 0.0, acc_dtype)
+            per_dim = sums("cols", None, 0.0)
             # Compared as sums (not means) so that no division can move a dimension across the floor.
             keep = per_dim >= free_bits * batch
         if reduction == "none":
-            result = sums(mu2, ls2, "rows", keep, free_bits, acc_dtype)
+            result = sums("rows", keep, free_bits)
         elif per_dim is None:
-            result = sums(mu2, ls2, "all", None, 0.0, acc_dtype)
+            result = sums("all", None, 0.0)
         else:
             result = torch.where(keep, per_dim, free_bits * batch).sum()
         result = result * (beta * _reduction_factor(reduction, batch, dims))
@@ -187,15 +216,18 @@ class _KLDivergence(torch.autograd.Function):
         scale = grad * (ctx.beta * _reduction_factor(ctx.reduction, batch, dims))
         need_mu, need_ls = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grads = _triton_kernels().kl_grads if ctx.backend == "triton" else _torch_grads
-        grad_mu, grad_ls = grads(mu.reshape(batch, dims), log_sigma.reshape(batch, dims), scale, keep, need_mu, need_ls)
-        return (
-            None if grad_mu is None else grad_mu.view(mu.shape),
-            None if grad_ls is None else grad_ls.view(log_sigma.shape),
-            None,
-            None,
-            None,
-            None,
+        grad_mu, grad_ls = grads(
+            _matrix(mu, batch, dims), _matrix(log_sigma, batch, dims), scale, keep, need_mu, need_ls
         )
+        if mu.dim() != 2:
+            grad_mu = None if grad_mu is None else grad_mu.view(mu.shape)
+            grad_ls = None if grad_ls is None else grad_ls.view(mu.shape)
+        return grad_mu, grad_ls, None, None, None, None
+
+
+def _matrix(t: torch.Tensor, batch: int, dims: int) -> torch.Tensor:
+    # Skipping reshape for the usual (B, D) latents saves a few microseconds a call on small inputs.
+    return t if t.dim() == 2 else t.reshape(batch, dims)
 
 
 def _reduction_factor(reduction: str, batch: int, dims: int) -> float:
@@ -223,31 +255,61 @@ def _chunk(device: torch.device) -> int:
     return min(max(_CPU_CHUNK, (_CPU_CHUNK // 2) * torch.get_num_threads()), 1 << 22)
 
 
-def _log2_sigma2(ls: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """2 log2(e) ls, written into ``out``; float16 is upcast first, a float16 product would round."""
-    if ls.dtype == out.dtype:
-        return torch.mul(ls, _TWO_LOG2_E, out=out)
-    return out.copy_(ls).mul_(_TWO_LOG2_E)
+def _log2_sigma2(ls: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
+    """2 log2(e) ls in ``dtype``, into ``out`` if given; half is upcast first, a half product would round."""
+    if ls.dtype == dtype:
+        return torch.mul(ls, _SCALARS[TWO_LOG2_E, dtype], out=out)
+    return (ls.to(dtype) if out is None else out.copy_(ls)).mul_(_SCALARS[TWO_LOG2_E, dtype])
 
 
-def _twice_kl(mu: torch.Tensor, ls: torch.Tensor, out: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
-    """2 k = mu^2 + sigma^2 - 1 - 2 ls of one tile, computed in the float scratch ``out``."""
-    torch.exp2(_log2_sigma2(ls, tmp), out=out)
-    out.add_(tmp.clamp_(max=_LOG2_SIGMA2_CAP), alpha=-_LN_2).sub_(1.0)
-    return out.addcmul_(mu, mu)
+def _twice_kl(
+    mu: torch.Tensor,
+    ls: torch.Tensor,
+    dtype: torch.dtype,
+    out: torch.Tensor | None = None,
+    tmp: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """2 k = mu^2 + sigma^2 - 1 - 2 ls in ``dtype``: in a tile's scratch ``out`` and ``tmp``, or new ones."""
+    t = _log2_sigma2(ls, dtype, tmp)
+    twice = torch.exp2(t, out=out)
+    twice.add_(t.clamp_(max=LOG2_SIGMA2_CAP), alpha=-LN_2).sub_(_SCALARS[1.0, dtype])
+    return twice.addcmul_(mu, mu)
+
+
+def _whole_sums(mu: torch.Tensor, ls: torch.Tensor, acc_dtype: torch.dtype) -> Sums:
+    """The sums of an input of at most ``_SMALL`` elements: k is computed once, here, in whole-tensor ops.
+
+    A small loss pays for per-op overhead, not bandwidth, so this path has no tiles and no accumulator,
+    and free bits reduce the same ``k`` twice instead of computing it again. Every sum is taken in the
+    computing dtype: a float32 sum of float32 values asking for float64 is a slow converting reduction
+    (over 10x a plain one at 2^18 elements), and halving ``2 k`` first keeps the sum in range wherever the
+    loss is.
+    """
+    k = _twice_kl(mu, ls, acc_dtype).mul_(_SCALARS[0.5, acc_dtype])
+
+    def sums(axis: Axis, keep: torch.Tensor | None, floor: float) -> torch.Tensor:
+        if keep is not None:
+            # keep only exists once the per-dimension sums are taken, so filling in place loses nothing.
+            k.masked_fill_(~keep, floor)
+        if axis == "all":
+            return k.sum()
+        return k.sum(1 if axis == "rows" else 0)
+
+    return sums
 
 
 def _torch_sums(
     mu: torch.Tensor,
     ls: torch.Tensor,
-    axis: Literal["rows", "cols", "all"],
+    axis: Axis,
     keep: torch.Tensor | None,
     floor: float,
     acc_dtype: torch.dtype,
 ) -> torch.Tensor:
     """Sums of k over each sample ("rows", shape (B,)), each dimension ("cols", (D,)) or everything.
 
-    Elements of dimensions where ``keep`` is False count as ``floor``.
+    Elements of dimensions where ``keep`` is False count as ``floor``. Streams tiles of ``_chunk``
+    elements through scratch that stays in cache.
     """
     batch, dims = mu.shape
     chunk = _chunk(mu.device)
@@ -255,14 +317,6 @@ def _torch_sums(
     out = torch.empty(size, dtype=acc_dtype, device=mu.device)
     tmp = torch.empty_like(out)
     drop = None if keep is None else ~keep
-    if mu.numel() <= chunk:
-        # One tile: a small loss is dominated by per-op overhead, so no slicing and no accumulator.
-        twice = _twice_kl(mu, ls, out.view(batch, dims), tmp.view(batch, dims))
-        if drop is not None:
-            twice.masked_fill_(drop, 2.0 * floor)
-        if axis == "all":
-            return (twice.sum(dtype=torch.float64) * 0.5).to(acc_dtype)
-        return twice.sum(1 if axis == "rows" else 0).mul_(0.5)
     # "all" adds the tiles elementwise into a tile-sized accumulator and reduces once at the end: a
     # reduction per tile costs more than the tile's arithmetic.
     acc_size = (batch,) if axis == "rows" else (dims,) if axis == "cols" else (size,)
@@ -270,7 +324,7 @@ def _torch_sums(
     for r, c in _tiles(batch, dims, chunk):
         shape = (r.stop - r.start, c.stop - c.start)
         n = shape[0] * shape[1]
-        twice = _twice_kl(mu[r, c], ls[r, c], out[:n].view(shape), tmp[:n].view(shape))
+        twice = _twice_kl(mu[r, c], ls[r, c], acc_dtype, out[:n].view(shape), tmp[:n].view(shape))
         if drop is not None:
             twice.masked_fill_(drop[c], 2.0 * floor)
         if axis == "rows":
@@ -292,32 +346,67 @@ def _torch_grads(
     need_mu: bool,
     need_ls: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """scale * mu and scale * (sigma^2 - 1), zero where ``keep`` is False, written tile by tile."""
+    """scale * mu and scale * (sigma^2 - 1), zero where ``keep`` is False; whole or tile by tile."""
     batch, dims = mu.shape
+    drop = None if keep is None else ~keep
+    half = ls.dtype != scale.dtype
+    per_sample = scale.dim() == 1
+    if per_sample or half:
+        # A 0-d scale would not promote float16 to float32 and would itself be rounded to float16.
+        scale = scale.reshape(-1, 1) if per_sample else scale.reshape(1)
+    small = mu.numel() <= _SMALL
+    if small and not half:
+        return _grads(mu, ls, scale, drop, need_mu, need_ls)
+    # Half-precision gradients are computed in float32 and rounded once, on the write into these.
     grad_mu = torch.empty((batch, dims), dtype=mu.dtype, device=mu.device) if need_mu else None
     grad_ls = torch.empty((batch, dims), dtype=ls.dtype, device=ls.device) if need_ls else None
+    if small:
+        return _grads(mu, ls, scale, drop, need_mu, need_ls, grad_mu, grad_ls)
     chunk = _chunk(mu.device)
-    # Half-precision gradients are computed in float32 scratch and rounded once at the end.
     tmp = None
-    if ls.dtype != scale.dtype:
+    if half and need_ls:
         tmp = torch.empty(min(chunk, mu.numel()), dtype=scale.dtype, device=mu.device)
-    drop = None if keep is None else ~keep
-    # A 0-d scale would not promote float16 tiles to float32 and would itself be rounded to float16.
-    per_sample = scale.dim() == 1
-    scale = scale.reshape(-1, 1) if per_sample else scale.reshape(1)
     for r, c in _tiles(batch, dims, chunk):
         shape = (r.stop - r.start, c.stop - c.start)
-        tile_scale = scale[r] if per_sample else scale
-        if grad_mu is not None:
-            g = grad_mu[r, c]
-            torch.mul(mu[r, c], tile_scale, out=g)
-            if drop is not None:
-                g.masked_fill_(drop[c], 0.0)
-        if grad_ls is not None:
-            g = grad_ls[r, c]
-            t = g if tmp is None else tmp[: shape[0] * shape[1]].view(shape)
-            # scale * sigma^2 - scale in one op
-            torch.addcmul(-tile_scale, _log2_sigma2(ls[r, c], t).exp2_(), tile_scale, out=g)
-            if drop is not None:
-                g.masked_fill_(drop[c], 0.0)
+        _grads(
+            mu[r, c],
+            ls[r, c],
+            scale[r] if per_sample else scale,
+            None if drop is None else drop[c],
+            need_mu,
+            need_ls,
+            None if grad_mu is None else grad_mu[r, c],
+            None if grad_ls is None else grad_ls[r, c],
+            None if tmp is None else tmp[: shape[0] * shape[1]].view(shape),
+        )
+    return grad_mu, grad_ls
+
+
+def _grads(
+    mu: torch.Tensor,
+    ls: torch.Tensor,
+    scale: torch.Tensor,
+    drop: torch.Tensor | None,
+    need_mu: bool,
+    need_ls: bool,
+    grad_mu: torch.Tensor | None = None,
+    grad_ls: torch.Tensor | None = None,
+    tmp: torch.Tensor | None = None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """scale * mu and scale * (sigma^2 - 1), 0 where ``drop``, computed in ``scale``'s dtype.
+
+    Written into ``grad_mu``, ``grad_ls`` and the float scratch ``tmp`` where given (a tile, or
+    half-precision gradients), into new tensors otherwise.
+    """
+    if need_mu:
+        grad_mu = torch.mul(mu, scale, out=grad_mu)
+        if drop is not None:
+            grad_mu.masked_fill_(drop, 0.0)
+    if need_ls:
+        # sigma^2 is computed in the gradient itself when that has the computing dtype.
+        t = _log2_sigma2(ls, scale.dtype, grad_ls if ls.dtype == scale.dtype else tmp).exp2_()
+        # scale * sigma^2 - scale in one op
+        grad_ls = torch.addcmul(-scale, t, scale, out=t if grad_ls is None else grad_ls)
+        if drop is not None:
+            grad_ls.masked_fill_(drop, 0.0)
     return grad_mu, grad_ls

@@ -7,7 +7,12 @@ a fixed order: no atomics, so the same input gives the same bits. Backward reads
 inputs), which also keeps Triton's numpy interpreter (``TRITON_INTERPRET=1``) away from bfloat16
 arithmetic.
 
->>> sums = kl_sums(mu.reshape(B, D), log_sigma.reshape(B, D), "rows", None, 0.0, torch.float32)
+The kernels run on CUDA tensors, or on CPU tensors when ``TRITON_INTERPRET=1`` was set before triton was
+imported; tests/ops/triton_cases.py runs these examples' calls under the interpreter, so the doctests skip.
+
+>>> mu, log_sigma = torch.zeros(4, 8, device="cuda"), torch.zeros(4, 8, device="cuda")  # doctest: +SKIP
+>>> kl_sums(mu, log_sigma, "rows", None, 0.0, torch.float32)  # doctest: +SKIP
+tensor([0., 0., 0., 0.], device='cuda:0')
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fxvae.ops.kl import _LN_2, _LOG2_SIGMA2_CAP, _TWO_LOG2_E
+from fxvae.ops.kl_constants import LN_2, LOG2_SIGMA2_CAP, TWO_LOG2_E
 
 # 4096-element tiles: 16 KiB of float32 per input per program, enough in flight to saturate HBM.
 _TILE = 4096
@@ -28,7 +33,7 @@ _NUM_WARPS = 8
 @triton.jit
 def _twice_kl(mu, ls, TWO_LOG2_E: tl.constexpr, LN_2: tl.constexpr, CAP: tl.constexpr):
     t = ls * TWO_LOG2_E
-    # The cap keeps log sigma = +inf at +inf instead of inf - inf (see fxvae.ops.kl).
+    # The cap keeps log sigma = +inf at +inf instead of inf - inf (see fxvae.ops.kl_constants).
     return mu * mu + tl.exp2(t) - 1.0 - tl.minimum(t, CAP) * LN_2
 
 
@@ -149,7 +154,9 @@ def kl_sums(
 
     Elements of dimensions where ``keep`` is False count as ``floor``; same contract as the torch path.
 
-    >>> kl_sums(mu2d, log_sigma2d, "cols", None, 0.0, torch.float32).shape  # (D,)
+    >>> kl_sums(torch.zeros(4, 8, device="cuda"), torch.zeros(4, 8, device="cuda"), "cols", None, 0.0,
+    ...         torch.float32).shape  # doctest: +SKIP
+    torch.Size([8])
     """
     batch, dims = mu.shape
     if mu.numel() == 0:
@@ -178,9 +185,9 @@ def kl_sums(
         HAS_KEEP=keep is not None,
         ROWS=not want_cols,
         COLS=want_cols,
-        TWO_LOG2_E=_TWO_LOG2_E,
-        LN_2=_LN_2,
-        CAP=_LOG2_SIGMA2_CAP,
+        TWO_LOG2_E=TWO_LOG2_E,
+        LN_2=LN_2,
+        CAP=LOG2_SIGMA2_CAP,
         num_warps=_NUM_WARPS,
     )
     if want_cols:
@@ -199,7 +206,10 @@ def kl_grads(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """scale * mu and scale * (sigma^2 - 1), zero where ``keep`` is False; ``scale`` is 0-d or (B,).
 
-    >>> grad_mu, grad_ls = kl_grads(mu2d, log_sigma2d, torch.tensor(0.25), None, True, True)
+    >>> mu, scale = torch.ones(4, 8, device="cuda"), torch.tensor(0.25, device="cuda")  # doctest: +SKIP
+    >>> grad_mu, grad_ls = kl_grads(mu, torch.zeros_like(mu), scale, None, True, True)  # doctest: +SKIP
+    >>> grad_mu[0, 0].item(), grad_ls[0, 0].item()  # doctest: +SKIP
+    (0.25, 0.0)
     """
     batch, dims = mu.shape
     grad_mu = torch.empty((batch, dims), dtype=mu.dtype, device=mu.device) if need_mu else None
@@ -230,7 +240,7 @@ def kl_grads(
         HAS_KEEP=keep is not None,
         GRAD_MU=need_mu,
         GRAD_LS=need_ls,
-        TWO_LOG2_E=_TWO_LOG2_E,
+        TWO_LOG2_E=TWO_LOG2_E,
         num_warps=_NUM_WARPS,
     )
     return grad_mu, grad_ls

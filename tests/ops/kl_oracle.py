@@ -1,6 +1,8 @@
-"""The test oracle of the KL loss: torch.distributions in float64, and the tolerance table."""
+"""The test oracle of the KL loss: torch.distributions in float64, the tolerance table, and the check."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch.distributions import Normal
@@ -76,3 +78,36 @@ def oracle_per_dim(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         per_element = distributions_kl(Normal(mu.double(), log_sigma.double().exp()), Normal(0.0, 1.0))
     return per_element.reshape(mu.shape[0], -1).mean(0)
+
+
+def loss_and_grads(
+    mu: torch.Tensor,
+    log_sigma: torch.Tensor,
+    fn: Callable[..., torch.Tensor],
+    grad_output: torch.Tensor | None = None,
+    **kwargs: object,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``fn(mu, log_sigma, **kwargs)`` and the gradients of both inputs, with ``upstream`` by default."""
+    mu = mu.detach().requires_grad_()
+    log_sigma = log_sigma.detach().requires_grad_()
+    out = fn(mu, log_sigma, **kwargs)
+    out.backward(upstream(out) if grad_output is None else grad_output)
+    return out.detach(), mu.grad, log_sigma.grad
+
+
+def assert_matches_oracle(
+    fn: Callable[..., torch.Tensor], mu: torch.Tensor, log_sigma: torch.Tensor, **kwargs: object
+) -> None:
+    """Loss and gradients of ``fn`` against the float64 oracle, within the input dtype's tolerances.
+
+    ``kwargs`` (reduction, beta, free_bits) go to both; bind anything else, such as the backend, into ``fn``.
+    """
+    atol, rtol = TOLERANCES[mu.dtype]["loss"]
+    g_atol, g_rtol = TOLERANCES[mu.dtype]["grad"]
+    out, grad_mu, grad_ls = loss_and_grads(mu, log_sigma, fn, **kwargs)
+    ref, ref_mu, ref_ls = loss_and_grads(
+        mu.double(), log_sigma.double(), oracle, grad_output=upstream(out).double(), **kwargs
+    )
+    torch.testing.assert_close(out.double(), ref, atol=atol, rtol=rtol)
+    torch.testing.assert_close(grad_mu.double(), ref_mu, atol=g_atol, rtol=g_rtol)
+    torch.testing.assert_close(grad_ls.double(), ref_ls, atol=g_atol, rtol=g_rtol)

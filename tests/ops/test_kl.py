@@ -5,10 +5,12 @@ tests/ops/triton_cases.py reruns the value tests on the Triton kernels (see test
 
 from __future__ import annotations
 
+import ast
 import math
 import subprocess
 import sys
-from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,11 +21,11 @@ from fxvae.ops.kl import kl_divergence
 from tests.ops.kl_oracle import (
     REDUCTIONS,
     TOLERANCES,
+    assert_matches_oracle,
     free_bits_between,
     latents,
-    oracle,
+    loss_and_grads,
     oracle_per_dim,
-    upstream,
 )
 
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
@@ -34,30 +36,8 @@ def backend() -> str:
     return "torch"
 
 
-def _loss_and_grads(
-    mu: torch.Tensor,
-    log_sigma: torch.Tensor,
-    fn: Callable[..., torch.Tensor],
-    grad_output: torch.Tensor | None = None,
-    **kwargs: object,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    mu = mu.detach().requires_grad_()
-    log_sigma = log_sigma.detach().requires_grad_()
-    out = fn(mu, log_sigma, **kwargs)
-    out.backward(upstream(out) if grad_output is None else grad_output)
-    return out.detach(), mu.grad, log_sigma.grad
-
-
 def _assert_matches_oracle(mu: torch.Tensor, log_sigma: torch.Tensor, backend: str, **kwargs: object) -> None:
-    atol, rtol = TOLERANCES[mu.dtype]["loss"]
-    g_atol, g_rtol = TOLERANCES[mu.dtype]["grad"]
-    out, grad_mu, grad_ls = _loss_and_grads(mu, log_sigma, kl_divergence, backend=backend, **kwargs)
-    ref, ref_mu, ref_ls = _loss_and_grads(
-        mu.double(), log_sigma.double(), oracle, grad_output=upstream(out).double(), **kwargs
-    )
-    torch.testing.assert_close(out.double(), ref, atol=atol, rtol=rtol)
-    torch.testing.assert_close(grad_mu.double(), ref_mu, atol=g_atol, rtol=g_rtol)
-    torch.testing.assert_close(grad_ls.double(), ref_ls, atol=g_atol, rtol=g_rtol)
+    assert_matches_oracle(partial(kl_divergence, backend=backend), mu, log_sigma, **kwargs)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -93,23 +73,26 @@ def test_gradients_pass_gradcheck_in_float64(reduction: str) -> None:
         )
 
 
-def test_small_tiles_give_the_same_values_as_one_tile(monkeypatch: pytest.MonkeyPatch) -> None:
-    mu, log_sigma = latents((5, 3, 7))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16], ids=str)
+def test_tiles_give_the_same_values_as_whole_tensors(monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype) -> None:
+    mu, log_sigma = latents((5, 3, 7), dtype)
     floor = free_bits_between(mu, log_sigma)
     cases = [dict(reduction=r, free_bits=f) for r in REDUCTIONS for f in (0.0, floor)]
-    whole = [_loss_and_grads(mu, log_sigma, kl_divergence, **case) for case in cases]
-    # 8 elements per tile splits every row of 21 elements into column tiles as well.
+    whole = [loss_and_grads(mu, log_sigma, kl_divergence, **case) for case in cases]
+    # Streaming from the first element; 8 elements per tile splits every row of 21 into column tiles too.
+    monkeypatch.setattr(kl_module, "_SMALL", -1)
     monkeypatch.setattr(kl_module, "_chunk", lambda device: 8)
-    tiled = [_loss_and_grads(mu, log_sigma, kl_divergence, **case) for case in cases]
+    tiled = [loss_and_grads(mu, log_sigma, kl_divergence, **case) for case in cases]
     for expected, actual in zip(whole, tiled, strict=True):
-        for e, a in zip(expected, actual, strict=True):
-            torch.testing.assert_close(a, e, atol=1e-12, rtol=1e-12)
+        for kind, e, a in zip(("loss", "grad", "grad"), expected, actual, strict=True):
+            atol, rtol = TOLERANCES[dtype][kind]
+            torch.testing.assert_close(a, e, atol=atol, rtol=rtol)
 
 
 def test_beta_scales_loss_and_gradients(backend: str) -> None:
     mu, log_sigma = latents((4, 6), torch.float32)
-    plain = _loss_and_grads(mu, log_sigma, kl_divergence, grad_output=torch.tensor(1.0), backend=backend)
-    scaled = _loss_and_grads(mu, log_sigma, kl_divergence, grad_output=torch.tensor(1.0), backend=backend, beta=0.25)
+    plain = loss_and_grads(mu, log_sigma, kl_divergence, grad_output=torch.tensor(1.0), backend=backend)
+    scaled = loss_and_grads(mu, log_sigma, kl_divergence, grad_output=torch.tensor(1.0), backend=backend, beta=0.25)
     for p, s in zip(plain, scaled, strict=True):
         torch.testing.assert_close(s, 0.25 * p)
 
@@ -155,8 +138,8 @@ def test_non_contiguous_inputs_give_the_contiguous_values(backend: str) -> None:
     strided = mu.detach().transpose(0, 2)[:, ::2], log_sigma.detach().transpose(0, 2)[:, ::2]
     assert not strided[0].is_contiguous()
     for reduction in REDUCTIONS:
-        expected = _loss_and_grads(*(t.contiguous() for t in strided), kl_divergence, reduction=reduction)
-        actual = _loss_and_grads(*strided, kl_divergence, reduction=reduction, backend=backend)
+        expected = loss_and_grads(*(t.contiguous() for t in strided), kl_divergence, reduction=reduction)
+        actual = loss_and_grads(*strided, kl_divergence, reduction=reduction, backend=backend)
         for e, a in zip(expected, actual, strict=True):
             torch.testing.assert_close(a, e)
 
@@ -177,8 +160,8 @@ def test_empty_inputs_give_zero_or_empty_and_empty_gradients(backend: str, shape
 def test_same_input_gives_the_same_bits_twice(backend: str) -> None:
     mu, log_sigma = latents((64, 300), torch.float32)
     for reduction in REDUCTIONS:
-        first = _loss_and_grads(mu, log_sigma, kl_divergence, reduction=reduction, backend=backend)
-        second = _loss_and_grads(mu, log_sigma, kl_divergence, reduction=reduction, backend=backend)
+        first = loss_and_grads(mu, log_sigma, kl_divergence, reduction=reduction, backend=backend)
+        second = loss_and_grads(mu, log_sigma, kl_divergence, reduction=reduction, backend=backend)
         for a, b in zip(first, second, strict=True):
             assert torch.equal(a, b)
 
@@ -215,8 +198,10 @@ def test_half_inputs_give_a_float32_loss_and_gradients_in_their_dtype(backend: s
     assert mu.grad.dtype == dtype and log_sigma.grad.dtype == dtype
 
 
-def test_only_the_inputs_are_saved_for_backward(backend: str) -> None:
-    mu, log_sigma = latents((16, 32), torch.float32)
+# Whole tensors on the torch backend, and tiles streamed.
+@pytest.mark.parametrize("shape", [(16, 32), (3, kl_module._SMALL // 2)], ids=str)
+def test_only_the_inputs_are_saved_for_backward(backend: str, shape: tuple[int, ...]) -> None:
+    mu, log_sigma = latents(shape, torch.float32)
     saved: list[int] = []
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -301,6 +286,18 @@ def test_auto_backend_on_cpu_runs_torch_without_importing_triton() -> None:
     assert out.strip() == "False"
 
 
+def test_importing_the_ops_package_does_not_import_triton() -> None:
+    code = "import sys, fxvae.ops; print('triton' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_the_kernels_take_their_constants_from_kl_constants_not_from_the_torch_path() -> None:
+    source = Path(kl_module.__file__).with_name("kl_triton.py").read_text()
+    imported = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)}
+    assert "fxvae.ops.kl_constants" in imported and "fxvae.ops.kl" not in imported
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_triton_on_cuda_matches_torch_on_cuda(reduction: str) -> None:
@@ -310,7 +307,7 @@ def test_triton_on_cuda_matches_torch_on_cuda(reduction: str) -> None:
     floor = free_bits_between(mu, log_sigma)
     for free_bits in (0.0, floor):
         kwargs = dict(reduction=reduction, free_bits=free_bits)
-        auto = _loss_and_grads(mu, log_sigma, kl_divergence, grad_output=None, **kwargs)
-        torch_path = _loss_and_grads(mu, log_sigma, kl_divergence, backend="torch", **kwargs)
+        auto = loss_and_grads(mu, log_sigma, kl_divergence, grad_output=None, **kwargs)
+        torch_path = loss_and_grads(mu, log_sigma, kl_divergence, backend="torch", **kwargs)
         for a, t in zip(auto, torch_path, strict=True):
             torch.testing.assert_close(a, t)
