@@ -22,6 +22,7 @@ sensitivity to z_j over the calibration data (see :func:`auto_log_sigma`).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
@@ -475,8 +476,12 @@ def auto_log_sigma(
 
 
 def _noise_level(decoder: nn.Module, codes: list[torch.Tensor], inputs: list[tuple[Any, ...]]) -> float:
-    """The AE's own mean squared reconstruction error per element: the Gaussian noise it leaves."""
-    error, count = 0.0, 0
+    """The AE's own mean squared reconstruction error per element: the Gaussian noise it leaves.
+
+    An error above the data's own variance means the reconstruction is not a Gaussian mean of the data
+    (logits, say): that is warned about, since the start would then be too wide.
+    """
+    error, count, spread = 0.0, 0, 0.0
     with torch.no_grad():
         for mu, args in zip(codes, inputs, strict=True):
             x = args[0]
@@ -488,7 +493,14 @@ def _noise_level(decoder: nn.Module, codes: list[torch.Tensor], inputs: list[tup
                     "'bernoulli' for logits, or a fixed log_sigma_init"
                 )
             error += (recon - x).double().pow(2).sum().item()
+            spread += (x.double() - x.double().mean()).pow(2).sum().item()
             count += x.numel()
+    if error > spread:
+        warnings.warn(
+            "log_sigma_init='auto': the reconstruction is further from the data than the data's own spread, so it "
+            "is not a Gaussian mean of it; if the decoder returns logits, pass likelihood='bernoulli'",
+            stacklevel=5,
+        )
     return max(error / count, 1e-12)
 
 

@@ -259,3 +259,14 @@ def test_the_command_line_calibrates_from_a_data_file(tmp_path: Path) -> None:
     vae, _ = fxvae.load(cli_models.mlp_ae(), out, torch.randn(2, 16))
     assert fxvae.conversion(vae).calibration.standardize == "whiten"
     assert fxvae.conversion(vae).calibration.samples == 200
+
+
+def test_auto_log_sigma_warns_when_a_gaussian_reconstruction_looks_like_logits() -> None:
+    class Logits(IgnoresHalf):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 50.0 * super().forward(x)
+
+    torch.manual_seed(0)
+    data = torch.rand(SAMPLES, 16)
+    with pytest.warns(UserWarning, match="pass likelihood='bernoulli'"):
+        fxvae.convert(Logits().eval(), data[:4], calibration=data, log_sigma_init="auto")
