@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,9 @@ def test_the_how_it_works_pictures_are_drawn_from_the_code(tmp_path: Path) -> No
     for path in written:
         assert path.read_bytes()[:8] == PNG
         assert (ROOT / "docs" / "img" / path.name).read_bytes()[:8] == PNG
+
+
+def test_the_readme_links_to_files_that_exist() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = {link.split("#")[0] for link in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in link}
+    assert targets and [t for t in sorted(targets) if not (ROOT / t).exists()] == []
