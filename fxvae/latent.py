@@ -72,11 +72,15 @@ class Reparameterize(nn.Module):
         return features[0] if self.log_sigma_fn is None else self.log_sigma_fn(*features)
 
     def forward(self, mu: torch.Tensor, *features: torch.Tensor) -> torch.Tensor:
+        # An export traces the forward with placeholder tensors: those are no posterior to keep.
+        keep = not torch.compiler.is_exporting()
         if not self.training:
-            self.latest = (mu, features)
+            if keep:
+                self.latest = (mu, features)
             return mu
         log_sigma = self.log_sigma(*features)
-        self.latest = DiagonalGaussian(mu, log_sigma)
+        if keep:
+            self.latest = DiagonalGaussian(mu, log_sigma)
         # One fused multiply-add on top of the noise and exp.
         return torch.addcmul(mu, torch.exp(log_sigma), torch.randn_like(mu))
 

@@ -83,13 +83,13 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
 def input_names(module: nn.Module, count: int) -> list[str]:
     """The names of the first ``count`` positional arguments of ``module``'s forward (``input_<i>`` past them).
 
-    A GraphModule's names are its placeholders'.
+    A GraphModule's names are its placeholders' targets (the argument names; fx renames the nodes).
 
     >>> input_names(nn.Linear(2, 2), 2)
     ['input', 'input_1']
     """
     if isinstance(module, torch.fx.GraphModule):
-        names = [n.name for n in module.graph.find_nodes(op="placeholder")]
+        names = [str(n.target) for n in module.graph.find_nodes(op="placeholder")]
     else:
         names = []
         for param in inspect.signature(module.forward).parameters.values():

@@ -158,7 +158,7 @@ class _Decoder:
         self.z = self.graph.placeholder(LATENT_INPUT, type_expr=torch.Tensor)
         for node in self.conditions:
             if node in self.used:
-                self.env[node] = self.graph.placeholder(node.name, type_expr=node.type)
+                self.env[node] = self.graph.placeholder(str(node.target), type_expr=node.type)
         self.env[self.reparam] = self.z
         self.env[self.reparam.args[0]] = self.z
         result = fx.map_arg(output.args[0], self._value_or_none)
