@@ -20,9 +20,7 @@ import copy
 import functools
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -36,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import fxvae  # noqa: E402
+from benchmarks.common import machine, write_section  # noqa: E402
 from benchmarks.models import ZOO  # noqa: E402
 from fxvae.bench import Mode, Runner, calls_per_repeat, interleave, measure, steady_allocator  # noqa: E402
 
@@ -54,28 +53,6 @@ PARTS = {
     "vae": "reparameterize (eval) / KL term (train)",
 }
 """What the step from the previous rung adds."""
-
-
-def machine() -> dict[str, object]:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    cpu = platform.processor()
-    if Path("/proc/cpuinfo").exists():
-        names = [line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
-        cpu = names[0].split(":", 1)[1].strip() if names else cpu
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "fxvae": fxvae.__version__,
-        "commit": git("rev-parse", "HEAD"),
-        "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
-        "dirty": bool(git("status", "--porcelain")),
-    }
 
 
 def anatomy(
@@ -267,18 +244,6 @@ def _ratio(row: dict[str, Any], key: str) -> str:
     return f"{row[key]:.3f} ({row[key + '_q1']:.3f}-{row[key + '_q3']:.3f})"
 
 
-def write_section(doc: Path, section: str) -> None:
-    """Replace only the text between our markers; other sections of the file belong to other benchmarks."""
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    doc.write_text(text)
-
-
 def plot(data: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -335,7 +300,7 @@ def render(data: dict[str, Any]) -> None:
     """The PNG in docs/img and the table in docs/benchmarks.md, from one run's JSON."""
     (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
     plot(data, ROOT / "docs" / "img" / f"bench_models_{data['device']}.png")
-    write_section(ROOT / "docs" / "benchmarks.md", markdown(data))
+    write_section(ROOT / "docs" / "benchmarks.md", markdown(data), START, END)
     print(f"wrote docs/img/bench_models_{data['device']}.png and docs/benchmarks.md")
 
 

@@ -364,9 +364,10 @@ def measure(
     return rows
 
 
-def time_conversion(model: nn.Module, example_inputs: Any, *, repeats: int = 5) -> ConversionTiming:
+def time_conversion(model: nn.Module, example_inputs: Any, *, repeats: int = 5, warmup: int = 1) -> ConversionTiming:
     """Median time of fxvae.convert against symbolic_trace plus one no-grad forward, interleaved (wall
-    clock and process CPU time).
+    clock and process CPU time), after ``warmup`` untimed runs of each (first calls pay for imports and
+    caches, which are not what a conversion costs).
 
     >>> time_conversion(ae, x, repeats=1).ratio > 0
     True
@@ -381,6 +382,9 @@ def time_conversion(model: nn.Module, example_inputs: Any, *, repeats: int = 5) 
     def conversion() -> None:
         convert(model, args)
 
+    for _ in range(warmup):
+        conversion()
+        baseline()
     conv, base = interleave([conversion, baseline], repeats=repeats, calls=1, device=args[0].device)
     convert_s, baseline_s = statistics.median(conv.wall), statistics.median(base.wall)
     convert_cpu, baseline_cpu = statistics.median(conv.cpu), statistics.median(base.cpu)
