@@ -250,7 +250,7 @@ def markdown(data: dict[str, Any]) -> str:
     lines += [
         "",
         "Where the zoo's conversion time goes (share of `fxvae.convert`'s CPU time per stage, medians; the "
-        "`in ...` rows are parts of the rows above them):",
+        "`in ...` columns are parts of the columns before them):",
         "",
         "| model | " + " | ".join(labels) + " |",
         "| --- | " + " | ".join("---:" for _ in labels) + " |",
