@@ -112,9 +112,9 @@ def steady_allocator() -> bool:
     large tensor then page-faults on every page, and the kernel zeroes each one. How often that happens
     depends on the order in which tensors are freed, so two models that run the same operators (an AE and
     its eval-mode VAE) differed by up to 15% on the benchmark zoo, and a batch-8 forward of
-    benchmarks/models.py's codec_ae took 102 ms with the defaults against 72 ms steady. This sets the trim threshold to 1 GiB and the mmap threshold to its 32 MiB maximum, for the
-    whole process. Returns whether glibc accepted both (False elsewhere; a preloaded jemalloc or tcmalloc
-    ignores them).
+    benchmarks/models.py's codec_ae took 102 ms with the defaults against 72 ms steady. This sets the trim
+    threshold to 1 GiB and the mmap threshold to its 32 MiB maximum, for the whole process. Returns
+    whether glibc accepted both (False elsewhere; a preloaded jemalloc or tcmalloc ignores them).
 
     >>> fxvae.bench.steady_allocator()  # doctest: +SKIP
     True
