@@ -22,7 +22,7 @@ from fxvae.latent import KLDivergence
 from fxvae.modules import owned_copy
 from fxvae.recipe import META_KEY, Conversion, Likelihood, Options, Standardize, unwrap
 from fxvae.rewrite import rewrite
-from fxvae.tracing import CAPTURE_LOCK, Traced, as_args, trace
+from fxvae.tracing import Traced, as_args, conversion_scope, trace
 
 
 def convert(
@@ -70,7 +70,7 @@ def convert(
     options = Options(bottleneck, log_sigma_init, standardize, likelihood)
     if log_sigma_init == "auto" and calibration is None:
         raise InputError("log_sigma_init='auto' sets log sigma from data: pass calibration=<a batch or a DataLoader>")
-    with CAPTURE_LOCK:
+    with conversion_scope():
         return _convert(model, as_args(example_inputs), options, copy, calibration)
 
 
@@ -128,7 +128,7 @@ def find_bottleneck(model: nn.Module, example_inputs: Any, *, bottleneck: str | 
     ('_3', '2', (8,))
     """
     Options(bottleneck=bottleneck)
-    with CAPTURE_LOCK:
+    with conversion_scope():
         return capture(model, as_args(example_inputs), bottleneck, copy=True)[2].report
 
 

@@ -104,7 +104,7 @@ def test_heads_are_named_submodules_next_to_the_decoder(converted) -> None:
     assert isinstance(vae.get_submodule(recipe.reparameterize), fxvae.Reparameterize)
     head = vae.get_submodule(recipe.log_sigma_head)
     assert torch.count_nonzero(head.weight) == 0
-    assert f"self.{recipe.reparameterize}(" in vae.code
+    assert f"self._modules[{recipe.reparameterize!r}](" in vae.code
 
 
 def test_log_sigma_init_sets_the_log_sigma_heads_bias(entry: ZooEntry) -> None:

@@ -50,17 +50,16 @@ print(json.dumps({
 """
 
 
-def test_a_20_gb_model_on_the_meta_device_converts_in_seconds_and_little_memory() -> None:
+def test_a_20_gb_model_on_the_meta_device_converts_in_little_memory() -> None:
     # A subprocess, so that the peak RSS is this conversion's and not the test session's.
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-c", _CONVERT_HUGE], capture_output=True, text=True, env=env, timeout=120, check=True
+        [sys.executable, "-c", _CONVERT_HUGE], capture_output=True, text=True, env=env, timeout=600, check=True
     )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["parameters"] >= 5_000_000_000  # 20 GB of float32 if anything were materialised
     assert result["all_meta"] and result["latent"] == [1024]
-    # Measured 1.2-2.6 s (most of it first-call imports) and ~370 MiB peak, ~150 MiB above torch itself.
-    assert result["seconds"] < 30
+    # Time is measured, not asserted (docs/reliability.md: 1.2-3.3 s); memory is what a real 20 GB would break.
     assert result["peak_rss_mib"] < 1024 and result["peak_rss_mib"] - result["rss_before_mib"] < 512
 
 
