@@ -60,7 +60,8 @@ def test_a_20_gb_model_on_the_meta_device_converts_in_little_memory() -> None:
     assert result["parameters"] >= 5_000_000_000  # 20 GB of float32 if anything were materialised
     assert result["all_meta"] and result["latent"] == [1024]
     # Time is measured, not asserted (docs/reliability.md: 1.2-3.3 s); memory is what a real 20 GB would break.
-    assert result["peak_rss_mib"] < 1024 and result["peak_rss_mib"] - result["rss_before_mib"] < 512
+    # The growth over what the imports took, not the absolute peak: that depends on the machine's libraries.
+    assert result["peak_rss_mib"] - result["rss_before_mib"] < 512, result
 
 
 def _meta_and_real(entry: ZooEntry) -> tuple[nn.Module, nn.Module]:
