@@ -263,7 +263,7 @@ def markdown(data: dict[str, Any]) -> str:
     lines += [
         "",
         "Missed targets, with the measured reason (what removing the fixed costs would buy is measured in "
-        "[Proposed core changes, measured](#proposed-core-changes-measured)):",
+        "[Core changes, measured before they were adopted](#core-changes-measured-before-they-were-adopted)):",
         "",
         *(misses or ["- none"]),
     ]

@@ -261,63 +261,70 @@ def _stat_shape(mode: Mode, latent_shape: tuple[int, ...], axis: int) -> tuple[i
 def _install(
     gm: fx.GraphModule, affine: LatentAffine, old: LatentAffine | None, mode: Mode, samples: int
 ) -> CalibrationInfo:
-    """Put ``affine`` in the VAE: fold it where the layers allow, else add the calibration nodes."""
+    """Put ``affine`` in the VAE (undoing an earlier map first): folded where the layers allow, else nodes."""
     recipe = conversion(gm)
-    previous = recipe.calibration
-    if recipe.tracer == "hooks":
-        gm.add_submodule(CALIBRATION, affine)
-        hooks.latent_hook(gm, recipe.bottleneck.node).calibration = affine
-        return CalibrationInfo(mode, affine.axis, samples, CALIBRATION, None, None)
-    if previous is not None and old is not None:
-        _unfold(gm, previous, old)
-    name = previous.module if previous is not None else CALIBRATION
-    gm.add_submodule(name, affine)
-    reparam = gm.graph.find_nodes(op="call_module", target=recipe.reparameterize)[0]
-    mu = reparam.args[0]
-    explicit_mu = mu.op == "call_module" and mu.target == name
-    folded_mu = None if explicit_mu else _fold_mu(gm, mu, affine)
-    if folded_mu is None and not explicit_mu:
-        with gm.graph.inserting_before(reparam):
-            reparam.update_arg(0, gm.graph.call_module(name, (mu,)))
-    inverse = next((u for u in reparam.users if u.op == "call_module" and u.target == name), None)
-    folded_decoder = None if inverse is not None else _fold_decoder(gm, reparam, affine)
-    if folded_decoder is None and inverse is None:
-        with gm.graph.inserting_after(reparam):
-            inverse = gm.graph.call_module(name, (reparam,), {"inverse": True})
-        reparam.replace_all_uses_with(inverse, delete_user_cb=lambda user: user is not inverse)
-    gm.graph.lint()
-    gm.recompile()
-    return CalibrationInfo(mode, affine.axis, samples, name, folded_mu, folded_decoder)
+    if recipe.calibration is not None and old is not None:
+        _uninstall(gm, recipe.calibration, old)
+    folded_mu = folded_decoder = None
+    if recipe.tracer != "hooks":
+        reparam = gm.graph.find_nodes(op="call_module", target=recipe.reparameterize)[0]
+        folded_mu = _fold_mu(gm, reparam.args[0], affine)
+        folded_decoder = _fold_decoder(gm, reparam, affine)
+    graph_tier = recipe.tracer != "hooks"
+    _place(
+        gm,
+        affine,
+        CALIBRATION,
+        standardize=graph_tier and folded_mu is None,
+        destandardize=graph_tier and folded_decoder is None,
+    )
+    return CalibrationInfo(mode, affine.axis, samples, CALIBRATION, folded_mu, folded_decoder)
 
 
-def restore(gm: fx.GraphModule, info: CalibrationInfo) -> None:
-    """Rebuild a saved VAE's calibration structure (nodes and module) for its buffers to be loaded into."""
-    recipe = conversion(gm)
-    like = first_tensor(gm)
-    affine = empty_affine(info.standardize, recipe.latent_shape, info.axis, like)
-    if recipe.tracer == "hooks":
-        gm.add_submodule(info.module, affine)
-        hooks.latent_hook(gm, recipe.bottleneck.node).calibration = affine
-        return
-    gm.add_submodule(info.module, affine)
-    reparam = gm.graph.find_nodes(op="call_module", target=recipe.reparameterize)[0]
-    if info.folded_mu is None:
-        with gm.graph.inserting_before(reparam):
-            reparam.update_arg(0, gm.graph.call_module(info.module, (reparam.args[0],)))
-    if info.folded_decoder is None:
-        with gm.graph.inserting_after(reparam):
-            inverse = gm.graph.call_module(info.module, (reparam,), {"inverse": True})
-        reparam.replace_all_uses_with(inverse, delete_user_cb=lambda user: user is not inverse)
-    gm.graph.lint()
-    gm.recompile()
-
-
-def _unfold(gm: fx.GraphModule, info: CalibrationInfo, old: LatentAffine) -> None:
+def _uninstall(gm: fx.GraphModule, info: CalibrationInfo, old: LatentAffine) -> None:
+    """Undo a calibration: unfold the layers it was folded into and take out the nodes that ran it."""
     undo = old.undone()
     if info.folded_mu is not None:
         _fold_output(_layer_tensors(gm, info.folded_mu), undo, _transposed(gm, info.folded_mu))
     if info.folded_decoder is not None:
         _fold_input(_layer_tensors(gm, info.folded_decoder), undo)
+    for node in gm.graph.find_nodes(op="call_module", target=info.module):
+        node.replace_all_uses_with(node.args[0])
+        gm.graph.erase_node(node)
+
+
+def restore(gm: fx.GraphModule, info: CalibrationInfo) -> None:
+    """Rebuild a saved VAE's calibration structure (module and nodes) for its buffers to be loaded into."""
+    recipe = conversion(gm)
+    affine = empty_affine(info.standardize, recipe.latent_shape, info.axis, first_tensor(gm))
+    graph_tier = recipe.tracer != "hooks"
+    _place(
+        gm,
+        affine,
+        info.module,
+        standardize=graph_tier and info.folded_mu is None,
+        destandardize=graph_tier and info.folded_decoder is None,
+    )
+
+
+def _place(gm: fx.GraphModule, affine: LatentAffine, name: str, *, standardize: bool, destandardize: bool) -> None:
+    """Register the map under ``name`` and add the nodes that run it: before the reparameterisation
+    (standardise mu) and after it (destandardise z for the decoder). The hooks tier's latent hook runs it."""
+    gm.add_submodule(name, affine)
+    recipe = conversion(gm)
+    if recipe.tracer == "hooks":
+        hooks.latent_hook(gm, recipe.bottleneck.node).calibration = affine
+        return
+    reparam = gm.graph.find_nodes(op="call_module", target=recipe.reparameterize)[0]
+    if standardize:
+        with gm.graph.inserting_before(reparam):
+            reparam.update_arg(0, gm.graph.call_module(name, (reparam.args[0],)))
+    if destandardize:
+        with gm.graph.inserting_after(reparam):
+            inverse = gm.graph.call_module(name, (reparam,), {"inverse": True})
+        reparam.replace_all_uses_with(inverse, delete_user_cb=lambda user: user is not inverse)
+    gm.graph.lint()
+    gm.recompile()
 
 
 def _fold_mu(gm: fx.GraphModule, mu: fx.Node, affine: LatentAffine) -> str | None:

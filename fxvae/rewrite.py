@@ -277,7 +277,8 @@ def log_sigma_branch(
         if (gm, node) in SHAPE_MOVES:
             current = graph.node_copy(node, lambda n, p=previous, c=current: c if n is p else feature(n))
     graph.output(current)
-    return direct_lookups(fx.GraphModule(gm, graph, "LogSigmaBranch")), list(features)
+    graph.set_codegen(DirectLookups())
+    return fx.GraphModule(gm, graph, "LogSigmaBranch"), list(features)
 
 
 def insert_reparameterize(

@@ -38,6 +38,20 @@ def _twice_kl(mu, ls, TWO_LOG2_E: tl.constexpr, LN_2: tl.constexpr, CAP: tl.cons
 
 
 @triton.jit
+def _tile(B, D, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's (BLOCK_B, BLOCK_D) tile: its ids, row and column indices, their masks, and the
+    indices as int64 (B * D may exceed 2^31 elements) broadcast for 2-d offsets."""
+    pid_b = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    row_ok = rows < B
+    col_ok = cols < D
+    mask = row_ok[:, None] & col_ok[None, :]
+    return pid_b, pid_d, rows, cols, row_ok, col_ok, mask, rows.to(tl.int64)[:, None], cols.to(tl.int64)[None, :]
+
+
+@triton.jit
 def _kl_forward_kernel(
     mu_ptr,  # [B, D] means, strides (stride_mu_b, stride_mu_d), any float dtype
     ls_ptr,  # [B, D] log sigma, strides (stride_ls_b, stride_ls_d), mu's dtype
@@ -60,16 +74,7 @@ def _kl_forward_kernel(
     LN_2: tl.constexpr,
     CAP: tl.constexpr,
 ):
-    pid_b = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    row_ok = rows < B
-    col_ok = cols < D
-    mask = row_ok[:, None] & col_ok[None, :]
-    # int64 offsets: B * D may exceed 2^31 elements.
-    r = rows.to(tl.int64)[:, None]
-    c = cols.to(tl.int64)[None, :]
+    pid_b, pid_d, rows, cols, row_ok, col_ok, mask, r, c = _tile(B, D, BLOCK_B, BLOCK_D)
     acc_ty = rows_ptr.dtype.element_ty if ROWS else cols_ptr.dtype.element_ty
     mu = tl.load(mu_ptr + r * stride_mu_b + c * stride_mu_d, mask=mask, other=0.0).to(acc_ty)
     ls = tl.load(ls_ptr + r * stride_ls_b + c * stride_ls_d, mask=mask, other=0.0).to(acc_ty)
@@ -106,15 +111,7 @@ def _kl_backward_kernel(
     GRAD_LS: tl.constexpr,
     TWO_LOG2_E: tl.constexpr,
 ):
-    pid_b = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    row_ok = rows < B
-    col_ok = cols < D
-    mask = row_ok[:, None] & col_ok[None, :]
-    r = rows.to(tl.int64)[:, None]
-    c = cols.to(tl.int64)[None, :]
+    _, _, rows, cols, row_ok, col_ok, mask, r, c = _tile(B, D, BLOCK_B, BLOCK_D)
     acc_ty = scale_ptr.dtype.element_ty
     scale = tl.load(scale_ptr + rows * stride_scale, mask=row_ok, other=0.0)[:, None]
     if HAS_KEEP:
