@@ -5,7 +5,11 @@ onnx and onnxscript are imported by torch only when :func:`export_onnx` runs (``
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -17,6 +21,21 @@ from fxvae.outputs import FlatOutputs, tensors
 from fxvae.tracing import as_args
 
 __all__ = ["FlatOutputs", "export_onnx"]
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter logs a line per torchvision operator it cannot find and warns about its own use of a
+    deprecated pytree API: nothing a user of fxvae can act on. Errors still come through."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec")
+            yield
+    finally:
+        registration.setLevel(level)
 
 
 def export_onnx(module: nn.Module, path: str | os.PathLike[str], example_inputs: Any) -> None:
@@ -44,7 +63,7 @@ def export_onnx(module: nn.Module, path: str | os.PathLike[str], example_inputs:
     # One spec for the wrapper's *args parameter: a tuple with one entry per input.
     dynamic_shapes = (tuple({0: batch} if a.dim() > 0 else None for a in args),)
     wrapper = FlatOutputs(module)
-    with eval_mode(wrapper), torch.no_grad():
+    with eval_mode(wrapper), torch.no_grad(), _quiet_exporter():
         count = len(tensors(module(*args)))
         try:
             torch.onnx.export(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,14 @@ def test_flatten_outputs_goes_depth_first_and_skips_none() -> None:
     a, b = torch.zeros(1), torch.ones(1)
     out = {"first": (a, None), "second": [b]}
     assert tensors(out) == (a, b)
+
+
+def test_export_prints_no_exporter_noise(tmp_path: Path) -> None:
+    # A fresh process: the exporter logs its missing-operator lines only on its first use in a process.
+    code = (
+        "import torch, fxvae, warnings; from torch import nn; warnings.simplefilter('always');"
+        "vae, _ = fxvae.convert(nn.Sequential(nn.Linear(16, 4), nn.Linear(4, 16)), torch.randn(3, 16));"
+        f"fxvae.export_onnx(vae, {str(tmp_path / 'v.onnx')!r}, torch.randn(3, 16))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr == "" and done.stdout == ""
