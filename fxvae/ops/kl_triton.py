@@ -133,6 +133,15 @@ def _kl_backward_kernel(
         tl.store(grad_ls_ptr + out, g.to(grad_ls_ptr.dtype.element_ty), mask=mask)
 
 
+def _inputs(mu: torch.Tensor, ls: torch.Tensor, keep: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """The kernels' first three pointers; without free bits ``keep_ptr`` is never read, any tensor will do."""
+    return mu, ls, mu if keep is None else keep
+
+
+def _strides(mu: torch.Tensor, ls: torch.Tensor) -> tuple[int, int, int, int]:
+    return mu.stride(0), mu.stride(1), ls.stride(0), ls.stride(1)
+
+
 def _blocks(batch: int, dims: int) -> tuple[int, int]:
     block_d = min(triton.next_power_of_2(max(dims, 1)), 1024)
     block_b = min(triton.next_power_of_2(max(batch, 1)), max(1, _TILE // block_d))
@@ -165,17 +174,12 @@ def kl_sums(
     rows_buf = torch.empty((grid[1], batch) if not want_cols else (1,), dtype=acc_dtype, device=mu.device)
     cols_buf = torch.empty((grid[0], dims) if want_cols else (1,), dtype=acc_dtype, device=mu.device)
     _kl_forward_kernel[grid](
-        mu,
-        ls,
-        mu if keep is None else keep,
+        *_inputs(mu, ls, keep),
         rows_buf,
         cols_buf,
         batch,
         dims,
-        mu.stride(0),
-        mu.stride(1),
-        ls.stride(0),
-        ls.stride(1),
+        *_strides(mu, ls),
         floor,
         BLOCK_B=block_b,
         BLOCK_D=block_d,
@@ -219,18 +223,13 @@ def kl_grads(
     stride_scale = 1 if scale.dim() == 1 else 0
     scale = scale.reshape(-1).contiguous()
     _kl_backward_kernel[grid](
-        mu,
-        ls,
-        mu if keep is None else keep,
+        *_inputs(mu, ls, keep),
         scale,
         mu if grad_mu is None else grad_mu,
         ls if grad_ls is None else grad_ls,
         batch,
         dims,
-        mu.stride(0),
-        mu.stride(1),
-        ls.stride(0),
-        ls.stride(1),
+        *_strides(mu, ls),
         stride_scale,
         BLOCK_B=block_b,
         BLOCK_D=block_d,
