@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import socket
+from collections.abc import Iterator
 
 import torch
+import torch.distributed as dist
 
 from fxvae.outputs import tensors
 
@@ -34,3 +38,21 @@ def state_equal(a: torch.nn.Module, b: dict[str, torch.Tensor]) -> bool:
     """Whether ``a``'s state dict has exactly ``b``'s keys and bitwise equal tensors."""
     got = a.state_dict()
     return list(got) == list(b) and all(torch.equal(got[k], b[k]) for k in b)
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def gloo_group(rank: int, port: int, world: int) -> Iterator[None]:
+    """This process as ``rank`` of a CPU (gloo) process group of ``world`` on the loopback interface."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import fxvae
+from tests.helpers import free_port, gloo_group
 from tests.zoo import ZOO, build
 
 ENTRY = next(e for e in ZOO if e.name == "mlp_sigmoid")
@@ -33,26 +32,17 @@ def _train(vae: torch.nn.Module, kl: fxvae.KLDivergence, x: torch.Tensor) -> Non
 
 
 def _worker(rank: int, port: int, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    try:
+    with gloo_group(rank, port, WORLD):
         torch.manual_seed(rank)
         vae, kl = fxvae.convert(build(ENTRY), ENTRY.inputs(4), log_sigma_init=LOG_SIGMA_INIT)
         ddp = torch.nn.parallel.DistributedDataParallel(vae.train())
         shard = _data().chunk(WORLD)[rank]
         _train(ddp, kl, shard)
         torch.save(vae.state_dict(), Path(out) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_ddp_ranks_agree_and_match_a_single_process_run_on_the_global_batch(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     vae, kl = fxvae.convert(build(ENTRY), ENTRY.inputs(4), log_sigma_init=LOG_SIGMA_INIT)
     _train(vae.train(), kl, _data())

@@ -8,15 +8,14 @@ the reparameterisation and again when kl() is asked after an eval forward).
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import fxvae
+from tests.helpers import free_port, gloo_group
 from tests.zoo import ZOO, build
 
 ENTRY = next(e for e in ZOO if e.name == "mlp_sigmoid")
@@ -47,9 +46,7 @@ def _train(vae: torch.nn.Module, kl: fxvae.KLDivergence, x: torch.Tensor) -> tor
 def _worker(rank: int, port: int, out: str) -> None:
     from torch.distributed.fsdp import fully_shard
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    try:
+    with gloo_group(rank, port, WORLD):
         for wrapping in WRAPPINGS:
             vae, kl = fxvae.convert(build(ENTRY), ENTRY.inputs(4), log_sigma_init=LOG_SIGMA_INIT)
             recipe = fxvae.conversion(vae)
@@ -63,18 +60,10 @@ def _worker(rank: int, port: int, out: str) -> None:
             # full_tensor() is a collective: every rank gathers every parameter.
             state = {k: v.full_tensor() for k, v in vae.state_dict().items()}
             torch.save({"state": state, "eval_kl": eval_kl}, Path(out) / f"{wrapping}{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_fully_shard_ranks_agree_and_match_a_single_process_run_on_the_global_batch(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     vae, kl = fxvae.convert(build(ENTRY), ENTRY.inputs(4), log_sigma_init=LOG_SIGMA_INIT)
     single_kl = _train(vae, kl, _data())
     single = vae.state_dict()
