@@ -267,18 +267,12 @@ def test_bench_json_has_both_modes_and_ratios() -> None:
     assert all(r["ratio"] > 0 and r["ae"]["median"] > 0 for r in rows)
 
 
+def _quick_mlp_bench(*options: str) -> tuple[int, str, str]:
+    return run("bench", MLP, "--input-shape", "1,16", "--batch-sizes", "2", *options, *QUICK_BENCH)
+
+
 def test_bench_table() -> None:
-    code, out, err = run(
-        "bench",
-        MLP,
-        "--input-shape",
-        "1,16",
-        "--batch-sizes",
-        "2",
-        "--mode",
-        "train",
-        *QUICK_BENCH,
-    )
+    code, out, err = _quick_mlp_bench("--mode", "train")
     assert code == 0, err
     assert "VAE/AE" in out
 
@@ -355,15 +349,7 @@ def test_a_corrupt_pt_checkpoint_gives_no_weights_only_advice(tmp_path: Path) ->
 
 
 def test_bench_reports_its_thread_count_and_no_negative_memory() -> None:
-    code, out, err = run(
-        "bench",
-        MLP,
-        "--input-shape",
-        "1,16",
-        "--batch-sizes",
-        "2",
-        *QUICK_BENCH,
-    )
+    code, out, err = _quick_mlp_bench()
     assert code == 0, err
     assert "torch threads: 1" in out
     assert re.search(r"(?<![\d.])-0\.0(?![\d])", out) is None  # a negative zero, not the end of "0.037-0.037"
