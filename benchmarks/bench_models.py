@@ -215,17 +215,12 @@ def markdown(data: dict[str, Any]) -> str:
         "deschedule ours at random, which the wall clock counts and CPU time does not (with one thread both "
         "measure the same on an idle machine). Samples/s are wall clock. Extra is the median over pairs of "
         "the VAE's CPU time per step minus the AE's: a fixed overhead is the same at both batch sizes. "
-        + (
-            "Peak memory is not shown: the steady allocator keeps freed memory mapped, so the RSS high-water "
-            "mark that `fxvae bench` reports as peak memory does not move (`--malloc default` shows it)."
-            if data["steady_allocator"]
-            else "Peak memory: rise of the RSS high-water mark over two steps."
-        ),
+        "Peak MiB: the most memory a step's tensors hold at once, from torch's profiler (the allocator's "
+        "choices, steady or not, do not enter it).",
         "",
         "| model | params | latent | mode | batch | AE samples/s | VAE samples/s | VAE/AE CPU | VAE/AE wall "
-        "| extra/step | target |" + ("" if data["steady_allocator"] else " peak MiB AE / VAE |"),
-        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
-        + ("" if data["steady_allocator"] else " ---: |"),
+        "| extra/step | target | peak MiB AE / VAE |",
+        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     misses = []
     for entry in data["models"]:
@@ -234,8 +229,10 @@ def markdown(data: dict[str, Any]) -> str:
             label = f"{entry['model']} {r['mode']} batch {r['batch_size']}"
             if not met:
                 misses.append(f"- **{label}**: {why(entry, r)}.")
-            peaks = " / ".join(f"{max(s['peak_mem_mib'] or 0.0, 0.0):.1f}" for s in (r["ae"], r["vae"]))
-            peaks = "" if data["steady_allocator"] else f" {peaks} |"
+            peaks = " / ".join(
+                "n/a" if s["peak_mem_mib"] is None else f"{s['peak_mem_mib']:.1f}" for s in (r["ae"], r["vae"])
+            )
+            peaks = f" {peaks} |"
             lines.append(
                 f"| {entry['model']} | {entry['params']:,} | {'x'.join(map(str, entry['latent_shape']))} | "
                 f"{r['mode']} | {r['batch_size']} | {_rate(r['ae'])} | {_rate(r['vae'])} | "

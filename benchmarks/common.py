@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
 import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -48,3 +54,46 @@ def write_section(doc: Path, section: str, start: str, end: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     doc.write_text(text)
+
+
+def arguments(script: str, doc: str, repeats: int) -> argparse.ArgumentParser:
+    """The options every benchmark script takes: threads, repeats, where the JSON goes, whether docs are written."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads; 1 is steady on a shared 2-core box")
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / f"{script}.json")
+    parser.add_argument("--no-docs", action="store_true", help="write the JSON only")
+    return parser
+
+
+def recorded(
+    script: str,
+    args: argparse.Namespace,
+    rows: Callable[[], list[dict[str, Any]]],
+    markdown: Callable[[dict[str, Any]], str],
+    section: tuple[str, str],
+) -> dict[str, Any]:
+    """Run ``rows()`` under the arguments' thread count with the steady allocator, and write what it measured
+    with the machine it ran on: the JSON at ``args.out`` and, unless ``--no-docs``, the docs section."""
+    from fxvae.bench import steady_allocator
+
+    steady_allocator()
+    torch.set_num_threads(args.threads)
+    print(f"torch threads: {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}", flush=True)
+    start = time.perf_counter()
+    data: dict[str, Any] = {
+        "command": " ".join([f"python benchmarks/{script}.py", *sys.argv[1:]]),
+        "threads": torch.get_num_threads(),
+        "repeats": args.repeats,
+        "loadavg_before": os.getloadavg()[0],
+        "machine": machine(),
+    }
+    data["rows"] = rows()
+    data["loadavg_after"] = os.getloadavg()[0]
+    data["wall_s"] = time.perf_counter() - start
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(data, indent=2) + "\n")
+    if not args.no_docs:
+        write_section(ROOT / "docs" / "benchmarks.md", markdown(data), *section)
+        print(f"wrote {args.out} and docs/benchmarks.md")
+    return data

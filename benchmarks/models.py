@@ -27,6 +27,22 @@ def mlp_ae() -> nn.Module:
     )
 
 
+def digits_mlp() -> nn.Module:
+    """scikit-learn's 8x8 digits MLP of docs/compare.md: 64 -> 256 -> 128 -> 8 (latent) -> 128 -> 256 -> 64 logits."""
+    return nn.Sequential(
+        nn.Linear(64, 256),
+        nn.ReLU(),
+        nn.Linear(256, 128),
+        nn.ReLU(),
+        nn.Linear(128, 8),
+        nn.Linear(8, 128),
+        nn.ReLU(),
+        nn.Linear(128, 256),
+        nn.ReLU(),
+        nn.Linear(256, 64),
+    )
+
+
 class ConvAE(nn.Module):
     """Strided-conv encoder down to a ``latent x H/f x W/f`` map, transposed-conv decoder back up.
 

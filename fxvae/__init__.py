@@ -18,12 +18,17 @@ from fxvae.errors import (
     RewriteError,
     TraceError,
 )
+from fxvae.evaluation import Estimate, Evaluation, evaluate
 from fxvae.io import convert_checkpoint, load, load_ae_state_dict, save
 from fxvae.latent import DiagonalGaussian, KLDivergence, Reparameterize
 from fxvae.onnx import export_onnx
 from fxvae.ops import kl_divergence
-from fxvae.recipe import CalibrationInfo, Conversion, Options, conversion, posterior
+from fxvae.quantize import FiniteScalarQuantize, Quantized, QuantizerLoss, VectorQuantize
+from fxvae.recipe import CalibrationInfo, Conversion, Options, QuantizerInfo, conversion, posterior, quantized
 from fxvae.split import sample, split
+from fxvae.study.compare import compare
+from fxvae.study.comparison import Comparison
+from fxvae.tokens import detokenize, split_tokens, tokenize
 from fxvae.version import VERSION as __version__
 
 __all__ = [
@@ -32,28 +37,42 @@ __all__ = [
     "CalibrationInfo",
     "Candidate",
     "CheckpointError",
+    "Comparison",
     "Conversion",
     "DiagonalGaussian",
+    "Estimate",
+    "Evaluation",
+    "FiniteScalarQuantize",
     "FxvaeError",
     "InputError",
     "KLDivergence",
     "KLError",
     "Options",
+    "Quantized",
+    "QuantizerInfo",
+    "QuantizerLoss",
     "Reparameterize",
     "RewriteError",
     "TraceError",
+    "VectorQuantize",
     "__version__",
     "calibrate",
+    "compare",
     "conversion",
     "convert",
     "convert_checkpoint",
+    "detokenize",
+    "evaluate",
     "export_onnx",
     "find_bottleneck",
     "kl_divergence",
     "load",
     "load_ae_state_dict",
     "posterior",
+    "quantized",
     "sample",
     "save",
     "split",
+    "split_tokens",
+    "tokenize",
 ]

@@ -9,15 +9,16 @@ VAE costs over its AE (with one torch thread the two clocks agree on an idle mac
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import math
+import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -45,7 +46,8 @@ class Stats:
     min: float
     max: float
     peak_mem_mib: float | None
-    """Peak memory above the phase's baseline: CPU process RSS high-water (VmHWM), CUDA max allocated."""
+    """The most memory a step's tensors hold at once, above the phase's start: CUDA's allocator peak; on CPU,
+    from torch's profiler (None where it gives no allocation events)."""
     cpu_median: float | None = None
     """Samples per second of process CPU time (None on CUDA, where the CPU mostly waits)."""
 
@@ -129,7 +131,12 @@ def steady_allocator() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
 
 
-def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """(first quartile, median, third quartile); one value is all three.
+
+    >>> quartiles([1.0, 2.0, 3.0, 4.0, 5.0])
+    (2.0, 3.0, 4.0)
+    """
     if len(values) < 2:
         return values[0], values[0], values[0]
     q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
@@ -183,10 +190,11 @@ class Runner:
 
 
 class _Memory:
-    """Peak memory of a phase: CUDA allocator peak, or the process RSS high-water mark on Linux.
+    """Peak memory of a phase above its start: the CUDA allocator's peak, or on CPU the peak of the bytes
+    torch's tensors hold, from the profiler's allocation events (None where the profiler gives none).
 
-    torch's CPU allocations bypass tracemalloc, so RSS it is: writing 5 to /proc/self/clear_refs resets
-    VmHWM to the current RSS, making the high-water mark per phase. Elsewhere the peak is unknown (None).
+    The process's RSS cannot show it: after the warm-up steps the allocator reuses the memory it keeps, so
+    the high-water mark does not move and a step's peak read 0.
     """
 
     def __init__(self, device: torch.device) -> None:
@@ -199,26 +207,48 @@ class _Memory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
         else:
-            try:
-                Path("/proc/self/clear_refs").write_text("5")
-                self.base = _proc_status_kib("VmRSS") * 1024
-            except OSError:
-                self.base = None
+            from torch.profiler import ProfilerActivity, profile
+
+            self.profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+            self.quiet = _quiet_stderr()
+            self.quiet.__enter__()
+            self.profiler.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.peak_mib = (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
-        elif self.base is not None:
-            self.peak_mib = (_proc_status_kib("VmHWM") * 1024 - self.base) / 2**20
+            return
+        try:
+            self.profiler.__exit__(*exc)
+        finally:
+            self.quiet.__exit__(*exc)
+        try:
+            events = self.profiler.profiler.kineto_results.events()
+        except AttributeError:  # a torch without kineto's results
+            return
+        changes = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+        live = peak = 0
+        for _, size in changes:
+            live += size
+            peak = max(peak, live)
+        self.peak_mib = peak / 2**20 if changes else None
 
 
-def _proc_status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise OSError(f"/proc/self/status has no {field}")
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 while the profiler runs: its C++ side prints a line when it starts and stops,
+    and warns about blocks allocated before it started."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _sync(device: torch.device) -> None:
@@ -332,15 +362,15 @@ def measure(
             stats = []
             for t, peak in zip(timings, peaks, strict=True):
                 rates = [batch / s for s in t.wall]
-                q1, med, q3 = _quartiles(rates)
+                q1, med, q3 = quartiles(rates)
                 cpu_med = statistics.median(batch / s for s in t.cpu) if on_cpu and min(t.cpu) > 0 else None
                 stats.append(Stats(med, q1, q3, min(rates), max(rates), peak, cpu_med))
             ae_t, vae_t = timings
-            rq1, rmed, rq3 = _quartiles(speed_ratios(ae_t.wall, vae_t.wall))
+            rq1, rmed, rq3 = quartiles(speed_ratios(ae_t.wall, vae_t.wall))
             cpu: tuple[float | None, ...] = (None, None, None)
             extra = None
             if on_cpu and min(ae_t.cpu) > 0 and min(vae_t.cpu) > 0:
-                cpu = _quartiles(speed_ratios(ae_t.cpu, vae_t.cpu))
+                cpu = quartiles(speed_ratios(ae_t.cpu, vae_t.cpu))
                 extra = statistics.median(v - a for a, v in zip(ae_t.cpu, vae_t.cpu, strict=True))
             rows.append(
                 BenchRow(

@@ -22,8 +22,7 @@ sensitivity to z_j over the calibration data (see :func:`auto_log_sigma`).
 from __future__ import annotations
 
 import dataclasses
-import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import torch
@@ -31,19 +30,18 @@ import torch.fx as fx
 from torch import nn
 from torch.nn.utils import parametrize
 
-from fxvae import hooks
+from fxvae import hooks, likelihoods
+from fxvae.data import batches, check_batch, to_device
 from fxvae.errors import InputError
 from fxvae.graph import functional_arg, layer_kind
 from fxvae.modules import eval_mode, first_tensor, resolve
 from fxvae.operators import BIAS_ARG, WEIGHT_ARG
 from fxvae.outputs import reconstruction
 from fxvae.recipe import CalibrationInfo, Likelihood, Standardize, conversion, reparameterize_of, unwrap
-from fxvae.split import split
-from fxvae.tracing import CAPTURE_LOCK, as_args
+from fxvae.split import decoder_conditions, split
+from fxvae.tracing import CAPTURE_LOCK
 
 CALIBRATION = "calibration"
-BATCH = 256
-"""Samples per batch when the calibration data is one tensor."""
 _PROBES = 16
 _SENSITIVITY_SAMPLES = 512
 _GROUPS_ARG = 6
@@ -148,14 +146,16 @@ def _calibrate(
     log_sigma_init: float | Literal["auto"] | None,
     likelihood: Likelihood,
 ) -> None:
+    reparameterize_of(vae, "fxvae.calibrate")
     recipe = conversion(vae)
     gm = unwrap(vae)
     count = len(gm.graph.find_nodes(op="placeholder"))
     device = first_tensor(gm).device
-    inputs = [
-        tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args) for args in batches_of(data, count)
-    ]
-    _check_batches(inputs, recipe.input_shape)
+    inputs = [to_device(args, device) for args in batches(data, count)]
+    if not inputs or all(len(args[0]) == 0 for args in inputs):
+        raise InputError("the calibration data is empty: pass a batch (or a DataLoader) of the AE's data")
+    for args in inputs:
+        check_batch(args, recipe.input_shape, "a calibration batch")
     encoder, _ = split(gm)
     old = gm.get_submodule(recipe.calibration.module) if recipe.calibration else None
     with eval_mode(encoder), torch.no_grad():
@@ -172,33 +172,6 @@ def _calibrate(
         options = dataclasses.replace(options, log_sigma_init=log_sigma_init, likelihood=likelihood)
     options = dataclasses.replace(options, standardize=standardize)
     gm.meta["fxvae"] = dataclasses.replace(recipe, calibration=info, new_keys=new_keys, options=options)
-
-
-def batches_of(data: Any, count: int) -> Iterator[tuple[Any, ...]]:
-    """The positional inputs of each calibration batch (see :func:`calibrate`)."""
-    if isinstance(data, torch.Tensor):
-        for start in range(0, len(data), BATCH):
-            yield (data[start : start + BATCH],)
-        return
-    if not isinstance(data, Iterable):
-        raise InputError(f"calibration data must be a tensor or an iterable of batches, got {type(data).__name__}")
-    for batch in data:
-        yield as_args(batch)[:count] if isinstance(batch, (tuple, list)) else (batch,)
-
-
-def _check_batches(inputs: list[tuple[Any, ...]], input_shape: tuple[int, ...]) -> None:
-    if not inputs or all(len(args[0]) == 0 for args in inputs):
-        raise InputError("the calibration data is empty: pass a batch (or a DataLoader) of the AE's data")
-    for args in inputs:
-        x = args[0]
-        if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != tuple(input_shape):
-            got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise InputError(
-                f"a calibration batch has shape {got}, but the VAE takes {['batch', *input_shape]}: pass data "
-                "shaped like the example inputs"
-            )
-        if x.is_floating_point() and not torch.isfinite(x).all():
-            raise InputError("the calibration data holds NaN or inf values: pass finite data")
 
 
 def _resolve(mode: Standardize, latent_shape: tuple[int, ...]) -> Mode:
@@ -440,8 +413,10 @@ def _set_log_sigma(
     head = gm.get_submodule(recipe.log_sigma_head)
     if log_sigma_init == "auto":
         _, decoder = split(gm)
+        taken = decoder_conditions(gm, decoder, len(inputs[0]))
+        decoded = [(args[0], *(args[i] for i in taken)) for args in inputs]
         with eval_mode(decoder):
-            target = auto_log_sigma(decoder, codes, inputs, likelihood)
+            target = auto_log_sigma(decoder, codes, decoded, likelihood)
         value = head_bias(target, tuple(head.bias.shape), recipe.bottleneck.feature_dim)
     else:
         value = torch.full_like(head.bias, float(log_sigma_init))
@@ -455,12 +430,23 @@ def auto_log_sigma(
 ) -> torch.Tensor:
     """Per latent element: 1/2 log(1 / (1 + F_j)), F_j = E[sum_i w_i (d recon_i / d z_j)^2] over the data.
 
+    ``inputs`` are the data and the conditions the decoder takes, ``codes`` the latents of the same batches.
+
     That is the variance of the Gaussian posterior of the linearised decoder under the N(0, 1) prior.
-    w is the likelihood's Fisher weight on the reconstruction: 1 / (the AE's mean squared error) for a
-    Gaussian, p (1 - p) of the logits for a Bernoulli. The diagonal of J^T W J is estimated with probes
-    u ~ N(0, W) in output space, E[(J^T u)_j^2] = (J^T W J)_jj, on up to 512 samples.
+    w is the likelihood's Fisher weight on the reconstruction (:meth:`fxvae.likelihoods.Likelihood.fisher`):
+    1 / (the AE's mean squared error) for a Gaussian, whose sigma is fitted to the AE's own error over the
+    data; 1 / b^2 for a Laplace; p (1 - p) for Bernoulli logits, 1 / (p (1 - p)) for probabilities. The
+    diagonal of J^T W J is estimated with probes u ~ N(0, W) in output space, E[(J^T u)_j^2] = (J^T W J)_jj,
+    on up to 512 samples.
     """
-    noise = _noise_level(decoder, codes, inputs) if likelihood == "gaussian" else None
+    lik = likelihoods.get(likelihood)
+    if lik.needs_fit:
+        with torch.no_grad():
+            decoded = (
+                (reconstruction(decoder(mu, *args[1:]), args[0]), args[0])
+                for mu, args in zip(codes, inputs, strict=True)
+            )
+            lik = likelihoods.fit(lik, decoded)
     generator = torch.Generator().manual_seed(0)
     total, seen = 0.0, 0
     for mu, args in zip(codes, inputs, strict=True):
@@ -468,11 +454,8 @@ def auto_log_sigma(
             break
         z = mu.detach().clone().requires_grad_(True)
         recon = reconstruction(decoder(z, *args[1:]), args[0])
-        if noise is None:
-            probability = torch.sigmoid(recon.detach())
-            weight = probability * (1 - probability)
-        else:
-            weight = torch.full_like(recon, 1.0 / noise)
+        lik.check_output(recon.detach())
+        weight = lik.fisher(recon.detach())
         for _ in range(_PROBES):
             probe = torch.randn(recon.shape, generator=generator).to(recon) * weight.sqrt()
             (grad,) = torch.autograd.grad(recon, z, probe, retain_graph=True)
@@ -480,35 +463,6 @@ def auto_log_sigma(
         seen += len(z)
     fisher = total / seen
     return (-0.5 * torch.log1p(fisher)).to(codes[0].dtype)
-
-
-def _noise_level(decoder: nn.Module, codes: list[torch.Tensor], inputs: list[tuple[Any, ...]]) -> float:
-    """The AE's own mean squared reconstruction error per element: the Gaussian noise it leaves.
-
-    An error above the data's own variance means the reconstruction is not a Gaussian mean of the data
-    (logits, say): that is warned about, since the start would then be too wide.
-    """
-    error, count, spread = 0.0, 0, 0.0
-    with torch.no_grad():
-        for mu, args in zip(codes, inputs, strict=True):
-            x = args[0]
-            recon = reconstruction(decoder(mu, *args[1:]), x)
-            if recon.shape != x.shape:
-                raise InputError(
-                    f"log_sigma_init='auto' with a Gaussian likelihood compares the reconstruction "
-                    f"{list(recon.shape)} with the input {list(x.shape)}, which differ: pass likelihood="
-                    "'bernoulli' for logits, or a fixed log_sigma_init"
-                )
-            error += (recon - x).double().pow(2).sum().item()
-            spread += (x.double() - x.double().mean()).pow(2).sum().item()
-            count += x.numel()
-    if error > spread:
-        warnings.warn(
-            "log_sigma_init='auto': the reconstruction is further from the data than the data's own spread, so it "
-            "is not a Gaussian mean of it; if the decoder returns logits, pass likelihood='bernoulli'",
-            stacklevel=5,
-        )
-    return max(error / count, 1e-12)
 
 
 def head_bias(target: torch.Tensor, bias_shape: tuple[int, ...], axis: int) -> torch.Tensor:

@@ -19,13 +19,15 @@ import functools
 import importlib
 import importlib.util
 import json
+import math
+import os
 import sys
 import time
 import traceback
 import types
 import typing
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from enum import IntEnum
 from pathlib import Path
@@ -34,15 +36,21 @@ from typing import Any
 import click
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.measure import Measurement
 from rich.table import Table
 from torch import nn
 
 import fxvae
 from fxvae.bench import BenchRow, measure
+from fxvae.data import batches
+from fxvae.datafiles import read_data
 from fxvae.inspection import WidthProfile, width_profile
-from fxvae.io import read_data, read_state_dict
-from fxvae.modules import eval_mode
+from fxvae.io import RECIPE_KEY, read_state_dict
+from fxvae.likelihoods import LikelihoodName
+from fxvae.modules import eval_mode, input_count
+from fxvae.progress import bar
+from fxvae.study.compare import run_comparison
+from fxvae.study.options import CompareOptions
 
 DEFAULT_THREADS = 1
 """torch threads for ``bench``: on 2 shared cores one epoch of a small MLP took 11.8 s with torch's default
@@ -65,6 +73,8 @@ class ExitCode(IntEnum):
     """Tracing, bottleneck search or rewrite failed (TraceError, BottleneckError, RewriteError)."""
     EXPORT = 6
     """The ONNX export failed."""
+    DATA = 7
+    """The data cannot be read, or does not fit the model or the likelihood (evaluate, compare)."""
 
 
 class CliError(Exception):
@@ -98,29 +108,50 @@ _input_shape = click.option(
 )
 _debug = click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 _as_json = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+_threads = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=DEFAULT_THREADS,
+    show_default=True,
+    help="torch threads; 1 is steadier and faster for small models on a busy machine.",
+)
 
 
 def conversion_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Click options for the fields of :class:`fxvae.Options` (all, or those named), passed on as one
     ``options`` argument. The fields' types, defaults and help are declared once, on the dataclass."""
-    fields = [f for f in dataclasses.fields(fxvae.Options) if not names or f.name in names]
-    hints = typing.get_type_hints(fxvae.Options)
+    return dataclass_options(fxvae.Options, *names)
+
+
+def dataclass_options(
+    cls: type, *names: str, into: str = "options"
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Click options for the fields of the dataclass ``cls`` (all, or those named), passed on as one ``cls``
+    instance in the argument ``into``; the fields' types, defaults and ``metadata["help"]`` make the options."""
+    fields = [f for f in dataclasses.fields(cls) if not names or f.name in names]
+    hints = typing.get_type_hints(cls)
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
             chosen = {f.name: kwargs.pop(f.name) for f in fields}
-            return command(options=fxvae.Options(**chosen), **kwargs)
+            return command(**{into: cls(**chosen)}, **kwargs)
 
         for field in reversed(fields):
             kind = _click_type(hints[field.name])
+            # A tuple default is given as it is typed, so that the help shows 8,5,5,5.
+            default = ",".join(map(str, field.default)) if isinstance(field.default, tuple) else field.default
             wrapper = click.option(
                 f"--{field.name.replace('_', '-')}",
                 field.name,
                 type=kind,
-                default=field.default,
-                show_default=field.default is not None,
-                metavar=None if isinstance(kind, click.Choice) else kind.name.upper(),
+                default=default,
+                show_default=default is not None,
+                metavar=None
+                if isinstance(kind, click.Choice)
+                else kind.name
+                if isinstance(kind, _Words)
+                else kind.name.upper(),
                 help=field.metadata["help"],
             )(wrapper)
         return wrapper
@@ -146,11 +177,46 @@ class _NumberOr(click.ParamType):
             self.fail(f"{value!r} is neither a number nor one of {', '.join(self.words)}", param, ctx)
 
 
+class _Ints(click.ParamType):
+    """Comma-separated integers, as a tuple (``--levels 8,5,5,5``)."""
+
+    name = "n,n"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(int(v) for v in str(value).replace(" ", "").split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not comma-separated integers, e.g. 8,5,5,5", param, ctx)
+
+
+class _Words(click.ParamType):
+    """Comma-separated names, each one of ``choices``, as a tuple (``--starts scratch,warm,ae``)."""
+
+    def __init__(self, choices: tuple[str, ...]) -> None:
+        self.choices = choices
+        self.name = ",".join(choices)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        words = tuple(w for w in str(value).replace(" ", "").split(",") if w)
+        unknown = [w for w in words if w not in self.choices]
+        if unknown or not words:
+            self.fail(f"{value!r}: each must be one of {', '.join(self.choices)}", param, ctx)
+        return words
+
+
 def _click_type(hint: Any) -> click.ParamType:
-    """The click type of an Options field: its type hint, None and Literal values included."""
+    """The click type of an options field: its type hint, None, Literal values and tuples (of ints, or of
+    Literal names) included."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if typing.get_origin(hint) is typing.Literal:
         return click.Choice([str(a) for a in args])
+    if typing.get_origin(hint) is tuple:
+        item = args[0] if args else int
+        return _Words(typing.get_args(item)) if typing.get_origin(item) is typing.Literal else _Ints()
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         words = tuple(w for a in args if typing.get_origin(a) is typing.Literal for w in typing.get_args(a))
         plain = [a for a in args if typing.get_origin(a) is not typing.Literal]
@@ -277,9 +343,28 @@ def _exit_code(err: BaseException) -> ExitCode:
     return ExitCode.INTERNAL
 
 
+_PYTHON_TO_OPTIONS = (
+    ("calibration=<a batch or a DataLoader>", "--calibration FILE"),
+    ("bottleneck=", "--bottleneck "),
+    ("log_sigma_init=", "--log-sigma-init "),
+    ("likelihood=", "--likelihood "),
+)
+
+
 def _as_options(message: str) -> str:
     """fxvae's messages speak Python (``bottleneck=...``); here they speak command-line options."""
-    return message.replace("bottleneck=", "--bottleneck ").replace("log_sigma_init=", "--log-sigma-init ")
+    for python, option in _PYTHON_TO_OPTIONS:
+        message = message.replace(python, option)
+    return message
+
+
+def _print_table(table: Table) -> None:
+    """A table at its natural width: in a file or a pipe rich would squeeze it to 80 columns and cut numbers."""
+    if _out.is_terminal:
+        _out.print(table)
+        return
+    width = max(80, Measurement.get(_out, _out.options.update_width(10_000), table).maximum)
+    Console(highlight=False, width=width, file=sys.stdout).print(table)
 
 
 @contextlib.contextmanager
@@ -416,7 +501,7 @@ def _print_profile(profile: WidthProfile, notes: list[str]) -> None:
     table = Table(title="width profile (input -> reconstruction)", title_justify="left")
     for col, justify in (("#", "right"), ("node", "left"), ("op", "left"), ("shape", "left"), ("width", "right")):
         table.add_column(col, justify=justify)
-    table.add_column("")
+    table.add_column("role on the data path")
     for i, n in enumerate(profile.nodes):
         if n.name == b.node:
             mark = "[red]<- bottleneck[/]"
@@ -424,7 +509,7 @@ def _print_profile(profile: WidthProfile, notes: list[str]) -> None:
             mark = "separator" if n.separator else f"[dim]bypassed: {n.bypass}[/]"
         shape = str(list(n.shape)) if n.shape is not None else "-"
         table.add_row(str(i), n.name, n.target, shape, str(n.width) if n.width is not None else "-", mark)
-    _out.print(table)
+    _print_table(table)
     where = f", the output of {b.module!r}" if b.module else ""
     head = f"mu head: {b.layer} {b.layer_type}" if b.head_kind == "layer" else "pointwise log-sigma head on mu"
     _out.print(
@@ -438,7 +523,7 @@ def _print_profile(profile: WidthProfile, notes: list[str]) -> None:
     for c in b.candidates:
         separates = "yes" if c.separates else "no"
         cands.add_row(c.node, c.module or "-", str(list(c.shape)), str(c.width), separates, _as_options(c.reason))
-    _out.print(cands)
+    _print_table(cands)
 
 
 # --- convert ------------------------------------------------------------------------------------------
@@ -466,7 +551,8 @@ def _print_profile(profile: WidthProfile, notes: list[str]) -> None:
     "--calibration",
     type=click.Path(path_type=Path),
     metavar="FILE",
-    help="Data to standardise the latent with (.pt, .npy, .safetensors; batch first), see fxvae.calibrate.",
+    help="Data to calibrate with (.pt, .npy, .npz, .safetensors; batch first): it standardises a Gaussian latent "
+    "(fxvae.calibrate) and fits a vq codebook or fsq projections.",
 )
 @click.option(
     "--onnx", type=click.Path(path_type=Path), metavar="FILE", help="Also export the eval-mode VAE (z = mu) to ONNX."
@@ -501,7 +587,19 @@ def convert(
         recipe = fxvae.conversion(vae)
         b = recipe.bottleneck
         head = f"mu head from {b.layer!r}" if b.head_kind == "layer" else "pointwise log-sigma head"
+        q = recipe.quantizer
+        if q is not None:
+            head = (
+                f"{q.family} quantiser {q.module!r}: {q.codebook_size} codes, {q.rate_bits:.4g} bits per position, "
+                f"codes per sample {list(q.code_shape)}"
+            )
         _err.print(f"bottleneck {b.node} {list(b.shape)} ({head}, traced with {recipe.tracer})", markup=False)
+        if q is not None and q.quantized_mse is not None:
+            _err.print(
+                f"reconstruction MSE on the calibration data: {q.ae_mse:.6g} (AE), {q.quantized_mse:.6g} "
+                f"(quantised, before training)",
+                markup=False,
+            )
         _err.print(
             f"wrote {out} in {elapsed:.2f} s; keys moved: {recipe.key_map}, new: {list(recipe.new_keys)}", markup=False
         )
@@ -544,13 +642,7 @@ def convert(
     show_default=True,
     help="Target duration of one timed repeat.",
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=DEFAULT_THREADS,
-    show_default=True,
-    help="torch threads; 1 is steadier and faster for small models on a busy machine.",
-)
+@_threads
 @click.option("--checkpoint", type=click.Path(path_type=Path), metavar="FILE", help="Load these weights first.")
 @conversion_options()
 @_as_json
@@ -590,16 +682,7 @@ def bench(
                 ExitCode.USAGE, f"the VAE was exported with a fixed batch of {shape[0]}; pass --batch-sizes {shape[0]}"
             )
         params = (sum(p.numel() for p in module.parameters()), sum(p.numel() for p in vae.parameters()))
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=_err,
-            transient=True,
-            disable=as_json,
-        ) as progress:
-            task = progress.add_task("AE vs VAE", total=len(modes) * len(sizes) * repeats)
+        with bar("AE vs VAE", len(modes) * len(sizes) * repeats, enabled=not as_json) as shown:
             rows = measure(
                 module,
                 vae,
@@ -611,7 +694,7 @@ def bench(
                 repeats=repeats,
                 warmup=warmup,
                 repeat_s=repeat_ms / 1000,
-                on_repeat=lambda: progress.advance(task),
+                on_repeat=shown.advance,
             )
         if as_json:
             result = {
@@ -630,8 +713,7 @@ def bench(
 
 
 def _mib(value: float | None) -> str:
-    # RSS deltas below allocator granularity read as noise (or -0.0): show them as 0.
-    return "n/a" if value is None else f"{max(value, 0.0):.1f}"
+    return "n/a" if value is None else f"{value:.3g}"
 
 
 def _print_bench(rows: list[BenchRow], model: str, device: str, convert_s: float, params: tuple[int, int]) -> None:
@@ -642,18 +724,290 @@ def _print_bench(rows: list[BenchRow], model: str, device: str, convert_s: float
         f"converted in {convert_s:.2f} s; params AE {params[0]:,} VAE {params[1]:,}",
         title_justify="left",
     )
-    for col in ("mode", "batch", "AE samples/s (IQR)", "VAE samples/s (IQR)", "VAE/AE (IQR)", "peak MiB AE / VAE"):
-        table.add_column(col, justify="right")
+    columns = ("mode", "batch", "AE samples/s (IQR)", "VAE samples/s (IQR)", "VAE/AE wall clock (IQR)")
+    columns += ("VAE/AE CPU time (IQR)", "peak MiB AE / VAE")
+    for col in columns:
+        table.add_column(col, justify="right", no_wrap=True)
     for r in rows:
+        cpu = "n/a" if r.cpu_ratio is None else f"{r.cpu_ratio:.3f} ({r.cpu_ratio_q1:.3f}-{r.cpu_ratio_q3:.3f})"
         table.add_row(
             r.mode,
             str(r.batch_size),
             f"{r.ae.median:,.0f} ({r.ae.q1:,.0f}-{r.ae.q3:,.0f})",
             f"{r.vae.median:,.0f} ({r.vae.q1:,.0f}-{r.vae.q3:,.0f})",
             f"{r.ratio:.3f} ({r.ratio_q1:.3f}-{r.ratio_q3:.3f})",
+            cpu,
             f"{_mib(r.ae.peak_mem_mib)} / {_mib(r.vae.peak_mem_mib)}",
         )
-    _out.print(table)
+    _print_table(table)
+    _out.print(
+        "VAE/AE: the VAE's throughput over the AE's, median of interleaved pairs; the CPU-time ratio counts only "
+        "this process's time. Peak MiB: the most memory a step's tensors hold at once (CUDA: the allocator's "
+        "peak; CPU: torch's profiler).",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+# --- evaluate -------------------------------------------------------------------------------------------
+
+_LIKELIHOODS = click.Choice(list(typing.get_args(LikelihoodName)))
+
+
+def read_data_source(spec: str, resize: str | None) -> Any:
+    """``--data``: a data file or folder of images (:func:`fxvae.datafiles.read_data`), or
+    ``package.module:factory`` returning a tensor, a Dataset or a DataLoader."""
+    size = parse_ints(resize, "--resize") if resize is not None else None
+    if size is not None and len(size) != 2:
+        raise CliError(ExitCode.USAGE, f"--resize {resize!r} must be HEIGHT,WIDTH, e.g. 28,28")
+    path, _, _ = spec.rpartition(":")
+    if Path(spec).exists() or (path and Path(path).is_file() and not path.endswith(".py")) or ":" not in spec:
+        try:
+            return read_data(spec, resize=size)
+        except fxvae.InputError as err:
+            raise CliError(ExitCode.DATA, f"--data: {err}") from err
+    factory = load_factory(spec)
+    try:
+        data = factory()
+    except Exception as err:
+        raise CliError(ExitCode.MODEL, f"data factory {spec!r} raised {type(err).__name__}: {err}") from err
+    if not isinstance(data, (torch.Tensor, Iterable, torch.utils.data.Dataset)):
+        raise CliError(
+            ExitCode.DATA, f"data factory {spec!r} returned {type(data).__name__}, not a tensor, Dataset or DataLoader"
+        )
+    return data
+
+
+def first_batch(data: Any, count: int) -> tuple[Any, ...]:
+    """The inputs of the data's first batch: the example a model is rebuilt with."""
+    for args in batches(data, count):
+        return args
+    raise CliError(ExitCode.DATA, "--data holds no samples")
+
+
+def is_vae_file(path: Path) -> bool:
+    """Whether ``path`` is a VAE that fxvae.save wrote (a safetensors file with an fxvae recipe)."""
+    if path.suffix != ".safetensors":
+        return False
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return RECIPE_KEY in (handle.metadata() or {})
+    except Exception:  # unreadable: fxvae.load names the problem
+        return True
+
+
+@contextlib.contextmanager
+def _data_errors() -> Iterator[None]:
+    """What fxvae refuses in the data (its shape, NaN, a likelihood that does not fit) exits with DATA."""
+    try:
+        yield
+    except fxvae.InputError as err:
+        raise CliError(ExitCode.DATA, str(err)) from err
+
+
+def _sigma(value: str | None) -> float | str | None:
+    if value is None or value == "optimal":
+        return value
+    try:
+        return float(value)
+    except ValueError as err:
+        raise CliError(ExitCode.USAGE, f"--sigma {value!r} must be a positive number or 'optimal'") from err
+
+
+@app.command()
+@click.argument("checkpoint", metavar="FILE", type=click.Path(path_type=Path))
+@click.option("--model", "model", required=True, metavar="MODEL", help="The AE's factory, as for convert.")
+@click.option("--data", required=True, metavar="DATA", help="Held-out data: a file, a folder of images, or a factory.")
+@click.option("--resize", metavar="H,W", help="Scale a folder of images to this size.")
+@click.option("--likelihood", type=_LIKELIHOODS, default="gaussian", show_default=True, help="What the output is.")
+@click.option("--sigma", metavar="FLOAT|optimal", help="The Gaussian sigma or Laplace b (default: optimal).")
+@click.option("--k", "k", type=click.IntRange(min=1), default=1, show_default=True, help="Posterior draws per sample.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Samples per batch of a data file (default 256).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the posterior draws.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where to run.")
+@_threads
+@_as_json
+@_debug
+def evaluate(
+    checkpoint: Path,
+    model: str,
+    data: str,
+    resize: str | None,
+    likelihood: str,
+    sigma: str | None,
+    k: int,
+    batch_size: int | None,
+    seed: int,
+    device: str,
+    threads: int,
+    as_json: bool,
+    debug: bool,
+) -> None:
+    """Measure a VAE file (from fxvae convert) on held-out data: -ELBO, KL, importance-weighted NLL, active
+    units, mutual information. An autoencoder checkpoint (.pt, or safetensors without a recipe) gets its
+    reconstruction term under the same likelihood."""
+    with _reported(debug):
+        if device == "cuda" and not torch.cuda.is_available():
+            raise CliError(ExitCode.USAGE, "--device cuda: CUDA is not available in this torch build/machine")
+        torch.set_num_threads(threads)
+        if not checkpoint.is_file():
+            raise CliError(ExitCode.CHECKPOINT, f"checkpoint {str(checkpoint)!r} does not exist")
+        module = load_model(model)
+        source = read_data_source(data, resize)
+        if is_vae_file(checkpoint):
+            example = first_batch(source, input_count(module))
+            with _err.status(f"loading {checkpoint}"):
+                measured, _ = fxvae.load(module, checkpoint, example)
+        else:
+            load_checkpoint_into(module, checkpoint)
+            measured = module
+        measured.to(device)
+        if not as_json:
+            _out.print(f"torch threads: {torch.get_num_threads()}", markup=False)
+        with _data_errors():
+            result = fxvae.evaluate(
+                measured,
+                source,
+                likelihood=likelihood,
+                sigma=_sigma(sigma),
+                k=k,
+                batch_size=batch_size if isinstance(source, torch.Tensor) else None,
+                seed=seed,
+                progress=True,
+            )
+        if as_json:
+            click.echo(json.dumps({"checkpoint": str(checkpoint), "model": model, **result.to_dict()}, indent=2))
+            return
+        _print_evaluation(result, checkpoint)
+
+
+def _print_evaluation(result: fxvae.Evaluation, checkpoint: Path) -> None:
+    what = {"vae": "VAE", "vq": "VQ model", "fsq": "FSQ model"}.get(
+        result.kind, "autoencoder (reconstruction term only)"
+    )
+    _out.print(
+        f"{checkpoint}: {what}; n={result.n}, k={result.k}, likelihood {result.likelihood}, seed {result.seed}",
+        markup=False,
+        soft_wrap=True,
+    )
+    table = Table(title_justify="left")
+    for col in ("metric", "nats/sample", "± s.e.", "nats/dim", "bits/dim"):
+        table.add_column(col, justify="left" if col == "metric" else "right", no_wrap=True)
+    for name, value, per, bits in result.rows():
+        table.add_row(
+            name,
+            f"{value.value:.4f}",
+            f"{value.stderr:.4f}",
+            f"{per.value:.5f}" if per is not None else "",
+            f"{bits.value:.5f}" if bits is not None else "",
+        )
+    _print_table(table)
+    if result.active_units is not None:
+        _out.print(
+            f"active units: {result.active_units} of {result.latent_dims} (Var_x E_q[z] > {result.active_threshold}); "
+            f"mutual information from {result.mixture} posteriors (at most log {result.mixture} = "
+            f"{math.log(result.mixture):.2f} nats)",
+            markup=False,
+            soft_wrap=True,
+        )
+    if result.rate_bits is not None:
+        _out.print(
+            f"rate: {result.rate_bits:.4g} bits per sample; codebook perplexity {result.perplexity:.4g}, "
+            f"{100 * (result.codes_used or 0):.1f}% of the codes used; kl is positions x log K (a uniform prior)",
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+# --- compare ------------------------------------------------------------------------------------------
+
+QUICK = {"epochs": 2, "seeds": 1}
+"""``--quick``: a run to try the command on, not one to conclude from."""
+
+
+@app.command()
+@_model_argument
+@click.option(
+    "--checkpoint", required=True, type=click.Path(path_type=Path), metavar="FILE", help="The trained AE's weights."
+)
+@click.option("--data", required=True, metavar="DATA", help="Training data: a file, a folder of images, or a factory.")
+@click.option("--test", metavar="DATA", help="Held-out data (default: --holdout of --data, never trained on).")
+@click.option("--resize", metavar="H,W", help="Scale folders of images to this size.")
+@dataclass_options(CompareOptions)
+@click.option("--scratch", metavar="MODEL", help="A factory of the untrained architecture, for the scratch start.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), metavar="DIR", help="Where the report goes.")
+@click.option("--resume", is_flag=True, help="Continue the comparison that --out holds.")
+@click.option("--force", is_flag=True, help="Start over where --out already holds a comparison.")
+@click.option("--quick", is_flag=True, help=f"Try it: {QUICK['epochs']} epochs, {QUICK['seeds']} seed.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where to run.")
+@_threads
+@_debug
+def compare(
+    model: str,
+    checkpoint: Path,
+    data: str,
+    test: str | None,
+    resize: str | None,
+    options: CompareOptions,
+    scratch: str | None,
+    out: Path,
+    resume: bool,
+    force: bool,
+    quick: bool,
+    device: str,
+    threads: int,
+    debug: bool,
+) -> None:
+    """Train MODEL's VAE (warm, calibrated) beside the same VAE from scratch, on your data; write a report.
+
+    Under torchrun (torchrun --nproc-per-node N -m fxvae.cli compare ...) every start trains with
+    DistributedDataParallel and rank 0 writes the report."""
+    with _reported(debug):
+        if device == "cuda" and not torch.cuda.is_available():
+            raise CliError(ExitCode.USAGE, "--device cuda: CUDA is not available in this torch build/machine")
+        if (out / "metrics.jsonl").exists() and not (resume or force):
+            raise CliError(
+                ExitCode.USAGE,
+                f"{str(out)!r} holds a comparison: pass --resume to continue it, or --force to start over",
+            )
+        if resume and not (out / "metrics.jsonl").exists():
+            raise CliError(ExitCode.USAGE, f"--resume: {str(out)!r} holds no comparison to continue")
+        if quick:
+            options = dataclasses.replace(options, **QUICK)
+        if not checkpoint.is_file():
+            raise CliError(ExitCode.CHECKPOINT, f"checkpoint {str(checkpoint)!r} does not exist")
+        module = load_model(model)
+        load_checkpoint_into(module, checkpoint)
+        train = read_data_source(data, resize)
+        held_out = read_data_source(test, resize) if test is not None else None
+        untrained = load_factory(scratch) if scratch is not None else None
+        first = int(os.environ.get("RANK", "0")) == 0
+        if first:
+            _err.print(f"torch threads: {threads}", markup=False)
+        try:
+            with _data_errors():
+                result = run_comparison(
+                    module.eval(),
+                    train,
+                    held_out,
+                    options,
+                    scratch=untrained,
+                    device=device,
+                    threads=threads,
+                    out=out,
+                    resume=resume,
+                )
+        except KeyboardInterrupt:
+            _err.print(
+                f"stopped: every finished epoch is in {out / 'metrics.jsonl'}; continue with --resume", markup=False
+            )
+            raise click.exceptions.Exit(130) from None
+        if first:
+            for line in result.verdict():
+                _out.print(f"- {line}", markup=False, soft_wrap=True)
+            _out.print(f"wrote {out / 'report.md'}", markup=False)
 
 
 if __name__ == "__main__":

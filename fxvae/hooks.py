@@ -12,7 +12,7 @@ The VAE keeps the model as a submodule and installs a forward hook on that modul
 log sigma a zero pointwise layer on mu, z = reparameterize(mu) replaces the output. ``split`` cuts it
 with the same hook: the encoder stops at the latent, the decoder runs the model on a zero input with
 the latent replaced by z (exact, since the latent separates), and returns None for the outputs that
-read the input's values.
+read the input's values. A discrete latent's hook quantises the output instead of sampling it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from fxvae.latent import Reparameterize
 from fxvae.modules import eval_mode, input_names, owned_copy
 from fxvae.operators import module_layout
 from fxvae.outputs import Spec, flatten, reconstruction_index, unflatten
-from fxvae.rewrite import LOG_SIGMA_HEAD, REPARAMETERIZE, Inserted, pointwise_layer, zero_head
+from fxvae.quantize import Quantizer
+from fxvae.rewrite import LOG_SIGMA_HEAD, QUANTIZE, REPARAMETERIZE, Inserted, pointwise_layer, zero_head
 
 MODEL = "model"
 """Name of the autoencoder inside a hooks-tier VAE (its state-dict keys gain this prefix)."""
@@ -49,6 +50,8 @@ class HookPlan:
     feature_dim: int
     decoded: tuple[bool, ...]
     """Per output leaf: computed from the latent alone (the decoder returns it), or from the input's values."""
+    dtype: torch.dtype
+    """The latent's."""
 
 
 @dataclass
@@ -151,16 +154,16 @@ def locate(model: nn.Module, args: tuple[Any, ...], forced: str | None) -> HookP
             f"the reconstruction of {name} does not change when the input does (an untrained quantiser that "
             "maps every input to one code?): fxvae cannot tell where it compresses; convert a trained model"
         )
-    candidates = [
+    forcible = [
         path
         for path in dict.fromkeys(base.order)
         if base.calls.get(path) == 1
         and path in base.outputs
         and _is_latent_like(base.outputs[path], batch)
-        and (base.outputs[path][0].numel() < input_width or path == forced)
         # A module whose output ignores the input (a weight parametrization) carries no data.
         and any(not torch.equal(base.outputs[path], r.outputs.get(path, base.outputs[path])) for r in references)
     ]
+    candidates = [p for p in forcible if base.outputs[p][0].numel() < input_width or p == forced]
     if forced is not None and forced not in candidates:
         raise BottleneckError(
             f"bottleneck={forced!r} is not a module of {name} that runs once and returns a floating-point "
@@ -189,11 +192,23 @@ def locate(model: nn.Module, args: tuple[Any, ...], forced: str | None) -> HookP
             best = width[path]
     if forced is None and best is None:
         narrowest = candidates[0] if candidates else None
-        detail = f"the narrowest module, {narrowest!r}, is bypassed" if narrowest else "no module is"
+        if narrowest:
+            detail = (
+                f"the narrowest module, {narrowest!r}, is bypassed: the output changes when only its value is swapped"
+            )
+        else:
+            detail = "every module that carries the input is at least as wide as it"
+        # The module that returns the reconstruction is no latent to force.
+        inner = [p for p in forcible if base.outputs[p] is not base.leaves[recon]]
+        ranked = sorted(inner, key=lambda p: (base.outputs[p][0].numel(), rank[p]))[:SHOWN_CANDIDATES]
+        named = ", ".join(
+            f"{p!r} [{base.outputs[p][0].numel()}]{' (bypassed)' if p in tested and not tested[p][0] else ''}"
+            for p in ranked
+        )
         raise BottleneckError(
             f"no module of {name} narrower than the input ({input_width}) separates the input from the "
-            f"reconstruction ({detail}: the output changes when only its value is swapped); force one with "
-            "bottleneck=<module path>"
+            f"reconstruction ({detail}); force one with bottleneck=<module path>, narrowest first: "
+            f"{named or 'none runs once and returns a tensor with the batch first'}"
         )
     chosen = forced if forced is not None else _outermost(candidates, tested, best)
     separating, decoded = tested[chosen]
@@ -216,7 +231,7 @@ def locate(model: nn.Module, args: tuple[Any, ...], forced: str | None) -> HookP
         forced=forced is not None,
         feature_dim=_feature_dim(model, chosen, latent),
     )
-    return HookPlan(report, chosen, report.feature_dim, decoded)
+    return HookPlan(report, chosen, report.feature_dim, decoded, latent.dtype)
 
 
 def _is_latent_like(value: torch.Tensor, batch: int) -> bool:
@@ -265,12 +280,12 @@ def _feature_dim(model: nn.Module, path: str, latent: torch.Tensor) -> int:
 class _LatentHook:
     """The forward hook that turns the latent module's output into z (and carries what split needs).
 
-    With a ``calibration`` map (:func:`fxvae.calibrate`), mu is the standardised output and the model
-    goes on with the destandardised z.
+    ``at_latent`` is the reparameterisation, or the quantiser of a discrete latent. With a ``calibration`` map
+    (:func:`fxvae.calibrate`), mu is the standardised output and the model goes on with the destandardised z.
     """
 
-    def __init__(self, reparameterize: Reparameterize, decoded: tuple[bool, ...], input_dtype: torch.dtype):
-        self.reparameterize = reparameterize
+    def __init__(self, at_latent: Reparameterize | Quantizer, decoded: tuple[bool, ...], input_dtype: torch.dtype):
+        self.at_latent = at_latent
         self.decoded = decoded
         self.input_dtype = input_dtype
         self.calibration: nn.Module | None = None
@@ -279,28 +294,42 @@ class _LatentHook:
 
     def __call__(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
         mu = output if self.calibration is None else self.calibration(output)
+        discrete = isinstance(self.at_latent, Quantizer)
         if self.stop:
-            raise _Latent(mu, self.reparameterize.log_sigma(output))
-        z = self.replacement if self.replacement is not None else self.reparameterize(mu, output)
+            raise _Latent(mu, None if discrete else self.at_latent.log_sigma(output))
+        if self.replacement is not None:
+            z = self.replacement
+        else:
+            z = self.at_latent(mu) if discrete else self.at_latent(mu, output)
         return z if self.calibration is None else self.calibration(z, inverse=True)
 
 
 class _Latent(Exception):
-    """Carries (mu, log_sigma) out of the forward once the encoder has computed them."""
+    """Carries (mu, log_sigma) out of the forward once the encoder has computed them (log_sigma is None for
+    a discrete latent)."""
 
-    def __init__(self, mu: torch.Tensor, log_sigma: torch.Tensor) -> None:
+    def __init__(self, mu: torch.Tensor, log_sigma: torch.Tensor | None) -> None:
         super().__init__("latent reached")
         self.mu, self.log_sigma = mu, log_sigma
 
 
 def rewrite(
-    model: nn.Module, args: tuple[Any, ...], plan: HookPlan, log_sigma_init: float, device: torch.device
+    model: nn.Module,
+    args: tuple[Any, ...],
+    plan: HookPlan,
+    log_sigma_init: float,
+    device: torch.device,
+    quantizer: Quantizer | None = None,
 ) -> tuple[fx.GraphModule, Inserted]:
-    """The hooks-tier VAE: a GraphModule calling the model, whose latent module's output is sampled."""
-    latent = _forward(model, args).outputs[plan.module]
-    head = zero_head(pointwise_layer(tuple(latent.shape), plan.feature_dim, latent.dtype, device), log_sigma_init)
-    reparameterize = Reparameterize(head)
-    hook = _LatentHook(reparameterize, plan.decoded, args[0].dtype)
+    """The hooks-tier VAE: a GraphModule calling the model, whose latent module's output is sampled (or,
+    given a ``quantizer``, quantised)."""
+    if quantizer is None:
+        latent = _forward(model, args).outputs[plan.module]
+        head = zero_head(pointwise_layer(tuple(latent.shape), plan.feature_dim, latent.dtype, device), log_sigma_init)
+        at_latent: Reparameterize | Quantizer = Reparameterize(head)
+    else:
+        at_latent = quantizer
+    hook = _LatentHook(at_latent, plan.decoded, args[0].dtype)
     model.get_submodule(plan.module).register_forward_hook(hook)
     graph = fx.Graph()
     inputs = [graph.placeholder(name) for name in input_names(model, len(args))]
@@ -308,9 +337,12 @@ def rewrite(
     root = nn.Module()
     root.add_module(MODEL, model)
     gm = fx.GraphModule(root, graph, type(model).__name__)
-    gm.add_submodule(LOG_SIGMA_HEAD, head)
-    gm.add_submodule(REPARAMETERIZE, reparameterize)
     key_map = {key: f"{MODEL}.{key}" for key in model.state_dict()}
+    if quantizer is not None:
+        gm.add_submodule(QUANTIZE, quantizer)
+        return gm, Inserted(None, None, QUANTIZE, key_map)
+    gm.add_submodule(LOG_SIGMA_HEAD, head)
+    gm.add_submodule(REPARAMETERIZE, at_latent)
     return gm, Inserted(None, LOG_SIGMA_HEAD, REPARAMETERIZE, key_map)
 
 
@@ -323,7 +355,8 @@ def latent_hook(vae: fx.GraphModule, module: str) -> _LatentHook:
 
 
 class HookedEncoder(nn.Module):
-    """``encoder(*inputs) -> (mu, log_sigma)``: the model run up to its latent module, then stopped.
+    """``encoder(*inputs) -> (mu, log_sigma)``: the model run up to its latent module, then stopped (a
+    discrete latent's encoder returns the latent alone, before quantisation).
 
     >>> encoder, decoder = fxvae.split(hooks_vae)  # doctest: +SKIP
     """
@@ -333,13 +366,13 @@ class HookedEncoder(nn.Module):
         self.vae = owned_copy(vae, share_tensors=True)
         self.module = module
 
-    def forward(self, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, *args: Any) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
         hook = latent_hook(self.vae, self.module)
         hook.stop = True
         try:
             self.vae(*args)
         except _Latent as reached:
-            return reached.mu, reached.log_sigma
+            return reached.mu if reached.log_sigma is None else (reached.mu, reached.log_sigma)
         finally:
             hook.stop = False
         raise RewriteError(f"the model's forward did not run {self.module!r}; convert again")

@@ -21,11 +21,12 @@ import torch.fx as fx
 from torch import nn
 
 from fxvae.calibration import restore
-from fxvae.convert import convert
+from fxvae.convert import convert, rebuild
 from fxvae.errors import CheckpointError, FxvaeError, InputError
 from fxvae.latent import KLDivergence
 from fxvae.modules import owned_copy, resolve
-from fxvae.recipe import CalibrationInfo, Conversion, Options, conversion, unwrap
+from fxvae.quantize import QuantizerLoss
+from fxvae.recipe import CalibrationInfo, Conversion, Options, QuantizerInfo, conversion, unwrap
 from fxvae.rewrite import zero_head
 from fxvae.version import VERSION
 
@@ -60,6 +61,11 @@ def save(vae: nn.Module, path: str | os.PathLike[str]) -> None:
 
     recipe = conversion(vae)
     target = Path(path)
+    if target.is_dir():
+        raise CheckpointError(
+            f"cannot save to {os.fspath(path)!r}: it is a directory; pass a file path in it, such as "
+            f"{os.fspath(target / 'vae.safetensors')!r}"
+        )
     if not target.parent.is_dir():
         raise CheckpointError(
             f"cannot save to {os.fspath(path)!r}: the directory {os.fspath(target.parent)!r} does not exist; "
@@ -78,6 +84,9 @@ def save(vae: nn.Module, path: str | os.PathLike[str]) -> None:
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        # mkstemp makes the file private (0600); a saved model gets the mode an open() would give it: the
+        # file's own if it exists, else 0666 less the umask, as torch.save's files have.
+        os.chmod(tmp, target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_umask())
         with open(tmp, "rb") as written:
             os.fsync(written.fileno())
         os.replace(tmp, target)
@@ -87,7 +96,9 @@ def save(vae: nn.Module, path: str | os.PathLike[str]) -> None:
     _fsync_dir(target.parent)
 
 
-def load(model: ModelSource, path: str | os.PathLike[str], example_inputs: Any) -> tuple[fx.GraphModule, KLDivergence]:
+def load(
+    model: ModelSource, path: str | os.PathLike[str], example_inputs: Any
+) -> tuple[fx.GraphModule, KLDivergence | QuantizerLoss]:
     """Rebuild a VAE saved by :func:`save` from its AE's architecture; returns ``(vae, kl)`` like convert.
 
     ``model`` is an instance of the autoencoder (its weights do not matter and it is not changed) or
@@ -120,7 +131,7 @@ def load(model: ModelSource, path: str | os.PathLike[str], example_inputs: Any) 
     # The weights come from the file: the replay needs the structure, not the data-driven starts.
     start = 0.0 if saved.options.log_sigma_init == "auto" else saved.options.log_sigma_init
     try:
-        vae, kl = convert(ae, example_inputs, bottleneck=saved.options.bottleneck, log_sigma_init=start)
+        vae, kl = rebuild(ae, example_inputs, dataclasses.replace(saved.options, log_sigma_init=start))
     except FxvaeError as err:
         # The recorded bottleneck is not in this architecture: first say which AE keys differ.
         inverse = {vae_key: ae_key for ae_key, vae_key in saved.key_map.items()}
@@ -138,6 +149,8 @@ def load(model: ModelSource, path: str | os.PathLike[str], example_inputs: Any) 
     if saved.calibration is not None:
         restore(vae, saved.calibration)
         recipe = dataclasses.replace(recipe, calibration=saved.calibration, new_keys=saved.new_keys)
+    if saved.quantizer is not None:
+        recipe = dataclasses.replace(recipe, quantizer=saved.quantizer)
     vae.meta["fxvae"] = dataclasses.replace(recipe, options=saved.options)
     what = f"{name!r} vs the VAE of {type(ae).__name__}"
     check_fits(tensors, vae.state_dict(), what)
@@ -172,6 +185,8 @@ class _Saved(NamedTuple):
     new_keys: tuple[str, ...]
     dropped_keys: tuple[str, ...]
     calibration: CalibrationInfo | None
+    quantizer: QuantizerInfo | None = None
+    """A discrete latent's quantiser, with its step-0 report (the structure is rebuilt from the options)."""
 
 
 def _recipe(text: str, file_format: int) -> _Saved:
@@ -185,7 +200,13 @@ def _recipe(text: str, file_format: int) -> _Saved:
         raise CheckpointError(f"the fxvae recipe in the file is unreadable ({err}); save the VAE again") from err
     options = dataclasses.replace(recipe.options, bottleneck=recipe.bottleneck.node)
     return _Saved(
-        options, recipe.latent_shape, recipe.key_map, recipe.new_keys, recipe.dropped_keys, recipe.calibration
+        options,
+        recipe.latent_shape,
+        recipe.key_map,
+        recipe.new_keys,
+        recipe.dropped_keys,
+        recipe.calibration,
+        recipe.quantizer,
     )
 
 
@@ -290,15 +311,15 @@ def convert_checkpoint(
     *,
     out: str | os.PathLike[str] | None = None,
     **options: Any,
-) -> tuple[fx.GraphModule, KLDivergence]:
+) -> tuple[fx.GraphModule, KLDivergence | QuantizerLoss]:
     """Load an autoencoder checkpoint into ``model``'s architecture, convert it, and optionally save.
 
     ``model`` is an instance (copied, never changed) or a zero-argument factory; ``checkpoint`` a
     ``.safetensors`` or ``.pt``/``.pth`` file, read by :func:`read_state_dict` (what it unwrapped is
     logged on the ``fxvae`` logger at INFO level). Missing or unexpected keys and shape mismatches
     raise :class:`CheckpointError` naming them. ``options`` are :func:`fxvae.convert`'s keyword
-    arguments (``bottleneck``, ``log_sigma_init``, ``calibration``...). With ``out``, the VAE is written
-    by :func:`save`. ``model`` may be built on ``torch.device("meta")``: its tensors are then the
+    arguments (``bottleneck``, ``log_sigma_init``, ``calibration``, ``latent``...). With ``out``, the VAE is
+    written by :func:`save`. ``model`` may be built on ``torch.device("meta")``: its tensors are then the
     checkpoint's (see :func:`load_into`), and ``example_inputs`` must be real.
 
     >>> torch.save(ae.state_dict(), tmp / "ae.pt")
@@ -324,8 +345,8 @@ def load_ae_state_dict(vae: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
 
     Keys map one to one, except the bottleneck layer's, which move to the mu head
     (``Conversion.key_map``, e.g. ``enc.2.weight -> mu_head.weight``). The log-sigma head keeps its
-    initialisation. Missing or unexpected keys raise a :class:`CheckpointError` naming them, and the
-    VAE is left as it was.
+    initialisation, and a discrete model's quantiser its codebook. Missing or unexpected keys raise a
+    :class:`CheckpointError` naming them, and the VAE is left as it was.
 
     A VAE converted from a model built on ``torch.device("meta")`` (no memory, no initialisation) gets
     the state dict's tensors themselves, and its log-sigma head is made on their device and dtype:
@@ -339,9 +360,8 @@ def load_ae_state_dict(vae: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
     expected = {k: v for k, v in inner.state_dict().items() if k not in recipe.new_keys}
     what = f"the state dict vs {type(inner).__name__}"
     check_fits(mapped, expected, what)
-    head = inner.get_submodule(recipe.log_sigma_head)
-    head_on_meta = any(t.is_meta for t in head.state_dict().values())
-    if head_on_meta:
+    head = inner.get_submodule(recipe.log_sigma_head) if recipe.log_sigma_head is not None else None
+    if head is not None and any(t.is_meta for t in head.state_dict().values()):
         head_keys = {f"{recipe.log_sigma_head}.{k}" for k in head.state_dict()}
         _refuse_meta_left(inner, set(mapped) | head_keys, what)
         start = recipe.log_sigma_init if recipe.log_sigma_init != "auto" else 0.0
@@ -466,6 +486,13 @@ def _distinct_tensors(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torc
 
 def _storage_numel(tensor: torch.Tensor) -> int:
     return tensor.untyped_storage().nbytes() // max(tensor.element_size(), 1)
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it: it is set straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:

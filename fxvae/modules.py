@@ -99,6 +99,20 @@ def input_names(module: nn.Module, count: int) -> list[str]:
     return [names[i] if i < len(names) else f"input_{i}" for i in range(count)]
 
 
+def input_count(module: nn.Module) -> int:
+    """How many positional inputs a batch gives ``module``: a GraphModule's placeholders, else the forward's
+    positional parameters without a default (at least 1).
+
+    >>> input_count(nn.Linear(2, 2)), input_count(nn.Bilinear(2, 2, 2))
+    (1, 2)
+    """
+    if isinstance(module, torch.fx.GraphModule):
+        return len(module.graph.find_nodes(op="placeholder"))
+    parameters = list(inspect.signature(module.forward).parameters.values())
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return max(1, sum(1 for p in positional if p.default is p.empty))
+
+
 def owned_copy(model: nn.Module, *, share_tensors: bool = False) -> nn.Module:
     """A deep copy that owns its parameters and buffers (tied ones stay tied to each other), or, with
     ``share_tensors``, one that shares them and owns only its modules (its own train/eval flags).

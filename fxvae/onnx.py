@@ -39,7 +39,8 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def export_onnx(module: nn.Module, path: str | os.PathLike[str], example_inputs: Any) -> None:
-    """Write ``module`` (a VAE, or the encoder or decoder of :func:`fxvae.split`) as an ONNX model.
+    """Write ``module`` (a VAE, the encoder or decoder of :func:`fxvae.split`, or a half of
+    :func:`fxvae.split_tokens`) as an ONNX model.
 
     The module is exported in eval mode (z = mu; its mode is restored afterwards) with
     ``torch.onnx.export(..., dynamo=True)``; dim 0 of every tensor input is a dynamic batch

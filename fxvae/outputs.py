@@ -237,6 +237,21 @@ def reconstruction(out: Any, like: torch.Tensor) -> torch.Tensor:
     return leaves[reconstruction_index(shapes, tuple(like.shape))]
 
 
+def reconstruction_like(out: Any, x: torch.Tensor) -> torch.Tensor:
+    """The reconstruction inside a model output, in the data's shape: a leaf that holds as many elements per
+    sample as ``x`` in another layout (a flattened image) is reshaped to ``x``'s shape.
+
+    >>> reconstruction_like((torch.zeros(2, 12), torch.ones(2, 3)), torch.zeros(2, 3, 4)).shape
+    torch.Size([2, 3, 4])
+    """
+    if isinstance(out, torch.Tensor) and out.shape == x.shape:
+        return out
+    recon = reconstruction(out, x)
+    if recon.shape != x.shape and recon.dim() >= 1 and len(recon) == len(x) and recon[0].numel() == x[0].numel():
+        return recon.reshape(x.shape)
+    return recon
+
+
 class FlatOutputs(nn.Module):
     """Runs ``module`` and returns its output's tensors as a flat tuple, in :func:`tensors` order.
 

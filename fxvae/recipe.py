@@ -19,18 +19,24 @@ from torch import nn
 from fxvae.bottleneck import Bottleneck, Candidate, HeadKind
 from fxvae.errors import FxvaeError, InputError
 from fxvae.latent import DiagonalGaussian, Reparameterize
+from fxvae.likelihoods import LikelihoodName
+from fxvae.quantize import CodebookUpdate, Family, Quantized, Quantizer, check_levels
 from fxvae.tracing import TracerName
 
 META_KEY = "fxvae"
+ModuleT = typing.TypeVar("ModuleT", bound=nn.Module)
 
 Standardize = Literal["auto", "element", "channel", "whiten"]
 """How calibration standardises the latent: ``"element"``, a mean and spread per latent element;
 ``"channel"``, per channel (features last for linear latents, channels first for conv latents), shared
 over positions; ``"whiten"``, a mean per channel and a ZCA whitening matrix over channels (a rotation too,
 since latent dimensions correlate); ``"auto"``: element for flat latents, channel otherwise."""
-Likelihood = Literal["gaussian", "bernoulli"]
-"""What ``log_sigma_init="auto"`` assumes the reconstruction is: the mean of a Gaussian (its noise is the
-AE's own squared error) or the logits of a Bernoulli."""
+Likelihood = LikelihoodName
+"""What ``log_sigma_init="auto"`` assumes the reconstruction is (:data:`fxvae.likelihoods.LikelihoodName`): the
+mean of a Gaussian or a Laplace (their scale is the AE's own error), Bernoulli logits or probabilities."""
+LatentFamily = Literal["gaussian", "vq", "fsq"]
+"""What the latent becomes: ``"gaussian"``, a VAE's posterior; ``"vq"``, the nearest of a learned codebook's
+codes (a VQ-VAE); ``"fsq"``, finite scalar quantisation (docs/discrete.md)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,43 @@ class Options:
     )
     likelihood: Likelihood = field(
         default="gaussian",
-        metadata={"help": "For log_sigma_init 'auto': the reconstruction is a Gaussian mean or Bernoulli logits."},
+        metadata={
+            "help": "What the reconstruction is, for log_sigma_init 'auto' and a discrete latent's step-0 error: a "
+            "Gaussian or Laplace mean, Bernoulli logits ('bernoulli') or probabilities ('bernoulli-probs', a decoder "
+            "ending in a sigmoid)."
+        },
+    )
+    latent: LatentFamily = field(
+        default="gaussian",
+        metadata={
+            "help": "What the latent becomes: gaussian (a VAE), vq (a VQ-VAE; needs calibration data for its "
+            "k-means codebook) or fsq (finite scalar quantisation)."
+        },
+    )
+    codebook_size: int = field(
+        default=512, metadata={"help": "VQ: the number of codes K, log2 K bits per position of the latent."}
+    )
+    levels: tuple[int, ...] = field(
+        default=(8, 5, 5, 5),
+        metadata={
+            "help": "FSQ: levels per dimension, comma-separated; projections are inserted where the latent's "
+            "width per position differs from their count."
+        },
+    )
+    commitment: float = field(
+        default=0.25, metadata={"help": "VQ: beta, the weight of the commitment term ||z - sg(z_q)||^2."}
+    )
+    codebook_update: CodebookUpdate = field(
+        default="ema",
+        metadata={"help": "VQ: the codebook learns by moving averages of its codes (ema) or by gradient."},
+    )
+    ema_decay: float = field(default=0.99, metadata={"help": "VQ: the decay of the codebook's moving averages."})
+    dead_code_threshold: float = field(
+        default=0.03,
+        metadata={
+            "help": "VQ: a code used less than this fraction of the average code's use restarts at an encoder "
+            "output (0: never)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -72,9 +114,48 @@ class Options:
         start = self.log_sigma_init
         if start != "auto" and not (isinstance(start, (int, float)) and math.isfinite(start)):
             raise InputError(f"log_sigma_init={start!r} must be a finite number or 'auto'")
-        for name, kind in (("standardize", Standardize), ("likelihood", Likelihood)):
+        for name, kind in (
+            ("standardize", Standardize),
+            ("likelihood", Likelihood),
+            ("latent", LatentFamily),
+            ("codebook_update", CodebookUpdate),
+        ):
             if getattr(self, name) not in typing.get_args(kind):
                 raise InputError(f"{name}={getattr(self, name)!r} must be one of {typing.get_args(kind)}")
+        # JSON and command lines give lists: the recipe holds a tuple.
+        object.__setattr__(self, "levels", check_levels(self.levels))
+        size = self.codebook_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+            raise InputError(f"codebook_size={size!r} must be an integer of at least 2")
+        for name, (fits, expected) in _RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not fits(value):
+                raise InputError(f"{name}={value!r} must be {expected}")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, family in _ONLY_FOR.items():
+            if self.latent != family and getattr(self, name) != defaults[name]:
+                raise InputError(
+                    f"{name}={getattr(self, name)!r} applies to latent={family!r} only, and this conversion makes "
+                    f"latent={self.latent!r}: leave {name} out"
+                )
+
+
+_ONLY_FOR = {
+    "log_sigma_init": "gaussian",
+    "standardize": "gaussian",
+    "codebook_size": "vq",
+    "commitment": "vq",
+    "codebook_update": "vq",
+    "ema_decay": "vq",
+    "dead_code_threshold": "vq",
+    "levels": "fsq",
+}
+"""The options that shape one latent family only: set for another, they are refused."""
+_RANGES: dict[str, tuple[typing.Callable[[float], bool], str]] = {
+    "commitment": (lambda v: 0 <= v < math.inf, "a finite number of at least 0"),
+    "ema_decay": (lambda v: 0 < v < 1, "a number between 0 and 1 (both excluded)"),
+    "dead_code_threshold": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+}
 
 
 @dataclass(frozen=True)
@@ -101,6 +182,42 @@ class CalibrationInfo:
 
 
 @dataclass(frozen=True)
+class QuantizerInfo:
+    """What a discrete conversion put at the latent (``Conversion.quantizer``) and what it cost at step 0.
+
+    >>> vq, loss = fxvae.convert(ae, x, latent="vq", codebook_size=16, calibration=torch.randn(256, 64))
+    >>> info = fxvae.conversion(vq).quantizer
+    >>> info.family, info.module, info.rate_bits, info.code_shape, info.samples
+    ('vq', 'quantize', 4.0, (), 256)
+    >>> info.ae_mse > 0 and info.quantized_mse > 0  # reconstruction MSE on the data, before and after quantising
+    True
+    """
+
+    family: Family
+    module: str
+    """The quantiser's name in the model (:class:`fxvae.VectorQuantize` or :class:`fxvae.FiniteScalarQuantize`)."""
+    codebook_size: int
+    """How many distinct codes there are: K for VQ, prod(levels) for FSQ."""
+    rate_bits: float
+    """Bits per position: log2 K, or the sum of log2 of the levels."""
+    code_shape: tuple[int, ...]
+    """Per-sample shape of the codes: the latent's without its feature dimension (``()``: one per sample)."""
+    feature_dim: int
+    """The latent dimension holding a code's features (-1: features last; 1: channels first)."""
+    width: int
+    """Features per code."""
+    projected: bool = False
+    """FSQ: whether projections to ``len(levels)`` dimensions and back were inserted."""
+    samples: int = 0
+    """Calibration samples the quantiser was fitted on (0: none, the start is not data-driven)."""
+    ae_mse: float | None = None
+    """The AE's mean squared reconstruction error on the calibration data, in data space (for
+    ``likelihood="bernoulli"``, of the pixel probabilities the logits stand for)."""
+    quantized_mse: float | None = None
+    """The quantised model's, at step 0 (before any training), on the same data."""
+
+
+@dataclass(frozen=True)
 class Conversion:
     """How a VAE was made from its AE; stored as ``vae.meta["fxvae"]`` and in files :func:`fxvae.save` writes.
 
@@ -115,8 +232,10 @@ class Conversion:
     options: Options
     mu_head: str | None
     """The module that computes mu: the AE's bottleneck layer under a new name; None for a pointwise head."""
-    log_sigma_head: str
-    reparameterize: str
+    log_sigma_head: str | None
+    """The log-sigma head; None for a discrete latent."""
+    reparameterize: str | None
+    """The :class:`fxvae.Reparameterize` at the latent; None for a discrete latent (see ``quantizer``)."""
     key_map: dict[str, str]
     """AE state-dict key -> VAE key, for the keys that moved: the bottleneck layer's, now the mu head's."""
     dropped_keys: tuple[str, ...]
@@ -132,6 +251,13 @@ class Conversion:
     """Per-sample shape of the data input (batch dimension dropped)."""
     calibration: CalibrationInfo | None = None
     """How the latent was standardised with the user's data (see :func:`fxvae.calibrate`), if it was."""
+    quantizer: QuantizerInfo | None = None
+    """The quantiser at a discrete latent (``latent="vq"`` or ``"fsq"``); None for a Gaussian one."""
+
+    @property
+    def latent_module(self) -> str:
+        """The module the rewrite inserted at the latent: the reparameterisation, or the quantiser."""
+        return self.quantizer.module if self.quantizer is not None else str(self.reparameterize)
 
     @property
     def log_sigma_init(self) -> float | Literal["auto"]:
@@ -172,8 +298,13 @@ class Conversion:
                 "new_keys": tuple(data["new_keys"]),
                 "input_shape": tuple(data["input_shape"]),
                 "calibration": CalibrationInfo(**data["calibration"]) if data.get("calibration") else None,
+                "quantizer": _quantizer_info(data.get("quantizer")),
             }
         )
+
+
+def _quantizer_info(data: dict[str, typing.Any] | None) -> QuantizerInfo | None:
+    return QuantizerInfo(**{**data, "code_shape": tuple(data["code_shape"])}) if data else None
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -197,14 +328,26 @@ def conversion(vae: nn.Module) -> Conversion:
     return recipe
 
 
-def reparameterize_of(vae: nn.Module) -> Reparameterize:
+def reparameterize_of(vae: nn.Module, what: str = "fxvae.posterior") -> Reparameterize:
+    """The reparameterisation of a Gaussian VAE; ``what`` names the call that needs it, for a discrete model."""
     recipe = conversion(vae)
+    if recipe.quantizer is not None:
+        raise FxvaeError(
+            f"{what} needs a Gaussian latent, and {type(vae).__name__} has a discrete one (latent="
+            f"{recipe.quantizer.family!r}): fxvae.quantized(model) gives the latest forward's codes and codebook "
+            "use, fxvae.tokenize(model, x) the codes of inputs, fxvae.detokenize(model, codes) their decoding"
+        )
+    return _inserted(vae, str(recipe.reparameterize), Reparameterize)
+
+
+def _inserted(vae: nn.Module, name: str, kind: type[ModuleT]) -> ModuleT:
+    """The module the rewrite inserted under ``name``, checked to be still there."""
     try:
-        module = unwrap(vae).get_submodule(recipe.reparameterize)
+        module = unwrap(vae).get_submodule(name)
     except AttributeError:
         module = None
-    if not isinstance(module, Reparameterize):
-        raise FxvaeError(f"{recipe.reparameterize!r} is gone from {type(vae).__name__}; convert again")
+    if not isinstance(module, kind):
+        raise FxvaeError(f"{name!r} is gone from {type(vae).__name__}; convert again")
     return module
 
 
@@ -219,3 +362,27 @@ def posterior(vae: nn.Module) -> DiagonalGaussian:
     (torch.Size([16, 8]), torch.Size([16, 8]))
     """
     return reparameterize_of(vae).posterior()
+
+
+def quantizer_of(vae: nn.Module, what: str) -> Quantizer:
+    """The quantiser of a discrete model; ``what`` names the call that needs it, for a Gaussian VAE."""
+    recipe = conversion(vae)
+    if recipe.quantizer is None:
+        raise FxvaeError(
+            f"{what} needs a discrete latent, and {type(vae).__name__} has a Gaussian one: convert with "
+            "latent='vq' or latent='fsq' (fxvae.posterior reads a Gaussian VAE's latent)"
+        )
+    return _inserted(vae, recipe.quantizer.module, Quantizer)
+
+
+def quantized(vae: nn.Module) -> Quantized:
+    """The quantised latent of a discrete model's latest forward: ``.latent``, ``.codes``, ``.perplexity``,
+    ``.used`` (the fraction of the codebook used).
+
+    >>> vq, loss = fxvae.convert(ae, x, latent="fsq", levels=(5, 5, 5), calibration=torch.randn(64, 64))
+    >>> _ = vq.eval()(x)
+    >>> step = fxvae.quantized(vq)
+    >>> step.codes.shape, step.latent.shape, 0 < step.used <= 1
+    (torch.Size([16]), torch.Size([16, 8]), True)
+    """
+    return quantizer_of(vae, "fxvae.quantized").quantized()

@@ -14,6 +14,10 @@ log-sigma head is a zero Linear (features last) or 1x1 convolution (channels fir
 
 The log-sigma branch is a small graph of its own that ``reparameterize`` runs in training mode or when
 the posterior is asked for: an eval forward computes exactly what the AE computes.
+
+A discrete latent (``latent="vq"`` or ``"fsq"``) gets a quantiser where ``reparameterize`` would go, and
+nothing else: no layer changes its name, there is no log-sigma head, and every reader of the latent reads
+``quantize(z)``.
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ from fxvae.operators import (
     WEIGHT_ARG,
     LayerKind,
 )
+from fxvae.quantize import Quantizer
 
-MU_HEAD, LOG_SIGMA_HEAD, REPARAMETERIZE = "mu_head", "log_sigma_head", "reparameterize"
+MU_HEAD, LOG_SIGMA_HEAD, REPARAMETERIZE, QUANTIZE = "mu_head", "log_sigma_head", "reparameterize", "quantize"
 
 
 @dataclass(frozen=True)
@@ -48,8 +53,9 @@ class Inserted:
     """Names the rewrite gave to what it inserted, and where the AE layer's state-dict keys went."""
 
     mu_head: str | None
-    log_sigma_head: str
-    reparameterize: str
+    log_sigma_head: str | None
+    latent_module: str
+    """The module at the latent: the reparameterisation, or the quantiser of a discrete latent."""
     key_map: dict[str, str]
     """AE state-dict key -> VAE state-dict key, for the keys that moved (the layer's, now the mu head's)."""
 
@@ -77,9 +83,18 @@ def direct_lookups(gm: fx.GraphModule) -> fx.GraphModule:
     return gm
 
 
-def rewrite(gm: fx.GraphModule, plan: Plan, *, log_sigma_init: float, device: torch.device) -> Inserted:
-    """Turn ``gm`` (in place) into a VAE around ``plan``'s latent; returns what was inserted."""
+def rewrite(
+    gm: fx.GraphModule, plan: Plan, *, log_sigma_init: float, device: torch.device, quantizer: Quantizer | None = None
+) -> Inserted:
+    """Turn ``gm`` (in place) into a VAE around ``plan``'s latent, or, given a ``quantizer``, into a model
+    whose latent is quantised; returns what was inserted."""
     try:
+        if quantizer is not None:
+            name = free_name(gm, QUANTIZE)
+            insert_at_latent(gm, plan.latent, [], quantizer, name)
+            gm.graph.lint()
+            direct_lookups(gm)
+            return Inserted(None, None, name, {})
         mu_name = free_name(gm, MU_HEAD) if plan.layer is not None else None
         key_map = take_over_layer(gm, plan.layer, mu_name) if mu_name is not None else {}
         remove_orphans(gm)
@@ -88,7 +103,7 @@ def rewrite(gm: fx.GraphModule, plan: Plan, *, log_sigma_init: float, device: to
         gm.add_submodule(ls_name, head)
         branch, features = log_sigma_branch(gm, plan, ls_name, head_args)
         rp_name = free_name(gm, REPARAMETERIZE)
-        insert_reparameterize(gm, plan.latent, features, Reparameterize(branch), rp_name)
+        insert_at_latent(gm, plan.latent, features, Reparameterize(branch), rp_name)
         gm.graph.lint()
         direct_lookups(gm)
     except FxvaeError:
@@ -281,10 +296,11 @@ def log_sigma_branch(
     return fx.GraphModule(gm, graph, "LogSigmaBranch"), list(features)
 
 
-def insert_reparameterize(
-    gm: fx.GraphModule, latent: fx.Node, features: list[fx.Node], module: Reparameterize, name: str
+def insert_at_latent(
+    gm: fx.GraphModule, latent: fx.Node, features: list[fx.Node], module: nn.Module, name: str
 ) -> fx.Node:
-    """z = reparameterize(mu, *features) right after the latent; every reader of the latent reads z."""
+    """z = module(latent, *features) right after the latent (the reparameterisation, or a quantiser); every
+    other reader of the latent reads z."""
     gm.add_submodule(name, module)
     with gm.graph.inserting_after(latent):
         z = gm.graph.call_module(name, (latent, *features))

@@ -9,7 +9,8 @@ The decoder never reads the data input's values. Values that depend on the input
 shape (``x.size(0)``, ``x.shape`` feeding a reshape, ``aten.sym_size``, ``torch.zeros(x.size(0), ...)``)
 are kept: the batch size comes from z and the other dimensions are the per-sample constants recorded at
 conversion. Side outputs computed from the data input's values (an input statistic) cannot be decoded
-from z: they are ``None``.
+from z: they are ``None``. A discrete model is cut at its quantiser the same way: the encoder returns the
+latent before quantisation, the decoder reads a quantised one.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+from torch import nn
 
 from fxvae import hooks
 from fxvae.errors import RewriteError
 from fxvae.graph import carries_values, tensor_shape, value_dependents
-from fxvae.modules import eval_mode, owned_copy, resolve
+from fxvae.modules import eval_mode, input_names, owned_copy, resolve
 from fxvae.outputs import RECORD_META
 from fxvae.recipe import conversion, reparameterize_of
 
@@ -49,6 +51,11 @@ def split(vae: fx.GraphModule) -> tuple[torch.nn.Module, torch.nn.Module]:
     For the graph tiers both are GraphModules; for the hooks tier they run the VAE's model (the decoder
     on a zero input, with the latent replaced by z).
 
+    A discrete model (``latent="vq"`` or ``"fsq"``) is cut at its quantiser: ``encoder(*inputs)`` returns
+    the continuous latent before quantisation and ``decoder(z_q, *conditions)`` reads a quantised one, so
+    that ``decoder(quantizer(encoder(x)))`` is the eval-mode output (:func:`fxvae.split_tokens` cuts it at
+    the integer codes).
+
     >>> encoder, decoder = fxvae.split(vae)
     >>> mu, log_sigma = encoder(x)
     >>> torch.equal(decoder(mu), vae.eval()(x))
@@ -59,15 +66,16 @@ def split(vae: fx.GraphModule) -> tuple[torch.nn.Module, torch.nn.Module]:
         module = recipe.bottleneck.node
         return hooks.HookedEncoder(vae, module), hooks.HookedDecoder(vae, module, recipe.input_shape)
     graph = vae.graph
-    matches = graph.find_nodes(op="call_module", target=recipe.reparameterize)
+    matches = graph.find_nodes(op="call_module", target=recipe.latent_module)
     if len(matches) != 1:
         raise RewriteError(
-            f"{type(vae).__name__} calls {recipe.reparameterize!r} {len(matches)} times, not once; "
+            f"{type(vae).__name__} calls {recipe.latent_module!r} {len(matches)} times, not once; "
             "split a VAE as fxvae.convert returned it"
         )
     reparam = matches[0]
     placeholders = graph.find_nodes(op="placeholder")
-    encoder = _encoder(vae, placeholders, reparam)
+    branch = None if recipe.quantizer is not None else reparameterize_of(vae).log_sigma_fn
+    encoder = _encoder(vae, placeholders, reparam, branch)
     decoder = _Decoder(vae, reparam, placeholders).build()
     return encoder, decoder
 
@@ -84,11 +92,25 @@ def sample(vae: torch.nn.Module, n: int, *conditions: Any, generator: torch.Gene
     torch.Size([4, 64])
     """
     recipe = conversion(vae)
-    reference = next(reparameterize_of(vae).log_sigma_fn.parameters())
+    reference = next(reparameterize_of(vae, "fxvae.sample").log_sigma_fn.parameters())
     z = torch.randn((n, *recipe.latent_shape), generator=generator, dtype=reference.dtype)
     _, decoder = split(vae)
     with eval_mode(decoder), torch.no_grad():
         return decoder(z.to(reference.device), *conditions)
+
+
+def decoder_conditions(vae: nn.Module, decoder: nn.Module, count: int) -> list[int]:
+    """Positions, among the VAE's ``count`` inputs, of the conditions the decoder of :func:`fxvae.split` takes.
+
+    >>> from fxvae.split import decoder_conditions
+    >>> decoder_conditions(vae, fxvae.split(vae)[1], 1)
+    []
+    """
+    if not isinstance(decoder, fx.GraphModule):
+        return list(range(1, count))
+    names = input_names(vae, count)
+    taken = [str(node.target) for node in decoder.graph.find_nodes(op="placeholder")][1:]
+    return [names.index(name) for name in taken]
 
 
 def _owned(vae: fx.GraphModule, graph: fx.Graph) -> dict[str, Any]:
@@ -109,8 +131,11 @@ def _finish(vae: fx.GraphModule, graph: fx.Graph, name: str) -> fx.GraphModule:
     return gm
 
 
-def _encoder(vae: fx.GraphModule, placeholders: list[fx.Node], reparam: fx.Node) -> fx.GraphModule:
-    """The nodes mu and the log-sigma head's inputs need, then the log-sigma branch inlined."""
+def _encoder(
+    vae: fx.GraphModule, placeholders: list[fx.Node], reparam: fx.Node, branch: fx.GraphModule | None
+) -> fx.GraphModule:
+    """The nodes mu and the log-sigma head's inputs need, then the log-sigma ``branch`` inlined (without a
+    branch, for a discrete latent: the latent alone)."""
     mu, features = reparam.args[0], reparam.args[1:]
     needed: set[fx.Node] = set()
     pending = [n for n in (mu, *features) if isinstance(n, fx.Node)]
@@ -124,10 +149,11 @@ def _encoder(vae: fx.GraphModule, placeholders: list[fx.Node], reparam: fx.Node)
     for node in vae.graph.nodes:
         if node in needed or node in placeholders:
             env[node] = graph.node_copy(node, env.__getitem__)
-    branch = reparameterize_of(vae).log_sigma_fn
-    inputs = dict(zip(branch.graph.find_nodes(op="placeholder"), (env[f] for f in features), strict=True))
-    log_sigma = graph.graph_copy(branch.graph, inputs)
-    graph.output((env[mu], log_sigma))
+    if branch is None:
+        graph.output(env[mu])
+    else:
+        inputs = dict(zip(branch.graph.find_nodes(op="placeholder"), (env[f] for f in features), strict=True))
+        graph.output((env[mu], graph.graph_copy(branch.graph, inputs)))
     return _finish(vae, graph, f"{type(vae).__name__}Encoder")
 
 

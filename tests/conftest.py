@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 from hypothesis import HealthCheck, Phase, settings
 
 # --- property-based tests (tests/test_properties.py, tests/random_aes.py) ------------------------------
@@ -45,3 +46,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "properties: property-based tests over random autoencoders (select with -m properties)"
     )
+
+
+# --- a trained autoencoder on real data (tests/digits.py) --------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def trained() -> tuple[torch.nn.Module, torch.Tensor]:
+    """A small MLP AE trained on 400 of scikit-learn's digits (logits out), and those digits."""
+    pytest.importorskip("sklearn")
+    from tests.digits import digits, trained_ae
+
+    data = digits()
+    return trained_ae(data), data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -155,11 +156,11 @@ def test_a_dataloader_of_labelled_batches_calibrates_the_data_input() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (torch.randn(50, 63), r"a calibration batch has shape \[50, 63\], but the VAE takes \['batch', 64\]"),
+        (torch.randn(50, 63), r"a calibration batch has shape \[50, 63\], but the model takes \['batch', 64\]"),
         (torch.randn(0, 64), "the calibration data is empty"),
         (torch.full((50, 64), float("nan")), "NaN or inf"),
         (torch.randn(1, 64), "at least 2 samples"),
-        (3.0, "must be a tensor or an iterable of batches"),
+        (3.0, "must be a tensor, a Dataset or an iterable of batches"),
     ],
     ids=["wrong_shape", "empty", "nan", "one_sample", "not_data"],
 )
@@ -270,3 +271,24 @@ def test_auto_log_sigma_warns_when_a_gaussian_reconstruction_looks_like_logits()
     data = torch.rand(SAMPLES, 16)
     with pytest.warns(UserWarning, match="pass likelihood='bernoulli'"):
         fxvae.convert(Logits().eval(), data[:4], calibration=data, log_sigma_init="auto")
+
+
+class MaskedEncoder(nn.Module):
+    """A second input that only the encoder reads: the decoder of the split takes z alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+        self.dec = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 16))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.dec(self.enc(x * mask))
+
+
+def test_an_input_only_the_encoder_reads_is_not_given_to_the_decoder() -> None:
+    torch.manual_seed(0)
+    x, mask = torch.randn(SAMPLES, 16), (torch.rand(SAMPLES, 16) > 0.2).float()
+    vae, _ = fxvae.convert(MaskedEncoder().eval(), (x[:4], mask[:4]), calibration=[(x, mask)], log_sigma_init="auto")
+    assert torch.isfinite(vae.get_parameter("log_sigma_head.bias")).all()
+    result = fxvae.evaluate(vae, [(x, mask)], sigma=1.0, k=2)
+    assert math.isfinite(result.nll.value)

@@ -305,7 +305,9 @@ def test_console_script_runs() -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["inspect"], ["convert"], ["bench"]], ids=["root", "inspect", "convert", "bench"]
+    "command",
+    [[], ["inspect"], ["convert"], ["bench"], ["compare"]],
+    ids=["root", "inspect", "convert", "bench", "compare"],
 )
 def test_help_screens_show_plain_metavars(command: list[str]) -> None:
     code, out, _ = run(*command, "--help")
@@ -353,3 +355,31 @@ def test_bench_reports_its_thread_count_and_no_negative_memory() -> None:
     assert code == 0, err
     assert "torch threads: 1" in out
     assert re.search(r"(?<![\d.])-0\.0(?![\d])", out) is None  # a negative zero, not the end of "0.037-0.037"
+
+
+def test_auto_log_sigma_without_data_names_the_calibration_option(tmp_path: Path, ae_checkpoint: Path) -> None:
+    out = str(tmp_path / "vae.safetensors")
+    args = ("--checkpoint", str(ae_checkpoint), "--input-shape", "2,16", "--out", out, "--log-sigma-init", "auto")
+    code, _, err = run("convert", MLP, *args)
+    assert code == ExitCode.CONVERSION
+    assert "--calibration FILE" in err and "calibration=" not in err
+
+
+def test_bench_output_in_a_file_keeps_every_number_and_says_which_clock() -> None:
+    code, out, err = _quick_mlp_bench()
+    assert code == 0, err
+    assert "…" not in out
+    assert "VAE/AE wall clock" in out and "VAE/AE CPU time" in out
+
+
+def test_bench_measures_the_peak_memory_of_a_cpu_step() -> None:
+    code, out, err = _quick_mlp_bench("--mode", "train", "--json")
+    assert code == 0, err
+    row = json.loads(out)["rows"][0]
+    assert row["ae"]["peak_mem_mib"] > 0 and row["vae"]["peak_mem_mib"] > 0
+
+
+def test_every_inspect_column_has_a_header() -> None:
+    code, out, _ = run("inspect", MLP, "--input-shape", "2,16")
+    assert code == 0
+    assert "role on the data path" in out

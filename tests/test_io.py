@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,31 @@ def test_convert_checkpoint_names_missing_and_unexpected_keys(tmp_path: Path) ->
     torch.save(sd, tmp_path / "ae.pt")
     with pytest.raises(fxvae.CheckpointError, match=r"missing keys \['dec.2.weight'\], unexpected keys \['extra"):
         fxvae.convert_checkpoint(build(MLP), tmp_path / "ae.pt", MLP.inputs(BATCH))
+
+
+def test_saving_to_a_directory_names_the_file_to_pass(tmp_path: Path) -> None:
+    vae, _ = fxvae.convert(build(MLP), MLP.inputs(BATCH))
+    with pytest.raises(fxvae.CheckpointError, match=r"it is a directory; pass a file path in it, such as .*vae"):
+        fxvae.save(vae, tmp_path)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_saved_file_has_the_mode_torch_save_gives_under_the_umask(umask: int, tmp_path: Path) -> None:
+    vae, _ = fxvae.convert(build(MLP), MLP.inputs(BATCH))
+    before = os.umask(umask)
+    try:
+        fxvae.save(vae, tmp_path / "vae.safetensors")
+        torch.save(vae.state_dict(), tmp_path / "vae.pt")
+    finally:
+        os.umask(before)
+    mode = (tmp_path / "vae.safetensors").stat().st_mode & 0o777
+    assert mode == (tmp_path / "vae.pt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_saving_over_a_file_keeps_its_mode(tmp_path: Path) -> None:
+    vae, _ = fxvae.convert(build(MLP), MLP.inputs(BATCH))
+    target = tmp_path / "vae.safetensors"
+    fxvae.save(vae, target)
+    target.chmod(0o640)
+    fxvae.save(vae, target)
+    assert target.stat().st_mode & 0o777 == 0o640

@@ -346,6 +346,29 @@ def test_the_hooks_tier_refuses_a_model_whose_skip_bypasses_every_narrow_module(
         fxvae.convert(Skip(), torch.randn(4, 16))
 
 
+def test_a_hooks_tier_refusal_names_the_modules_that_bottleneck_can_force() -> None:
+    class Mask(nn.Module):
+        """An over-complete filterbank whose mask multiplies it: every module is wider than the input."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.bank = nn.Linear(16, 64)
+            self.mask = nn.Sequential(nn.Linear(64, 64), nn.Sigmoid())
+            self.synthesis = nn.Linear(64, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            bank = self.bank(x)
+            if float(np.linalg.norm(x.detach().numpy())) < -1.0:  # numpy on a tensor: no tracer follows
+                bank = -bank
+            return self.synthesis(bank * self.mask(bank))
+
+    with pytest.raises(fxvae.BottleneckError) as refused:
+        fxvae.convert(Mask(), torch.randn(4, 16))
+    message = str(refused.value)
+    assert "at least as wide as it" in message
+    assert "bottleneck=<module path>, narrowest first: 'bank' [64], 'mask.0' [64]" in message
+
+
 def test_the_hooks_tier_refuses_random_eval_forwards() -> None:
     class Noisy(BranchesOnValues):
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

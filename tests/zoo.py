@@ -395,6 +395,8 @@ ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("quantised_latent", QuantisedLatent, _randn(20), "sigmoid", "enc", (5,)),
 )
 
+BY_NAME: dict[str, ZooEntry] = {entry.name: entry for entry in ZOO}
+
 
 def build(entry: ZooEntry, seed: int = 0) -> nn.Module:
     """The entry's model with deterministic weights, in eval mode."""

@@ -1,0 +1,221 @@
+"""Model and data pairs the examples train and compare: real data that ships with scikit-learn, and a synthetic
+1-D signal where no real data ships.
+
+- ``digits``: scikit-learn's 8x8 digits (1,797 images, pixels in [0, 1]) and an MLP, 64 -> 8 -> 64 logits;
+- ``conv``: the same digits scaled up to 28x28 and a conv AE, two strided convs then a Linear to a 16-wide
+  latent, the mirror image back (logits);
+- ``signal``: sums of one to three sinusoids of random frequency, phase and amplitude plus noise, 1 x 128,
+  and a 1-d conv AE with a 4 x 16 latent (a Gaussian mean);
+- ``tokens``: the 28x28 digits and a conv AE whose latent is a 8 x 7 x 7 map (one code per position of it, for
+  discrete latents).
+
+Each pair knows its likelihood, how its AE is trained (Adam, a fixed seed, on the training split only), and
+how long: :func:`trained` returns the AE and the data, the AE cached in a folder so that a resumed study does not
+train it again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fxvae
+
+HOLDOUT = 0.2
+"""The fraction of each data set that compare holds out (fxvae.compare's seeded split, split seed 0)."""
+
+
+def digits() -> torch.Tensor:
+    """scikit-learn's 1,797 digits, flattened, pixels / 16 in [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    return torch.tensor(load_digits().data, dtype=torch.float32) / 16.0
+
+
+def digits_28() -> torch.Tensor:
+    """The digits scaled up to 28x28 (bilinear), in [0, 1]: images the size of MNIST's."""
+    small = digits().reshape(-1, 1, 8, 8)
+    return F.interpolate(small, size=(28, 28), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+def signals(count: int = 2400, length: int = 128, seed: int = 0) -> torch.Tensor:
+    """(count, 1, length): sums of 1-3 sinusoids (frequency 1-11 cycles, random phase, amplitude 0.3-1) plus
+    Gaussian noise of standard deviation 0.05."""
+    generator = torch.Generator().manual_seed(seed)
+    t = torch.arange(length, dtype=torch.float32) / length
+    waves = torch.zeros(count, length)
+    for i in range(count):
+        for _ in range(int(torch.randint(1, 4, (1,), generator=generator))):
+            frequency = float(torch.randint(1, 12, (1,), generator=generator))
+            phase = 2 * math.pi * float(torch.rand(1, generator=generator))
+            amplitude = 0.3 + 0.7 * float(torch.rand(1, generator=generator))
+            waves[i] += amplitude * torch.sin(2 * math.pi * frequency * t + phase)
+    return (waves + 0.05 * torch.randn(count, length, generator=generator)).unsqueeze(1)
+
+
+class DigitAE(nn.Module):
+    """64 -> 256 -> 128 -> 8 (a plain Linear latent) -> 128 -> 256 -> 64 pixel logits."""
+
+    def __init__(self, latent: int = 8) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, latent)
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(latent, 128), nn.ReLU(), nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 64)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+class ConvAE(nn.Module):
+    """1x28x28 -> two strided convs -> Linear to a 16-wide latent -> the mirror image -> 1x28x28 logits."""
+
+    def __init__(self, latent: int = 16) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 16, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(32 * 7 * 7, latent),
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(latent, 32 * 7 * 7),
+            nn.ReLU(),
+            nn.Unflatten(1, (32, 7, 7)),
+            nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(16, 1, 4, stride=2, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+class SpatialAE(nn.Module):
+    """1x28x28 -> two strided convs -> an 8x7x7 latent map -> transposed convs -> 1x28x28 logits."""
+
+    def __init__(self, channels: int = 8) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 32, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, channels, 1),
+        )
+        self.decoder = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, 1, 4, stride=2, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+class SignalAE(nn.Module):
+    """1x128 -> Conv1d, three strided Conv1d -> a 4x16 latent -> the mirror image -> 1x128 (the signal's mean)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv1d(1, 16, 5, padding=2),
+            nn.ELU(),
+            nn.Conv1d(16, 32, 4, stride=2, padding=1),
+            nn.ELU(),
+            nn.Conv1d(32, 32, 4, stride=2, padding=1),
+            nn.ELU(),
+            nn.Conv1d(32, 32, 4, stride=2, padding=1),
+            nn.ELU(),
+            nn.Conv1d(32, 4, 3, padding=1),
+        )
+        self.decoder = nn.Sequential(
+            nn.Conv1d(4, 32, 3, padding=1),
+            nn.ELU(),
+            nn.ConvTranspose1d(32, 32, 4, stride=2, padding=1),
+            nn.ELU(),
+            nn.ConvTranspose1d(32, 32, 4, stride=2, padding=1),
+            nn.ELU(),
+            nn.ConvTranspose1d(32, 16, 4, stride=2, padding=1),
+            nn.ELU(),
+            nn.Conv1d(16, 1, 5, padding=2),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+def _bernoulli(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(recon, x, reduction="sum") / len(x)
+
+
+def _squared(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(recon, x, reduction="sum") / len(x)
+
+
+@dataclass(frozen=True)
+class Pair:
+    name: str
+    model: Callable[[], nn.Module]
+    data: Callable[[], torch.Tensor]
+    likelihood: str
+    """What the decoder's output is, for fxvae: logits ("bernoulli") or a mean ("gaussian")."""
+    ae_epochs: int
+    describe: str
+    image_shape: tuple[int, ...] | None = None
+    """How the pictures show a flattened sample."""
+
+    def ae_loss(self, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return _bernoulli(recon, x) if self.likelihood == "bernoulli" else _squared(recon, x)
+
+
+PAIRS = {
+    "digits": Pair("digits", DigitAE, digits, "bernoulli", 100, "MLP on 8x8 digits (8-wide latent)", (8, 8)),
+    "conv": Pair("conv", ConvAE, digits_28, "bernoulli", 40, "conv AE on 28x28 digits (16-wide latent)"),
+    "signal": Pair("signal", SignalAE, signals, "gaussian", 60, "1-d conv AE on synthetic signals (4x16 latent)"),
+    "tokens": Pair("tokens", SpatialAE, digits_28, "bernoulli", 30, "conv AE on 28x28 digits (8x7x7 latent)"),
+}
+
+
+def train_ae(pair: Pair, data: torch.Tensor, *, epochs: int | None = None, batch_size: int = 64) -> nn.Module:
+    """The pair's AE after Adam (lr 1e-3, seed 0) on its reconstruction loss, in eval mode."""
+    torch.manual_seed(0)
+    ae = pair.model()
+    optimiser = torch.optim.Adam(ae.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(pair.ae_epochs if epochs is None else epochs):
+        for indices in torch.randperm(len(data), generator=generator).split(batch_size):
+            x = data[indices]
+            loss = pair.ae_loss(ae(x), x)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    return ae.eval()
+
+
+def trained(pair: Pair, folder: Path, *, epochs: int | None = None) -> tuple[nn.Module, torch.Tensor]:
+    """(the pair's trained AE, all its data). The AE trains on the part compare keeps for training, never on
+    the held-out part, and is kept in ``folder`` for the next run."""
+    data = pair.data()
+    train, _ = fxvae.study.Samples(data).split(HOLDOUT, seed=0)
+    weights = folder / f"ae_{pair.name}_{epochs or pair.ae_epochs}.pt"
+    ae = pair.model()
+    if weights.exists():
+        ae.load_state_dict(torch.load(weights, weights_only=True))
+        return ae.eval(), data
+    ae = train_ae(pair, train.tensors[0], epochs=epochs)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(ae.state_dict(), weights)
+    return ae, data

@@ -1,0 +1,548 @@
+"""Measure a VAE the way papers do: held-out -ELBO and its terms, the importance-weighted log-likelihood,
+active units and the mutual information of x and z, each with its standard error over the data.
+
+```
+x --[encoder]--> mu, log_sigma --(k draws z_i = mu + sigma * eps_i, in chunks folded into the batch)
+  --[decoder, one call per chunk]--> recon_i --[likelihood]--> log p(x | z_i)
+log w_i = log p(x | z_i) + log N(z_i; 0, I) - log q(z_i | x)        NLL_k = -(logsumexp_i log w_i - log k)
+```
+The encoder runs once per batch and the decoder once per chunk of draws; the sums are kept in float64.
+An autoencoder that fxvae did not convert has no ELBO: its row holds the reconstruction term alone, under
+the same likelihood, so that one table can hold AE and VAE rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from fxvae import likelihoods
+from fxvae.data import batches, check_batch, to_device
+from fxvae.errors import FxvaeError, InputError
+from fxvae.likelihoods import Likelihood, LikelihoodLike, Scale
+from fxvae.modules import eval_mode, first_tensor, input_count, input_names
+from fxvae.outputs import reconstruction_like
+from fxvae.progress import bar
+from fxvae.recipe import META_KEY, Conversion, unwrap
+from fxvae.split import decoder_conditions, split
+
+ACTIVE_THRESHOLD = 0.01
+"""A latent unit is active when Var_x(E_q[z_d]) exceeds this (Burda, Grosse & Salakhutdinov 2015)."""
+MIXTURE = 4096
+"""Posteriors in the aggregate posterior q(z) that the mutual information is estimated with."""
+CHUNK_ELEMENTS = 2**18
+"""The default chunk of draws decodes about this many reconstruction elements per decoder call: more made a
+conv decoder slower on CPU (1,344 images a call took 2x the time of 32 at a time), as its activations left the
+caches."""
+_LOG_2PI = math.log(2 * math.pi)
+_MI_ROWS = 512
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean over the data's samples and its standard error (the samples' standard deviation / sqrt(n)).
+
+    >>> fxvae.Estimate(24.31, 0.42)
+    Estimate(value=24.31, stderr=0.42)
+    """
+
+    value: float
+    stderr: float
+
+    @classmethod
+    def of(cls, values: torch.Tensor) -> Estimate:
+        """The estimate from per-sample values."""
+        values = values.double()
+        stderr = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+        return cls(values.mean().item(), stderr)
+
+    def scaled(self, factor: float) -> Estimate:
+        return Estimate(self.value * factor, self.stderr * factor)
+
+    def __str__(self) -> str:
+        return f"{self.value:.4g} ± {self.stderr:.2g}"
+
+
+Kind = Literal["vae", "vq", "fsq", "ae"]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What :func:`evaluate` measured, in nats per sample, and what it was computed with.
+
+    ``per_dim(name)`` and ``bits_per_dim(name)`` give a value per data dimension (for images: per pixel and
+    channel). For an autoencoder (``kind="ae"``) only ``recon`` is measured; the other values are None.
+
+    >>> result = fxvae.evaluate(vae, torch.randn(64, 64), likelihood="gaussian", sigma=1.0, k=8)
+    >>> result.kind, result.n, result.k, result.likelihood
+    ('vae', 64, 8, 'gaussian(sigma=1)')
+    >>> result.nll.value <= result.neg_elbo.value
+    True
+    """
+
+    kind: Kind
+    n: int
+    """Samples measured."""
+    k: int
+    """Posterior draws per sample (1 for an autoencoder)."""
+    likelihood: str
+    """The likelihood, with the scale used (a fitted ``"optimal"`` scale says so)."""
+    seed: int
+    data_dims: int
+    """Elements of one data sample: what ``per_dim`` divides by."""
+    recon: Estimate
+    """E_q[-log p(x | z)] = neg_elbo - kl (for an autoencoder: -log p(x | its reconstruction))."""
+    kl: Estimate | None = None
+    """KL(q(z | x) || N(0, I)), closed form."""
+    neg_elbo: Estimate | None = None
+    """-E_q[log p(x, z) - log q(z | x)] = recon + kl (beta = 1, whatever the training used)."""
+    nll: Estimate | None = None
+    """The importance-weighted estimate of -log p(x) with k draws (k = 1: the -ELBO)."""
+    kl_per_dim: tuple[float, ...] = ()
+    """The KL of each latent element (flattened), averaged over the data."""
+    unit_variance: tuple[float, ...] = ()
+    """Var_x(E_q[z_d]) of each latent element (flattened)."""
+    active_units: int | None = None
+    """How many latent elements have ``unit_variance`` above ``active_threshold``."""
+    active_threshold: float = ACTIVE_THRESHOLD
+    mutual_info: Estimate | None = None
+    """I(x; z) under q, estimated on ``mixture`` samples (see :func:`evaluate`); at most log(mixture)."""
+    mixture: int = 0
+    scale: float | None = None
+    """The Gaussian sigma or Laplace b used, where it is one number (``"optimal"``: the fitted value)."""
+    rate_bits: float | None = None
+    """A discrete latent's rate: bits per sample (positions x log2 of the number of codes)."""
+    perplexity: float | None = None
+    """A discrete latent's codebook use over the data: exp(entropy of the codes' histogram)."""
+    codes_used: float | None = None
+    """The fraction of a discrete latent's codes that the data used."""
+
+    @property
+    def latent_dims(self) -> int:
+        return len(self.kl_per_dim)
+
+    def per_dim(self, name: str = "nll") -> Estimate:
+        """A measured value (``"recon"``, ``"kl"``, ``"neg_elbo"``, ``"nll"``) in nats per data dimension."""
+        return self._value(name).scaled(1 / self.data_dims)
+
+    def bits_per_dim(self, name: str = "nll") -> Estimate:
+        """A measured value in bits per data dimension (for a density on data scaled to [0, 1], add
+        log2 of the number of levels, 8 for 8-bit images, to compare with discrete likelihoods)."""
+        return self._value(name).scaled(1 / (self.data_dims * math.log(2)))
+
+    def _value(self, name: str) -> Estimate:
+        value = getattr(self, name, None) if name in _MEASURED else None
+        if not isinstance(value, Estimate):
+            raise FxvaeError(f"{name!r} was not measured for this {self.kind}; measured: {', '.join(self.measured)}")
+        return value
+
+    @property
+    def measured(self) -> tuple[str, ...]:
+        return tuple(name for name in _MEASURED if getattr(self, name) is not None)
+
+    def rows(self) -> list[tuple[str, Estimate, Estimate | None, Estimate | None]]:
+        """(name, nats per sample, nats per dimension, bits per dimension) of each measured value."""
+        out: list[tuple[str, Estimate, Estimate | None, Estimate | None]] = []
+        for name in self.measured:
+            value = self._value(name)
+            per = name != "mutual_info"
+            out.append((name, value, self.per_dim(name) if per else None, self.bits_per_dim(name) if per else None))
+        return out
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.kind} on n={self.n}, k={self.k}, likelihood {self.likelihood}, seed {self.seed}",
+            f"  {'':<12} {'nats/sample':>22} {'nats/dim':>12} {'bits/dim':>12}",
+        ]
+        for name, value, per, bits in self.rows():
+            per_text = f"{per.value:.4g}" if per is not None else ""
+            bits_text = f"{bits.value:.4g}" if bits is not None else ""
+            lines.append(f"  {name:<12} {value!s:>22} {per_text:>12} {bits_text:>12}")
+        if self.active_units is not None:
+            lines.append(
+                f"  active units: {self.active_units} of {self.latent_dims} (Var_x E_q[z] > {self.active_threshold})"
+            )
+        if self.rate_bits is not None:
+            lines.append(
+                f"  rate: {self.rate_bits:.4g} bits per sample; codebook perplexity {self.perplexity:.4g}, "
+                f"{100 * (self.codes_used or 0):.1f}% of the codes used"
+            )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready record; :meth:`from_dict` reads it back."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evaluation:
+        values = dict(data)
+        for name in _MEASURED:
+            if values.get(name) is not None:
+                values[name] = Estimate(**values[name])
+        for name in ("kl_per_dim", "unit_variance"):
+            values[name] = tuple(values.get(name, ()))
+        return cls(**values)
+
+
+_MEASURED = ("recon", "kl", "neg_elbo", "nll", "mutual_info")
+
+
+def evaluate(
+    model: nn.Module,
+    data: Any,
+    *,
+    likelihood: LikelihoodLike = "gaussian",
+    sigma: Scale | None = None,
+    k: int = 1,
+    batch_size: int | None = None,
+    seed: int = 0,
+    chunk: int | None = None,
+    active_threshold: float = ACTIVE_THRESHOLD,
+    mixture: int = MIXTURE,
+    progress: bool = False,
+) -> Evaluation:
+    """Measure a VAE made by :func:`fxvae.convert` (or an autoencoder's reconstruction) on ``data``.
+
+    ``data`` is a tensor, a Dataset or an iterable of batches such as a DataLoader; a batch's first element
+    is the data input, further elements are the model's other inputs (a condition). Tensors and Datasets are
+    cut into batches of ``batch_size`` (default 256). ``likelihood`` says what the reconstruction is
+    (:mod:`fxvae.likelihoods`): ``"gaussian"`` (the mean; its scale ``sigma`` is a number, a tensor per data
+    dimension or ``"optimal"``, the default: the root of the mean squared error under q, fitted in a first
+    pass over the data with one draw per sample), ``"laplace"`` (``sigma`` is its b), ``"bernoulli"``
+    (logits; soft targets in [0, 1] make it a cross-entropy), ``"bernoulli-probs"``, a
+    :class:`~fxvae.likelihoods.Likelihood`, or a callable ``log_prob(recon, x) -> per-sample tensor``.
+
+    Reported, per sample (with standard errors over the data) and per data dimension:
+
+    - ``neg_elbo`` = -(1/k) sum_i log w_i, the -ELBO (beta = 1) estimated from the same k draws as ``nll``,
+      with log w_i = log p(x | z_i) + log N(z_i; 0, I) - log q(z_i | x); ``kl`` = KL(q(z|x) || N(0, I)) in
+      closed form (and ``kl_per_dim``); ``recon`` = E_q[-log p(x | z)] = neg_elbo - kl (the closed-form KL
+      is its control variate, so the three add up);
+    - ``nll`` = -log (1/k) sum_i w_i, the importance-weighted bound of Burda et al. (2015), computed with
+      logsumexp in float64. It equals ``neg_elbo`` at k = 1, is at most ``neg_elbo`` for every sample, and
+      falls towards -log p(x) as k grows; with q the exact posterior, w is constant and both are exact. The
+      k draws are decoded in chunks of ``chunk`` draws (default: about 262k reconstruction elements per
+      decoder call), each chunk one batched decoder call;
+    - ``active_units``: latent elements with Var_x(E_q[z_d]) > ``active_threshold`` (and ``unit_variance``);
+    - ``mutual_info`` = I(x; z) under q, the estimator of Hoffman & Johnson (2016) as He et al. (2019)
+      compute it: E_x[log q(z|x) - log q(z)] with one draw z ~ q(z|x) per sample, and the aggregate posterior
+      q(z) = (1/M) sum_j q(z | x_j) over the first M = min(n, ``mixture``) samples (so it is at most log M).
+
+    A VQ or FSQ model (``latent="vq"`` or ``"fsq"``) is measured by its deterministic reconstruction: ``recon``,
+    ``kl`` = positions x log K (its one-code posterior against a uniform prior over the K codes), ``neg_elbo``,
+    and ``rate_bits``, ``perplexity`` and ``codes_used`` for its codes over the data.
+
+    The model's train/eval mode, its parameters and buffers, and the global random state are left as they
+    were: the measurement runs in eval mode on its own generator, seeded by ``seed``. It runs on the model's
+    device. ``progress`` shows a bar over the data on stderr.
+
+    >>> result = fxvae.evaluate(vae, torch.rand(32, 64), likelihood="bernoulli", k=16)
+    >>> sorted(result.measured)
+    ['kl', 'mutual_info', 'neg_elbo', 'nll', 'recon']
+    >>> fxvae.evaluate(ae, torch.rand(32, 64), likelihood="bernoulli").measured
+    ('recon',)
+    """
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise InputError(f"k={k!r} must be a positive integer (posterior draws per sample; 1 gives the ELBO)")
+    if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
+        raise InputError(f"chunk={chunk!r} must be a positive integer (draws per decoder call)")
+    if not isinstance(mixture, int) or mixture < 1:
+        raise InputError(f"mixture={mixture!r} must be a positive integer")
+    if not isinstance(model, nn.Module):
+        raise InputError(f"the model is a {type(model).__name__}, not a torch.nn.Module")
+    lik = likelihoods.get(likelihood, sigma=sigma)
+    recipe = _recipe(model)
+    run = _Run(model, data, recipe, batch_size, seed, progress)
+    with torch.random.fork_rng(devices=_cuda_devices(run.device)), torch.no_grad():
+        if recipe is None:
+            return _evaluate_ae(run, lik)
+        if recipe.quantizer is not None:
+            return _evaluate_discrete(run, lik)
+        return _evaluate_vae(run, lik, k, chunk, active_threshold, mixture)
+
+
+def _recipe(model: nn.Module) -> Conversion | None:
+    inner = unwrap(model)
+    recipe = inner.meta.get(META_KEY) if isinstance(inner, fx.GraphModule) else None
+    return recipe if isinstance(recipe, Conversion) else None
+
+
+def _cuda_devices(device: torch.device) -> list[int]:
+    return [device.index or 0] if device.type == "cuda" else []
+
+
+class _Run:
+    """The data as checked batches on the model's device, one pass after another."""
+
+    def __init__(
+        self, model: nn.Module, data: Any, recipe: Conversion | None, batch_size: int | None, seed: int, shown: bool
+    ) -> None:
+        self.model = unwrap(model)
+        self.recipe = recipe
+        reference = first_tensor(self.model)
+        self.device = reference.device if reference is not None else torch.device("cpu")
+        self.count = input_count(self.model)
+        # A one-shot iterator cannot be read twice; the "optimal" scale needs a first pass.
+        self.data = list(data) if isinstance(data, Iterator) else data
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shown = shown
+        self.input_shape: tuple[int, ...] | None = recipe.input_shape if recipe is not None else None
+        self.n = 0
+
+    def total(self) -> int | None:
+        if isinstance(self.data, torch.Tensor):
+            return math.ceil(len(self.data) / (self.batch_size or 256))
+        try:
+            return len(self.data)
+        except TypeError:
+            return None
+
+    def passes(self, label: str) -> Iterator[tuple[Any, ...]]:
+        """The batches once more, checked; the first pass counts the samples."""
+        count = 0
+        with bar(label, self.total(), enabled=self.shown) as shown:
+            for index, args in enumerate(batches(self.data, self.count, batch_size=self.batch_size)):
+                if self.input_shape is None and args and isinstance(args[0], torch.Tensor):
+                    self.input_shape = tuple(args[0].shape[1:])
+                check_batch(args, self.input_shape or (), f"batch {index} of the data")
+                if len(args) < self.count:
+                    raise InputError(
+                        f"batch {index} holds {len(args)} inputs, but the model takes {self.count} "
+                        f"({', '.join(input_names(self.model, self.count))}): pass batches of (x, *conditions)"
+                    )
+                if len(args[0]) == 0:
+                    continue
+                count += len(args[0])
+                yield to_device(args, self.device)
+                shown.advance()
+        if count == 0:
+            raise InputError("the data is empty: pass at least one sample (a tensor, a Dataset or a DataLoader)")
+        self.n = count
+
+    def generator(self, offset: int) -> torch.Generator:
+        return torch.Generator(self.device).manual_seed(self.seed + offset)
+
+
+def _fitted(lik: Likelihood, run: _Run, reconstruct: Any) -> Likelihood:
+    """``lik`` with an ``"optimal"`` scale fitted in a first pass over the data (others as they are)."""
+    if not lik.needs_fit:
+        return lik
+    pairs = ((reconstruct(args), args[0]) for args in run.passes("fitting the likelihood's scale"))
+    return likelihoods.fit(lik, pairs)
+
+
+def _evaluate_ae(run: _Run, lik: Likelihood) -> Evaluation:
+    model = run.model
+
+    def reconstruct(args: tuple[Any, ...]) -> torch.Tensor:
+        return reconstruction_like(model(*args), args[0])
+
+    with eval_mode(model):
+        lik = _fitted(lik, run, reconstruct)
+        terms = []
+        for args in run.passes("evaluating"):
+            recon = reconstruct(args)
+            lik.check(recon, args[0])
+            terms.append(-lik.log_prob(recon, args[0]).double().cpu())
+    return Evaluation(
+        kind="ae",
+        n=run.n,
+        k=1,
+        likelihood=lik.describe(),
+        seed=run.seed,
+        data_dims=math.prod(run.input_shape or ()),
+        recon=Estimate.of(torch.cat(terms)),
+        scale=getattr(lik, "scale_value", None),
+    )
+
+
+def _evaluate_discrete(run: _Run, lik: Likelihood) -> Evaluation:
+    """A VQ or FSQ model: its deterministic reconstruction, the rate of its codes and their use.
+
+    The posterior is one code per position, so against a uniform prior over the K codes its KL is
+    positions x log K nats; ``neg_elbo`` is recon + kl, the bound VQ-VAE papers report.
+    """
+    recipe = run.recipe
+    info = recipe.quantizer
+    quantizer = run.model.get_submodule(info.module)
+    encoder, decoder = split(run.model)
+    conditions = decoder_conditions(run.model, decoder, run.count)
+    positions = math.prod(info.code_shape)
+    with eval_mode(encoder), eval_mode(decoder):
+
+        def reconstruct(args: tuple[Any, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+            codes = quantizer.codes(encoder(*args))
+            out = decoder(quantizer.lookup(codes), *(args[i] for i in conditions))
+            return reconstruction_like(out, args[0]), codes
+
+        lik = _fitted(lik, run, lambda args: reconstruct(args)[0])
+        recon, counts = [], torch.zeros(info.codebook_size, dtype=torch.float64, device=run.device)
+        for args in run.passes("evaluating"):
+            out, codes = reconstruct(args)
+            lik.check(out, args[0])
+            recon.append(-lik.log_prob(out, args[0]).double().cpu())
+            counts += torch.bincount(codes.reshape(-1), minlength=info.codebook_size).double()
+    recon_t = torch.cat(recon)
+    kl = torch.full_like(recon_t, positions * math.log(info.codebook_size))
+    share = counts / counts.sum()
+    return Evaluation(
+        kind=info.family,
+        n=run.n,
+        k=1,
+        likelihood=lik.describe(),
+        seed=run.seed,
+        data_dims=math.prod(run.input_shape or ()),
+        recon=Estimate.of(recon_t),
+        kl=Estimate.of(kl),
+        neg_elbo=Estimate.of(recon_t + kl),
+        scale=getattr(lik, "scale_value", None),
+        rate_bits=positions * info.rate_bits,
+        perplexity=math.exp(torch.special.entr(share).sum().item()),
+        codes_used=float((counts > 0).double().mean()),
+    )
+
+
+class _Moments:
+    """Per-element count, mean and sum of squared deviations, merged batch by batch (Chan et al.) in float64."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean: torch.Tensor | float = 0.0
+        self.m2: torch.Tensor | float = 0.0
+
+    def add(self, values: torch.Tensor) -> None:
+        values = values.double()
+        count = len(values)
+        mean = values.mean(0)
+        m2 = (values - mean).pow(2).sum(0)
+        total = self.n + count
+        delta = mean - self.mean
+        self.mean = self.mean + delta * count / total
+        self.m2 = self.m2 + m2 + delta.pow(2) * self.n * count / total
+        self.n = total
+
+    def variance(self) -> torch.Tensor:
+        return torch.as_tensor(self.m2) / max(self.n - 1, 1)
+
+
+def _evaluate_vae(
+    run: _Run, lik: Likelihood, k: int, chunk: int | None, active_threshold: float, mixture: int
+) -> Evaluation:
+    encoder, decoder = split(run.model)
+    conditions = decoder_conditions(run.model, decoder, run.count)
+    with eval_mode(encoder), eval_mode(decoder):
+        prepass = run.generator(1)
+
+        def reconstruct(args: tuple[Any, ...]) -> torch.Tensor:
+            mu, log_sigma = encoder(*args)
+            z = mu + torch.exp(log_sigma) * _normal(mu.shape, mu, prepass)
+            return reconstruction_like(decoder(z, *(args[i] for i in conditions)), args[0])
+
+        lik = _fitted(lik, run, reconstruct)
+        draws, mi_draws = run.generator(0), run.generator(2)
+        elbo, kl, nll = [], [], []
+        kl_sum: torch.Tensor | float = 0.0
+        moments = _Moments()
+        posteriors: list[tuple[torch.Tensor, torch.Tensor]] = []
+        kept = 0
+        checked = False
+        for args in run.passes("evaluating"):
+            x = args[0]
+            mu, log_sigma = encoder(*args)
+            flat_mu, flat_ls = mu.flatten(1).double(), log_sigma.flatten(1).double()
+            kl_elements = 0.5 * (flat_mu.pow(2) + torch.exp(2 * flat_ls) - 1) - flat_ls
+            kl.append(kl_elements.sum(1).cpu())
+            kl_sum = kl_sum + kl_elements.sum(0)
+            moments.add(flat_mu)
+            if kept < mixture:
+                take = min(mixture - kept, len(x))
+                posteriors.append((flat_mu[:take], flat_ls[:take]))
+                kept += take
+            size = chunk or max(1, CHUNK_ELEMENTS // max(1, x.numel()))
+            log_w_sum, log_mean = torch.zeros_like(flat_mu[:, 0]), None
+            for start in range(0, k, size):
+                draws_here = min(size, k - start)
+                eps = _normal((draws_here, *mu.shape), mu, draws)
+                z = (mu + torch.exp(log_sigma) * eps).flatten(0, 1)
+                tiled = [_tile(args[i], draws_here) for i in conditions]
+                target = _tile(x, draws_here)
+                out = reconstruction_like(decoder(z, *tiled), target)
+                if not checked:
+                    lik.check(out, target)
+                    checked = True
+                log_px = lik.log_prob(out, target).double().view(draws_here, len(x))
+                log_pz = -0.5 * z.double().pow(2).flatten(1).sum(1).view(draws_here, len(x))
+                log_qz = -0.5 * eps.double().pow(2).flatten(2).sum(2) - flat_ls.sum(1)
+                # The 2 pi terms of log N(z; 0, I) and log q(z | x) cancel.
+                log_w = log_px + log_pz - log_qz
+                chunk_lse = torch.logsumexp(log_w, 0)
+                log_mean = chunk_lse if log_mean is None else torch.logaddexp(log_mean, chunk_lse)
+                log_w_sum = log_w_sum + log_w.sum(0)
+            elbo.append((-log_w_sum / k).cpu())
+            nll.append((math.log(k) - log_mean).cpu())
+    elbo_t, kl_t = torch.cat(elbo), torch.cat(kl)
+    variance = moments.variance()
+    mu_all = torch.cat([m for m, _ in posteriors])
+    ls_all = torch.cat([s for _, s in posteriors])
+    return Evaluation(
+        kind="vae",
+        n=run.n,
+        k=k,
+        likelihood=lik.describe(),
+        seed=run.seed,
+        data_dims=math.prod(run.input_shape or ()),
+        recon=Estimate.of(elbo_t - kl_t),
+        kl=Estimate.of(kl_t),
+        neg_elbo=Estimate.of(elbo_t),
+        nll=Estimate.of(torch.cat(nll)),
+        kl_per_dim=tuple((torch.as_tensor(kl_sum) / run.n).tolist()),
+        unit_variance=tuple(variance.tolist()),
+        active_units=int((variance > active_threshold).sum()),
+        active_threshold=active_threshold,
+        mutual_info=_mutual_info(mu_all, ls_all, mi_draws),
+        mixture=len(mu_all),
+        scale=getattr(lik, "scale_value", None),
+    )
+
+
+def _normal(shape: tuple[int, ...] | torch.Size, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(tuple(shape), generator=generator, dtype=like.dtype, device=like.device)
+
+
+def _tile(value: Any, times: int) -> Any:
+    """``times`` copies of a batch along dim 0, matching draws folded as (draw, sample) into the batch."""
+    if not isinstance(value, torch.Tensor) or value.dim() == 0 or times == 1:
+        return value
+    return value.repeat(times, *([1] * (value.dim() - 1)))
+
+
+def _mutual_info(mu: torch.Tensor, log_sigma: torch.Tensor, generator: torch.Generator) -> Estimate:
+    """E_i[log q(z_i | x_i) - log (1/M) sum_j q(z_i | x_j)], z_i ~ q(z | x_i), over M posteriors (float64)."""
+    count = len(mu)
+    eps = torch.randn(mu.shape, generator=generator, dtype=torch.float64, device=mu.device)
+    z = mu + torch.exp(log_sigma) * eps
+    inverse_variance = torch.exp(-2 * log_sigma)
+    scaled_mu = mu * inverse_variance
+    # -2 log q(z | x_j) = sum_d (z - mu_j)^2 / sigma_j^2 + 2 log sigma_j + log 2 pi, expanded as matmuls.
+    constant = (mu * scaled_mu).sum(1) + 2 * log_sigma.sum(1) + mu.shape[1] * _LOG_2PI
+    terms = []
+    for start in range(0, count, _MI_ROWS):
+        rows = z[start : start + _MI_ROWS]
+        quadratic = rows.pow(2) @ inverse_variance.T - 2 * rows @ scaled_mu.T + constant
+        log_marginal = torch.logsumexp(-0.5 * quadratic, 1) - math.log(count)
+        own = eps[start : start + _MI_ROWS]
+        log_own = -0.5 * own.pow(2).sum(1) - log_sigma[start : start + _MI_ROWS].sum(1) - 0.5 * mu.shape[1] * _LOG_2PI
+        terms.append(log_own - log_marginal)
+    return Estimate.of(torch.cat(terms).cpu())

@@ -1,0 +1,19 @@
+"""The study layer: train the AE's VAE beside one trained from scratch, and report (``fxvae.compare``).
+
+- :mod:`fxvae.study.compare`: the call, from data to report;
+- :mod:`fxvae.study.starts`: where each start begins (warm, calibrated, scratch, the AE itself);
+- :mod:`fxvae.study.loop`: the one training loop every start runs;
+- :mod:`fxvae.study.samples`: the data as indexable samples (the same batches for every start);
+- :mod:`fxvae.study.ledger`: ``metrics.jsonl``, written as it happens and read back;
+- :mod:`fxvae.study.comparison`: the result, its table and verdict; :mod:`fxvae.study.plots`: its pictures;
+- :mod:`fxvae.study.options`: the options, shared with the command line.
+"""
+
+from __future__ import annotations
+
+from fxvae.study.comparison import Comparison, Point, RunRecord
+from fxvae.study.ledger import read
+from fxvae.study.options import CompareOptions
+from fxvae.study.samples import Samples
+
+__all__ = ["CompareOptions", "Comparison", "Point", "RunRecord", "Samples", "read"]

@@ -1,0 +1,545 @@
+"""``fxvae.compare``: train the AE's VAE beside a VAE trained from scratch, on the user's model and data, and
+write the report. Every start is made with the public verbs (``convert``, ``convert(..., calibration=...)``),
+trained by one loop (:mod:`fxvae.study.loop`) and measured by :func:`fxvae.evaluate`.
+
+```
+for epoch 0 (before any step), 1, ..., E:          runs take turns, epoch by epoch, so a budget ends
+    for seed, for start:  train one epoch           every start at the same step count
+                          evaluate on held-out data, write a line to metrics.jsonl, save a checkpoint
+at the end:  evaluate at the final k, pictures, report.md
+```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from fxvae import likelihoods
+from fxvae.convert import convert, find_bottleneck
+from fxvae.data import to_device
+from fxvae.errors import InputError
+from fxvae.evaluation import evaluate
+from fxvae.likelihoods import Likelihood, LikelihoodName
+from fxvae.modules import eval_mode, first_tensor, input_count
+from fxvae.outputs import reconstruction_like
+from fxvae.progress import bar
+from fxvae.recipe import conversion
+from fxvae.split import decoder_conditions, sample, split
+from fxvae.study import ledger
+from fxvae.study.comparison import Comparison
+from fxvae.study.loop import Run, batch_order, load_checkpoint, save_checkpoint, start_run
+from fxvae.study.options import CompareOptions, Latent, Optimizer, Schedule, StartName
+from fxvae.study.samples import Samples
+from fxvae.study.starts import begin
+from fxvae.tokens import detokenize
+from fxvae.version import VERSION
+
+_clock = time.perf_counter
+"""The budget's clock (a test may replace it)."""
+SPLIT_SEED = 0
+"""The held-out split does not change with the seeds: they vary initialisation, batches and noise only."""
+_DECIMALS = 4
+
+
+def compare(
+    ae: nn.Module,
+    train: Any,
+    test: Any = None,
+    *,
+    starts: tuple[StartName, ...] = ("scratch", "warm", "calibrated"),
+    epochs: int = 20,
+    latent: Latent = "gaussian",
+    codebook_size: int = 512,
+    levels: tuple[int, ...] = (8, 5, 5, 5),
+    likelihood: LikelihoodName = "gaussian",
+    sigma: float | Literal["optimal"] = "optimal",
+    beta: float = 1.0,
+    kl_warmup: int = 0,
+    free_bits: float = 0.0,
+    optimizer: Optimizer = "adam",
+    lr: float = 1e-3,
+    schedule: Schedule = "cosine",
+    lr_warmup: int | None = None,
+    log_sigma_lr: float = 1.0,
+    batch_size: int = 64,
+    holdout: float = 0.1,
+    seeds: int = 1,
+    k: int = 8,
+    final_k: int = 100,
+    max_minutes: float | None = None,
+    shown: int = 8,
+    bottleneck: str | None = None,
+    image_shape: tuple[int, ...] | None = None,
+    scratch: Callable[[], nn.Module] | None = None,
+    device: str | torch.device | None = None,
+    threads: int | None = None,
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> Comparison:
+    """Train the AE's VAE (``"warm"``, ``"calibrated"``) beside the same VAE trained from scratch, and measure both.
+
+    ``ae`` is the trained autoencoder (never changed). ``train`` and ``test`` are tensors, tuples of tensors
+    (data, conditions), Datasets or DataLoaders over one; without ``test``, a seeded ``holdout`` fraction of
+    ``train`` is held out (the same split for every seed), and calibration and training never see it.
+
+    Starts: ``"warm"`` is ``convert(ae, x)``; ``"calibrated"`` is ``convert(ae, x, calibration=train,
+    log_sigma_init="auto", likelihood=likelihood)``; ``"scratch"`` is the same VAE with every parameter
+    re-initialised by its module's own ``reset_parameters`` under the run's seed (or ``convert(scratch(), x)``
+    where the architecture has modules without one: pass ``scratch=`` a function returning the untrained
+    model); ``"ae"`` trains the AE itself on its reconstruction loss, as the reference row.
+
+    Every start runs the same loop: ``optimizer`` at ``lr`` with ``schedule`` after ``lr_warmup`` steps of
+    linear warm-up (default: a cosine after one epoch of warm-up, the recipe docs/compare.md measured; the
+    log-sigma head at ``log_sigma_lr`` times the rate), the same batch order and noise stream per seed,
+    ``epochs`` epochs of ``batch_size``; the loss is the likelihood's ``nll`` plus ``beta`` times the KL
+    (linearly warmed up over ``kl_warmup`` steps, with ``free_bits``). ``sigma="optimal"`` is fitted once to
+    the AE's error on the training data and shared by every start, in training and measurement. After every
+    epoch, and at epoch 0 before any step, each run is measured on the held-out data by :func:`fxvae.evaluate`
+    with ``k`` draws, at the end with ``final_k``.
+
+    ``latent="vq"`` (``codebook_size``) or ``"fsq"`` (``levels``) compares discrete latents instead: ``"warm"``
+    is the trained AE with its quantiser fitted to the training data's codes (k-means, or principal
+    components), ``"random"`` the same with the quantiser at its random start, ``"scratch"`` the whole model
+    from scratch;
+    the loss is the likelihood's plus the quantiser's own term, and each run is measured by its distortion.
+
+    ``seeds`` repeats every start; ``max_minutes`` ends all of them at the same epoch once the next would pass
+    the budget; ``device`` (default: the AE's), ``threads`` (torch threads while it runs). Under ``torchrun``
+    (a process group), each start trains with DistributedDataParallel on a shard of every batch and rank 0
+    alone writes. With ``out``, ``metrics.jsonl`` gets a line as each measurement ends, a checkpoint per run
+    after each epoch, and ``report.md`` with its PNGs at the end; ``resume=True`` continues a stopped
+    comparison in ``out``. ``image_shape`` shows flattened samples as images in the pictures.
+
+    >>> result = fxvae.compare(ae, torch.randn(200, 64), epochs=2, k=2, final_k=4, progress=False)
+    >>> [row["start"] for row in result.table()]
+    ['scratch', 'warm', 'calibrated']
+    >>> len(result.run("warm", 0).points)  # epoch 0, 1, 2
+    3
+    """
+    options = CompareOptions(
+        starts=starts,
+        epochs=epochs,
+        latent=latent,
+        codebook_size=codebook_size,
+        levels=levels,
+        likelihood=likelihood,
+        sigma=sigma,
+        beta=beta,
+        kl_warmup=kl_warmup,
+        free_bits=free_bits,
+        optimizer=optimizer,
+        lr=lr,
+        schedule=schedule,
+        lr_warmup=lr_warmup,
+        log_sigma_lr=log_sigma_lr,
+        batch_size=batch_size,
+        holdout=holdout,
+        seeds=seeds,
+        k=k,
+        final_k=final_k,
+        max_minutes=max_minutes,
+        shown=shown,
+        bottleneck=bottleneck,
+        image_shape=image_shape,
+    )
+    return run_comparison(
+        ae,
+        train,
+        test,
+        options,
+        scratch=scratch,
+        device=device,
+        threads=threads,
+        out=out,
+        resume=resume,
+        progress=progress,
+    )
+
+
+def run_comparison(
+    ae: nn.Module,
+    train: Any,
+    test: Any,
+    options: CompareOptions,
+    *,
+    scratch: Callable[[], nn.Module] | None = None,
+    device: str | torch.device | None = None,
+    threads: int | None = None,
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> Comparison:
+    """:func:`compare` with its options as one :class:`CompareOptions` (what the command line passes)."""
+    if not isinstance(ae, nn.Module) or first_tensor(ae) is None:
+        raise InputError("compare takes the trained autoencoder, an nn.Module with parameters")
+    if resume and out is None:
+        raise InputError("resume=True continues the comparison in out=<folder>: pass out")
+    with _torch_threads(threads), _process_group() as (rank, world):
+        study = _Study(ae, train, test, options, scratch, device, out, resume, progress and rank == 0, rank, world)
+        return study.run()
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    before = torch.get_num_threads()
+    if threads is not None:
+        if not isinstance(threads, int) or threads < 1:
+            raise InputError(f"threads={threads!r} must be a positive whole number")
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _process_group() -> Iterator[tuple[int, int]]:
+    """(rank, world size): the running process group's, or one started from torchrun's environment."""
+    started = False
+    if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        started = True
+    try:
+        if dist.is_available() and dist.is_initialized():
+            yield dist.get_rank(), dist.get_world_size()
+        else:
+            yield 0, 1
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
+class _Study:
+    """One comparison's state: data, likelihood, runs, records; :meth:`run` drives it to the report."""
+
+    def __init__(
+        self,
+        ae: nn.Module,
+        train: Any,
+        test: Any,
+        options: CompareOptions,
+        scratch: Callable[[], nn.Module] | None,
+        device: str | torch.device | None,
+        out: str | os.PathLike[str] | None,
+        resume: bool,
+        shown: bool,
+        rank: int,
+        world: int,
+    ) -> None:
+        self.ae, self.options, self.scratch = ae, options, scratch
+        self.rank, self.world, self.show = rank, world, shown
+        self.device = torch.device(device) if device is not None else first_tensor(ae).device
+        count = input_count(ae)
+        data = Samples(train, count)
+        if test is None:
+            self.train, self.test = data.split(options.holdout, SPLIT_SEED)
+            self.split = (
+                f"held out: a seeded {options.holdout:g} of the data (split seed {SPLIT_SEED}), never trained on"
+            )
+        else:
+            self.train, self.test = data, Samples(test, count)
+            self.split = "held-out data given separately"
+        self.example = self.train.batch(torch.arange(min(len(self.train), max(2, options.batch_size))))
+        self.found = find_bottleneck(ae, self.example, bottleneck=options.bottleneck)
+        # Every start converts at the same latent, the one the trained AE shows (an untrained one may tie).
+        self.options = dataclasses.replace(options, bottleneck=self.found.node)
+        self.likelihood = self._likelihood()
+        self.out = Path(out) if out is not None else None
+        self.records: list[dict[str, Any]] = []
+        self.ledger: ledger.Ledger | None = None
+        self.resume = resume
+        self.steps_per_epoch = sum(len(b) >= world for b in batch_order(len(self.train), options.batch_size, 0, 1))
+        self.began = _clock()
+
+    # --- set-up ---------------------------------------------------------------------------------------
+
+    def _likelihood(self) -> Likelihood:
+        """The likelihood of every start; an ``"optimal"`` scale is fitted once, to the AE on the training data."""
+        o = self.options
+        lik = likelihoods.get(o.likelihood, sigma=None if o.sigma == "optimal" else o.sigma)
+        device = first_tensor(self.ae).device
+        with eval_mode(self.ae), torch.no_grad():
+            args = to_device(self.example, device)
+            lik.check(reconstruction_like(self.ae(*args), args[0]), args[0])
+            if not lik.needs_fit:
+                return lik
+            batches = (to_device(batch, device) for batch in self.train.batches())
+            return likelihoods.fit(lik, ((reconstruction_like(self.ae(*b), b[0]), b[0]) for b in batches))
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "type": "config",
+            "model": type(self.ae).__name__,
+            "parameters": sum(p.numel() for p in self.ae.parameters()),
+            "bottleneck": self.found.node,
+            "latent_shape": list(self.found.shape),
+            "tracer": self.found.tracer,
+            "input_shape": list(self.example[0].shape[1:]),
+            "data": {"train": len(self.train), "test": len(self.test), "split": self.split},
+            "likelihood": self.likelihood.describe(),
+            "options": self.options.to_dict(),
+            "seeds": list(range(self.options.seeds)),
+            "steps_per_epoch": self.steps_per_epoch,
+            "device": str(self.device),
+            "threads": torch.get_num_threads(),
+            "world": self.world,
+            "torch": torch.__version__,
+            "fxvae": VERSION,
+        }
+
+    def _open(self) -> None:
+        """Start the records: a fresh ledger, or the one a stopped comparison left (its options must match)."""
+        config = self.config()
+        if self.out is None:
+            self.records.append(config)
+            return
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "checkpoints").mkdir(exist_ok=True)
+        if self.resume and (self.out / ledger.FILE).exists():
+            self.records = ledger.records(self.out / ledger.FILE)
+            _check_same(self.records, config, self.out)
+        else:
+            self.records = []
+        if self.rank == 0:
+            self.ledger = ledger.Ledger(self.out, resume=bool(self.records))
+        if self.records:
+            self.write({"type": "resumed"})
+        else:
+            self.write(config)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        if self.ledger is not None:
+            self.ledger.write(record)
+
+    def checkpoint_path(self, run: Run) -> Path | None:
+        if self.out is None:
+            return None
+        return self.out / "checkpoints" / f"{run.name}-seed{run.seed}.pt"
+
+    def _runs(self) -> list[Run]:
+        runs = []
+        for seed in range(self.options.seeds):
+            for name in self.options.starts:
+                begun = begin(name, self.ae, self.example, self.train, self.options, seed, self.scratch)
+                run = start_run(
+                    begun, seed, self.options, self.likelihood, self.steps_per_epoch, self.device, self.rank
+                )
+                path = self.checkpoint_path(run)
+                if self.resume and path is not None:
+                    load_checkpoint(run, path)
+                runs.append(run)
+        return runs
+
+    # --- the loop ---------------------------------------------------------------------------------------
+
+    def run(self) -> Comparison:
+        self._open()
+        runs = self._runs()
+        total = len(runs) * self.options.epochs * self.steps_per_epoch
+        with bar("comparing", total, enabled=self.show) as shown:
+            shown.advance(sum(r.step for r in runs))
+            try:
+                for run in runs:
+                    if not self._measured(run, run.epoch):
+                        self._measure(run)
+                self._train(runs, shown)
+            except KeyboardInterrupt:
+                self._finish(runs, final=False)
+                raise
+        return self._finish(runs, final=True)
+
+    def _train(self, runs: list[Run], shown: Any) -> None:
+        epoch_seconds = 0.0
+        while any(r.epoch < self.options.epochs for r in runs):
+            budget = self.options.max_minutes
+            elapsed = _clock() - self.began
+            if budget is not None and elapsed + epoch_seconds > 60 * budget:
+                done = min(r.epoch for r in runs)
+                reason = f"the {budget:g}-minute budget ended every start after {done} of {self.options.epochs} epochs"
+                self.write({"type": "stopped", "reason": reason, "epochs": done})
+                return
+            began = _clock()
+            for run in runs:
+                if run.epoch >= self.options.epochs:
+                    continue
+                loss = run.train_epoch(self.train, self.device, self.rank, self.world)
+                path = self.checkpoint_path(run)
+                if path is not None and self.rank == 0:
+                    save_checkpoint(run, path)
+                evaluation = self._measure(run, loss)
+                shown.advance(self.steps_per_epoch)
+                objective = (evaluation.neg_elbo or evaluation.recon).value
+                shown.describe(
+                    f"{run.name} seed {run.seed} epoch {run.epoch}/{self.options.epochs}: held-out "
+                    f"{'-ELBO' if evaluation.neg_elbo else 'recon'} {objective:.2f}"
+                )
+            epoch_seconds = _clock() - began
+
+    def _measured(self, run: Run, epoch: int) -> bool:
+        return any(
+            r.get("type") == "epoch" and r["start"] == run.name and r["seed"] == run.seed and r["epoch"] == epoch
+            for r in self.records
+        )
+
+    def _measure(self, run: Run, loss: float | None = None) -> Any:
+        if loss is None and run.losses and run.epoch:
+            loss = run.losses[-1]
+        evaluation = evaluate(run.model, self.test, likelihood=self.likelihood, k=self.options.k, seed=run.seed)
+        self.write(
+            {
+                "type": "epoch",
+                "start": run.name,
+                "seed": run.seed,
+                "epoch": run.epoch,
+                "step": run.step,
+                "train_loss": loss,
+                "seconds": run.seconds,
+                "eval": evaluation.to_dict(),
+            }
+        )
+        return evaluation
+
+    # --- the end ------------------------------------------------------------------------------------------
+
+    def _finish(self, runs: list[Run], *, final: bool) -> Comparison:
+        shown = self.test.batch(torch.arange(min(self.options.shown, len(self.test))))
+        if final:
+            if not any(r.get("type") == "shown" for r in self.records):
+                self.write({"type": "shown", "data": _rounded(shown[0])})
+            for run in runs:
+                if not any(
+                    r.get("type") == "final" and (r["start"], r["seed"], r["epoch"]) == (run.name, run.seed, run.epoch)
+                    for r in self.records
+                ):
+                    self._final(run, shown)
+            self.write({"type": "throughput", **self._throughput(runs)})
+        comparison = ledger.comparison_of(self.records)
+        if self.out is not None and self.rank == 0 and final:
+            figures = _try_plot(comparison, self.out)
+            (self.out / "report.md").write_text(comparison.to_markdown(figures))
+        return comparison
+
+    def _final(self, run: Run, shown: tuple[Any, ...]) -> None:
+        evaluation = evaluate(run.model, self.test, likelihood=self.likelihood, k=self.options.final_k, seed=run.seed)
+        args = to_device(shown, self.device)
+        with eval_mode(run.model), torch.no_grad():
+            recon = self.likelihood.mean(reconstruction_like(run.model(*args), args[0]))
+        self.write(
+            {
+                "type": "final",
+                "start": run.name,
+                "seed": run.seed,
+                "epoch": run.epoch,
+                "eval": evaluation.to_dict(),
+                "steps_per_s": run.steps_per_s(),
+                "reconstructions": _rounded(recon),
+                "samples": _rounded(self._prior_samples(run, args)),
+            }
+        )
+
+    def _prior_samples(self, run: Run, args: tuple[Any, ...]) -> torch.Tensor:
+        """Prior draws decoded by the run's decoder: z ~ N(0, I) (the AE: by the decoder of its plain
+        conversion), or codes drawn uniformly for a discrete latent."""
+        vae = run.model if run.begun.is_vae else convert(run.model, args, bottleneck=self.options.bottleneck)[0]
+        _, decoder = split(vae)
+        conditions = [args[i] for i in decoder_conditions(vae, decoder, len(args))]
+        generator = torch.Generator().manual_seed(run.seed)
+        info = conversion(vae).quantizer
+        with torch.no_grad():
+            if info is None:
+                out = sample(vae, len(args[0]), *conditions, generator=generator)
+            else:
+                codes = torch.randint(info.codebook_size, (len(args[0]), *info.code_shape), generator=generator)
+                out = detokenize(vae, codes.to(self.device), *conditions)
+        return self.likelihood.mean(reconstruction_like(out, args[0]))
+
+    def _throughput(self, runs: list[Run]) -> dict[str, float]:
+        """Steps per second of an AE step and of a VAE step, from the runs' own training time (the AE: the
+        ``"ae"`` start's, or a short interleaved timing of the AE's step)."""
+        vae = [rate for r in runs if r.begun.is_vae and (rate := r.steps_per_s())]
+        ae = [rate for r in runs if not r.begun.is_vae and (rate := r.steps_per_s())]
+        how = "the runs' own training time"
+        if not ae:
+            ae, vae, how = self._timed_steps(runs)
+        ae_rate, vae_rate = sum(ae) / len(ae), sum(vae) / len(vae)
+        return {"ae_steps_per_s": ae_rate, "vae_steps_per_s": vae_rate, "ratio": vae_rate / ae_rate, "how": how}
+
+    def _timed_steps(self, runs: list[Run]) -> tuple[list[float], list[float], str]:
+        from fxvae.bench import interleave
+
+        ae_run = start_run(
+            begin("ae", self.ae, self.example, self.train, self.options, 0, None),
+            0,
+            self.options,
+            self.likelihood,
+            self.steps_per_epoch,
+            self.device,
+            self.rank,
+        )
+        vae_run = next(r for r in runs if r.begun.is_vae)
+        snapshot = {k: v.clone() for k, v in vae_run.model.state_dict().items()}
+        batches = batch_order(len(self.train), self.options.batch_size, 0, 1)[:5]
+
+        def steps(run: Run) -> Callable[[], None]:
+            def step() -> None:
+                for indices in batches:
+                    args = to_device(self.train.batch(indices), self.device)
+                    loss = run.loss(args)
+                    run.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+
+            return step
+
+        with torch.random.fork_rng(devices=[]):
+            timings = interleave([steps(ae_run), steps(vae_run)], repeats=5, calls=1, device=self.device)
+        vae_run.model.load_state_dict(snapshot)
+        vae_run.optimizer.zero_grad(set_to_none=True)
+        ae_t, vae_t = (sorted(t.wall)[len(t.wall) // 2] for t in timings)
+        count = len(batches)
+        return [count / ae_t], [count / vae_t], "5 interleaved timings of forward and backward on 5 batches"
+
+
+def _check_same(records: list[dict[str, Any]], config: dict[str, Any], out: Path) -> None:
+    saved = next((r for r in records if r.get("type") == "config"), None)
+    if saved is None:
+        raise InputError(f"{str(out)!r} holds no comparison to resume: run without resume=True")
+    keep = ("max_minutes",)
+    before = {k: v for k, v in saved["options"].items() if k not in keep}
+    now = {k: v for k, v in json_ready(config["options"]).items() if k not in keep}
+    changed = [k for k in now if before.get(k) != now[k]]
+    if changed or saved.get("data") != config["data"]:
+        what = ", ".join(f"{k} ({before.get(k)!r} then, {now[k]!r} now)" for k in changed) or "the data"
+        raise InputError(
+            f"the comparison in {str(out)!r} was run with other settings: {what}; resume it with the same ones, or "
+            "write to a new folder"
+        )
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as JSON would give it back (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def _rounded(values: torch.Tensor) -> list[Any]:
+    return values.detach().float().cpu().round(decimals=_DECIMALS).tolist()
+
+
+def _try_plot(comparison: Comparison, out: Path) -> list[str]:
+    try:
+        return [p.name for p in comparison.plot(out)]
+    except InputError:  # no matplotlib: the report goes without pictures
+        return []

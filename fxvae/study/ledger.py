@@ -1,0 +1,105 @@
+"""``metrics.jsonl``: a comparison's records, one JSON line each, appended and flushed to disk as they happen.
+
+A line is ``{"type": ...}``: ``config`` (what was run, first), ``shown`` (the held-out samples the pictures
+show), ``epoch`` (a run's held-out measurement after an epoch), ``final`` (its measurement at the final k and
+its pictures), ``throughput``, ``stopped`` (a budget ended it) and ``resumed``. Where a resumed comparison
+measures again, the later line stands. A stopped comparison keeps every line it wrote; :func:`read`
+rebuilds the :class:`~fxvae.study.Comparison` from them alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from fxvae.errors import InputError
+from fxvae.evaluation import Evaluation
+from fxvae.study.comparison import Comparison, Point, RunRecord
+
+FILE = "metrics.jsonl"
+
+
+class Ledger:
+    """Appends records to ``directory/metrics.jsonl`` (a fresh file, or the one a resumed comparison wrote)."""
+
+    def __init__(self, directory: Path, *, resume: bool) -> None:
+        self.path = directory / FILE
+        if not resume or not self.path.exists():
+            self.path.write_text("")
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as file:
+            file.write(json.dumps(record) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    """The file's records; a last line cut short by a kill is dropped."""
+    lines = path.read_text().splitlines()
+    out = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):
+                break
+            raise InputError(f"{str(path)!r} line {number} is not JSON ({err}); the file is damaged") from err
+    return out
+
+
+def read(source: str | os.PathLike[str]) -> Comparison:
+    """The comparison a ``metrics.jsonl`` (or the folder holding one) records.
+
+    >>> result = fxvae.compare(ae, torch.randn(120, 64), epochs=1, k=1, final_k=2, out=tmp, progress=False)
+    >>> fxvae.study.read(tmp).starts == result.starts
+    True
+    """
+    path = Path(source)
+    path = path / FILE if path.is_dir() else path
+    if not path.is_file():
+        raise InputError(f"{str(path)!r} does not exist: pass the folder a comparison wrote (out=...)")
+    return comparison_of(records(path), str(path))
+
+
+def comparison_of(lines: list[dict[str, Any]], where: str = "the records") -> Comparison:
+    """The comparison that a list of records describes (see the module docstring)."""
+    config: dict[str, Any] = {}
+    runs: dict[tuple[str, int], RunRecord] = {}
+    comparison = Comparison(config={}, runs=[])
+    for record in lines:
+        kind = record.get("type")
+        if kind == "config":
+            config = record
+            runs.clear()
+        elif kind == "shown":
+            comparison.shown = record["data"]
+        elif kind in ("epoch", "final"):
+            key = (record["start"], record["seed"])
+            run = runs.setdefault(key, RunRecord(*key))
+            evaluation = Evaluation.from_dict(record["eval"])
+            if kind == "epoch":
+                point = Point(record["epoch"], record["step"], record["train_loss"], record["seconds"], evaluation)
+                # A resumed run may measure an epoch again: the latest line stands.
+                run.points = [p for p in run.points if p.epoch < point.epoch] + [point]
+            else:
+                run.final = evaluation
+                run.steps_per_s = record.get("steps_per_s")
+                run.reconstructions = record.get("reconstructions")
+                run.samples = record.get("samples")
+        elif kind == "throughput":
+            comparison.throughput = {k: v for k, v in record.items() if k != "type"}
+        elif kind == "stopped":
+            comparison.stopped = record["reason"]
+        elif kind == "resumed":
+            comparison.stopped = None
+    if not config:
+        raise InputError(f"{where} hold no comparison (no config line): they were not written by fxvae.compare")
+    comparison.config = config
+    order = {name: i for i, name in enumerate(config.get("options", {}).get("starts", ()))}
+    comparison.runs = sorted(runs.values(), key=lambda r: (order.get(r.start, len(order)), r.seed))
+    return comparison

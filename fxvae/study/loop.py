@@ -1,0 +1,280 @@
+"""One training loop for every start of a comparison: the same optimiser, batch order, noise stream and steps.
+
+```
+for each step:  batch = the seed's permutation of the epoch, cut into batch_size (this rank's shard of it)
+                loss  = likelihood.nll(recon, x) + beta_t * KL   (a quantiser: + its own term; the AE: the first)
+                backward, optimiser step, learning-rate schedule step
+```
+A run's random state (the reparameterisation's noise) is its own: it is restored before each of its epochs
+and kept after, so runs can take turns, epoch by epoch, and a resumed run continues its stream exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from fxvae.errors import FxvaeError
+from fxvae.latent import KLDivergence
+from fxvae.likelihoods import Likelihood
+from fxvae.ops import kl_divergence
+from fxvae.outputs import reconstruction_like
+from fxvae.recipe import conversion, posterior
+from fxvae.study.options import CompareOptions
+from fxvae.study.samples import Samples
+from fxvae.study.starts import Begun
+
+
+def batch_order(samples: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
+    """The epoch's batches of sample indices: a permutation that depends only on the seed and the epoch.
+
+    >>> [b.tolist() for b in batch_order(5, 2, seed=0, epoch=1)]
+    [[0, 4], [2, 3], [1]]
+    """
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return list(torch.randperm(samples, generator=generator).split(batch_size))
+
+
+def lr_factor(step: int, total: int, options: CompareOptions, warmup: int = 0) -> float:
+    """The learning rate at ``step`` (0-based) of ``total`` as a multiple of ``options.lr``, with a linear rise
+    over the first ``warmup`` steps.
+
+    >>> options = fxvae.study.CompareOptions(schedule="cosine")
+    >>> [round(lr_factor(s, 4, options, warmup=2), 3) for s in range(4)]
+    [0.5, 0.854, 0.5, 0.146]
+    """
+    t = min(step / max(total, 1), 1.0)
+    if options.schedule == "cosine":
+        factor = 0.5 * (1 + math.cos(math.pi * t))
+    elif options.schedule == "one-cycle":
+        rise = 0.3
+        if t < rise:
+            factor = 1 / 25 + (1 - 1 / 25) * 0.5 * (1 - math.cos(math.pi * t / rise))
+        else:
+            factor = 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * (t - rise) / (1 - rise)))
+    else:
+        factor = 1.0
+    if warmup:
+        factor *= min(1.0, (step + 1) / warmup)
+    return factor
+
+
+def warmup_steps(options: CompareOptions, steps_per_epoch: int) -> int:
+    """The learning rate's warm-up in steps: as given, or one epoch."""
+    return steps_per_epoch if options.lr_warmup is None else options.lr_warmup
+
+
+def optimiser(model: nn.Module, options: CompareOptions) -> torch.optim.Optimizer:
+    """The run's optimiser: one group, or two where the log-sigma head learns at ``log_sigma_lr`` times lr."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    head = {id(p) for p in _log_sigma_head(model).parameters()} if options.log_sigma_lr != 1.0 else set()
+    groups: list[dict[str, Any]] = [{"params": [p for p in params if id(p) not in head]}]
+    if head:
+        groups.append({"params": [p for p in params if id(p) in head], "lr": options.lr * options.log_sigma_lr})
+    if options.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=options.lr, momentum=0.9)
+    cls = torch.optim.AdamW if options.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=options.lr)
+
+
+def _log_sigma_head(model: nn.Module) -> nn.Module:
+    try:
+        name = conversion(model).log_sigma_head
+    except FxvaeError:  # the AE itself
+        name = None
+    return model.get_submodule(name) if name else nn.Module()
+
+
+@dataclass
+class Run:
+    """One start under one seed: its model, optimiser and schedule, its random state, and where it is."""
+
+    begun: Begun
+    seed: int
+    options: CompareOptions
+    likelihood: Likelihood
+    steps_per_epoch: int
+    trained: nn.Module
+    """What the steps run: the model, or its DistributedDataParallel wrapper."""
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    rng: torch.Tensor
+    cuda_rng: torch.Tensor | None = None
+    epoch: int = 0
+    step: int = 0
+    seconds: float = 0.0
+    """Training wall time so far (the steps alone, no measurement)."""
+    losses: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    """Training wall time of each epoch."""
+
+    @property
+    def name(self) -> str:
+        return self.begun.name
+
+    @property
+    def model(self) -> nn.Module:
+        return self.begun.model
+
+    @property
+    def total_steps(self) -> int:
+        return self.options.epochs * self.steps_per_epoch
+
+    def steps_per_s(self) -> float | None:
+        """Training steps per second: the median epoch's, leaving out the first (warm-up) where there are more."""
+        timed = self.epoch_seconds[1:] or self.epoch_seconds
+        if not timed:
+            return None
+        return self.steps_per_epoch / sorted(timed)[len(timed) // 2]
+
+    def beta(self) -> float:
+        warmup = self.options.kl_warmup
+        return self.options.beta * (min(1.0, (self.step + 1) / warmup) if warmup else 1.0)
+
+    def loss(self, args: tuple[Any, ...]) -> torch.Tensor:
+        x = args[0]
+        recon = reconstruction_like(self.trained(*args), x)
+        loss = self.likelihood.nll(recon, x)
+        aux = self.begun.aux
+        if aux is None:
+            return loss
+        if not isinstance(aux, KLDivergence):  # a quantiser's own term (commitment), with its own weight
+            return loss + aux()
+        if self.options.free_bits:
+            q = posterior(self.model)
+            return loss + kl_divergence(q.mu, q.log_sigma, beta=self.beta(), free_bits=self.options.free_bits)
+        return loss + self.beta() * aux()
+
+    def train_epoch(self, train: Samples, device: torch.device, rank: int, world: int) -> float:
+        """One epoch of steps; returns the mean training loss (this rank's batches)."""
+        self.epoch += 1
+        self.model.train()
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        batches = batch_order(len(train), self.options.batch_size, self.seed, self.epoch)
+        scheduled = self.options.schedule != "constant" or warmup_steps(self.options, self.steps_per_epoch) > 0
+        on_device = device.type != "cpu"
+        with _RandomState(self, device):
+            began = time.perf_counter()
+            for indices in batches:
+                if world > 1:
+                    if len(indices) < world:  # a last batch too small to shard: every rank skips it alike
+                        continue
+                    indices = indices[rank::world]
+                args = train.batch(indices)
+                if on_device:
+                    args = tuple(a.to(device, non_blocking=True) if isinstance(a, torch.Tensor) else a for a in args)
+                loss = self.loss(args)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                if scheduled:
+                    self.scheduler.step()
+                else:  # a constant rate: the scheduler's bookkeeping only
+                    self.scheduler.last_epoch += 1
+                self.step += 1
+                total += loss.detach()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            self.epoch_seconds.append(time.perf_counter() - began)
+            self.seconds += self.epoch_seconds[-1]
+        mean = (total / max(1, sum(len(b) >= world for b in batches))).item()
+        self.losses.append(mean)
+        return mean
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint holds to continue the run exactly."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": self.rng,
+            "cuda_rng": self.cuda_rng,
+            "epoch": self.epoch,
+            "step": self.step,
+            "seconds": self.seconds,
+            "losses": self.losses,
+            "epoch_seconds": self.epoch_seconds,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.rng, self.cuda_rng = state["rng"], state["cuda_rng"]
+        self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
+        self.losses = list(state["losses"])
+        self.epoch_seconds = list(state["epoch_seconds"])
+
+
+class _RandomState:
+    """The run's own random state while its epoch runs; the caller's before and after."""
+
+    def __init__(self, run: Run, device: torch.device) -> None:
+        self.run, self.device = run, device
+
+    def __enter__(self) -> None:
+        self.saved = torch.get_rng_state()
+        torch.set_rng_state(self.run.rng)
+        if self.device.type == "cuda":
+            self.saved_cuda = torch.cuda.get_rng_state(self.device)
+            if self.run.cuda_rng is not None:
+                torch.cuda.set_rng_state(self.run.cuda_rng, self.device)
+
+    def __exit__(self, *exc: object) -> None:
+        self.run.rng = torch.get_rng_state()
+        torch.set_rng_state(self.saved)
+        if self.device.type == "cuda":
+            self.run.cuda_rng = torch.cuda.get_rng_state(self.device)
+            torch.cuda.set_rng_state(self.saved_cuda, self.device)
+
+
+def start_run(
+    begun: Begun,
+    seed: int,
+    options: CompareOptions,
+    likelihood: Likelihood,
+    steps_per_epoch: int,
+    device: torch.device,
+    rank: int,
+) -> Run:
+    """The run of ``begun`` under ``seed``: its model on ``device`` (wrapped in DDP when a process group runs),
+    a fresh optimiser and schedule, and a random stream seeded by the seed (and the rank)."""
+    model = begun.model.to(device)
+    trained: nn.Module = model
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    opt = optimiser(model, options)
+    total = options.epochs * steps_per_epoch
+    warmup = warmup_steps(options, steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, total, options, warmup))
+    generator = torch.Generator().manual_seed(seed * 7919 + rank)
+    rng = generator.get_state()
+    cuda_rng = None
+    if device.type == "cuda":
+        with torch.random.fork_rng(devices=[device]):
+            torch.cuda.manual_seed(seed * 7919 + rank)
+            cuda_rng = torch.cuda.get_rng_state(device)
+    return Run(begun, seed, options, likelihood, steps_per_epoch, trained, opt, scheduler, rng, cuda_rng)
+
+
+def save_checkpoint(run: Run, path: Path) -> None:
+    """Write the run's state atomically: a stopped comparison resumes from the last one written."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(run.state(), tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(run: Run, path: Path) -> bool:
+    if not path.is_file():
+        return False
+    run.restore(torch.load(path, map_location="cpu", weights_only=True))
+    return True

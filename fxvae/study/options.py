@@ -1,0 +1,153 @@
+"""The choices that shape a comparison: :func:`fxvae.compare`'s keyword arguments and ``fxvae compare``'s options,
+declared once (the command line is generated from these fields, as the conversion options are)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fxvae.errors import InputError
+from fxvae.likelihoods import LikelihoodName
+
+StartName = Literal["scratch", "warm", "calibrated", "random", "ae"]
+"""``"scratch"``: the same model with every parameter re-initialised; ``"warm"``: ``convert(ae, x)`` (a discrete
+latent: its codebook or projections fitted to the training data's codes); ``"calibrated"`` (Gaussian):
+``convert(ae, x, calibration=train, log_sigma_init="auto")``; ``"random"`` (discrete): the trained AE with a
+quantiser at its random start; ``"ae"``: the AE itself, trained on."""
+Latent = Literal["gaussian", "vq", "fsq"]
+Optimizer = Literal["adam", "adamw", "sgd"]
+Schedule = Literal["constant", "cosine", "one-cycle"]
+"""The learning rate over the run: constant; a cosine from ``lr`` to 0; or one cycle (a rise from lr / 25 to
+lr over the first 30% of the steps, then a cosine down to lr / 1e4, as ``torch.optim.lr_scheduler.OneCycleLR``)."""
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """How :func:`fxvae.compare` trains and measures; every field is an option of ``fxvae compare``.
+
+    >>> fxvae.study.CompareOptions(epochs=3, seeds=2).epochs
+    3
+    """
+
+    starts: tuple[StartName, ...] = field(
+        default=("scratch", "warm", "calibrated"),
+        metadata={"help": "Starts to train: scratch, warm, calibrated, ae (the AE itself, as the reference row)."},
+    )
+    epochs: int = field(default=20, metadata={"help": "Epochs of every start."})
+    latent: Latent = field(
+        default="gaussian",
+        metadata={"help": "The latent every start converts to: gaussian (VAEs), vq or fsq (discrete tokens)."},
+    )
+    codebook_size: int = field(default=512, metadata={"help": "vq: the number of codes."})
+    levels: tuple[int, ...] = field(default=(8, 5, 5, 5), metadata={"help": "fsq: levels per dimension."})
+    likelihood: LikelihoodName = field(
+        default="gaussian", metadata={"help": "What the reconstruction is: the loss and the measurement."}
+    )
+    sigma: float | Literal["optimal"] = field(
+        default="optimal",
+        metadata={
+            "help": "Gaussian sigma or Laplace b; 'optimal': fitted once to the AE's error on the training data and "
+            "shared by every start."
+        },
+    )
+    beta: float = field(default=1.0, metadata={"help": "Weight of the KL term in the training loss."})
+    kl_warmup: int = field(default=0, metadata={"help": "Steps over which the KL weight rises linearly to beta."})
+    free_bits: float = field(default=0.0, metadata={"help": "Nats each latent dimension pays at least (training)."})
+    optimizer: Optimizer = field(default="adam", metadata={"help": "The optimiser of every start."})
+    lr: float = field(default=1e-3, metadata={"help": "Learning rate (the peak of a schedule)."})
+    schedule: Schedule = field(
+        default="cosine", metadata={"help": "Learning rate over the run, after the warm-up (docs/compare.md)."}
+    )
+    lr_warmup: int | None = field(
+        default=None,
+        metadata={
+            "help": "Steps over which the learning rate rises linearly from 0, on any schedule (default: one epoch)."
+        },
+    )
+    log_sigma_lr: float = field(
+        default=1.0,
+        metadata={"help": "The log-sigma head's learning rate, as a multiple of lr (its bias is a log scale)."},
+    )
+    batch_size: int = field(default=64, metadata={"help": "Samples per training step."})
+    holdout: float = field(
+        default=0.1, metadata={"help": "Without test data: the fraction of the data held out (a seeded split)."}
+    )
+    seeds: int = field(default=1, metadata={"help": "Repeats of every start, seeds 0, 1, ..."})
+    k: int = field(default=8, metadata={"help": "Posterior draws per held-out sample after each epoch."})
+    final_k: int = field(default=100, metadata={"help": "Posterior draws per held-out sample at the end."})
+    max_minutes: float | None = field(
+        default=None, metadata={"help": "A time budget: every start stops at the same epoch once it would pass it."}
+    )
+    shown: int = field(default=8, metadata={"help": "Held-out samples and prior samples in the pictures."})
+    bottleneck: str | None = field(
+        default=None, metadata={"help": "Force the bottleneck of every start (see fxvae inspect)."}
+    )
+    image_shape: tuple[int, ...] | None = field(
+        default=None,
+        metadata={"help": "Show samples in the pictures as images of this shape (8,8 for flattened 8x8 digits)."},
+    )
+
+    def __post_init__(self) -> None:
+        starts = tuple(self.starts)
+        object.__setattr__(self, "starts", starts)
+        known = typing.get_args(StartName)
+        if not starts or any(s not in known for s in starts) or len(set(starts)) != len(starts):
+            raise InputError(f"starts={self.starts!r} must be distinct names among {', '.join(known)}")
+        if "ae" in starts and len(starts) == 1:
+            raise InputError("starts=('ae',) has no VAE to compare: add scratch, warm or calibrated")
+        wrong = "calibrated" if self.latent != "gaussian" else "random"
+        if wrong in starts:
+            fits = "a Gaussian latent" if wrong == "calibrated" else "a discrete latent (latent='vq' or 'fsq')"
+            raise InputError(
+                f"the {wrong!r} start is for {fits}; with latent={self.latent!r} the starts are "
+                f"{', '.join(s for s in typing.get_args(StartName) if s != wrong)}"
+            )
+        object.__setattr__(self, "levels", tuple(self.levels))
+        for name in ("epochs", "seeds", "k", "final_k", "batch_size", "shown", "codebook_size"):
+            _positive_int(name, getattr(self, name))
+        for name in ("kl_warmup", "lr_warmup"):
+            value = getattr(self, name)
+            if value is None and name == "lr_warmup":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InputError(f"{name}={value!r} must be a whole number of steps, 0 or more")
+        for name in ("lr", "beta", "log_sigma_lr"):
+            _positive_float(name, getattr(self, name))
+        if not (isinstance(self.free_bits, (int, float)) and self.free_bits >= 0):
+            raise InputError(f"free_bits={self.free_bits!r} must be 0 or more nats")
+        if not (isinstance(self.holdout, (int, float)) and 0 < self.holdout < 1):
+            raise InputError(f"holdout={self.holdout!r} must be a fraction between 0 and 1")
+        if self.sigma != "optimal":
+            _positive_float("sigma", self.sigma)
+        if self.max_minutes is not None:
+            _positive_float("max_minutes", self.max_minutes)
+        if self.image_shape is not None:
+            object.__setattr__(self, "image_shape", tuple(self.image_shape))
+            if not self.image_shape or any(not isinstance(n, int) or n < 1 for n in self.image_shape):
+                raise InputError(f"image_shape={self.image_shape!r} must be positive whole numbers, e.g. (8, 8)")
+        kinds = (("likelihood", LikelihoodName), ("optimizer", Optimizer), ("schedule", Schedule), ("latent", Latent))
+        for name, kind in kinds:
+            if getattr(self, name) not in typing.get_args(kind):
+                raise InputError(f"{name}={getattr(self, name)!r} must be one of {typing.get_args(kind)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CompareOptions:
+        names = {f.name for f in dataclasses.fields(cls)}
+        tuples = ("starts", "image_shape", "levels")
+        return cls(**{k: tuple(v) if k in tuples and v is not None else v for k, v in data.items() if k in names})
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InputError(f"{name}={value!r} must be a positive whole number")
+
+
+def _positive_float(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise InputError(f"{name}={value!r} must be a positive number")

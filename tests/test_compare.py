@@ -1,0 +1,277 @@
+"""fxvae.compare: the starts, the one loop, the held-out split, the records and report, stopping and resuming."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import fxvae
+from fxvae.study import loop
+from fxvae.study.starts import reinitialised
+from tests.snapshot import assert_unchanged, snapshot
+from tests.zoo import BY_NAME, build
+
+TINY = {"epochs": 2, "k": 2, "final_k": 4, "likelihood": "bernoulli", "progress": False}
+
+
+def test_every_start_is_measured_before_any_step_and_after_every_epoch(trained: tuple) -> None:
+    ae, data = trained
+    result = fxvae.compare(ae, data, starts=("scratch", "warm", "calibrated", "ae"), **TINY)
+    assert result.starts == ["scratch", "warm", "calibrated", "ae"]
+    for run in result.runs:
+        assert [p.epoch for p in run.points] == [0, 1, 2]
+        assert [p.step for p in run.points] == [0, 6, 12]  # 360 training samples in batches of 64
+        assert run.points[0].train_loss is None and run.points[1].train_loss is not None
+        assert run.final is not None and run.final.k == (4 if run.is_vae else 1)
+    assert result.run("ae", 0).final.measured == ("recon",)
+
+
+def test_the_warm_start_at_epoch_0_is_the_plain_conversion_measured_by_evaluate(trained: tuple) -> None:
+    ae, data = trained
+    result = fxvae.compare(ae, data, starts=("warm", "scratch"), **TINY)
+    train, test = fxvae.study.Samples(data).split(0.1, seed=0)
+    vae, _ = fxvae.convert(ae, train.batch(torch.arange(64)))
+    expected = fxvae.evaluate(vae, test, likelihood="bernoulli", k=2, seed=0)
+    assert result.run("warm", 0).points[0].evaluation == expected
+
+
+def test_the_held_out_split_is_seeded_the_same_for_every_seed_and_never_trained_on(trained: tuple) -> None:
+    ae, data = trained
+    result = fxvae.compare(ae, data, starts=("warm", "scratch"), seeds=2, holdout=0.25, **TINY)
+    assert result.config["data"] == {"train": 300, "test": 100, "split": result.config["data"]["split"]}
+    assert "held out" in result.config["data"]["split"]
+    assert {r.points[0].evaluation.n for r in result.runs} == {100}
+    given = fxvae.compare(ae, data[:300], data[300:], starts=("warm", "scratch"), **TINY)
+    assert given.config["data"]["split"] == "held-out data given separately"
+
+
+def test_the_calibrated_start_is_calibrated_on_the_training_split_alone(trained: tuple, monkeypatch) -> None:
+    ae, data = trained
+    seen: list[int] = []
+    calibrate = fxvae.calibration._calibrate
+
+    def spy(vae, calibration, *args):
+        seen.append(sum(len(b[0]) for b in fxvae.data.batches(calibration, 1)))
+        return calibrate(vae, calibration, *args)
+
+    monkeypatch.setattr(fxvae.calibration, "_calibrate", spy)
+    fxvae.compare(ae, data, starts=("calibrated", "scratch"), **TINY)
+    assert seen == [360]
+
+
+def test_runs_of_a_seed_share_batches_and_noise_and_repeat_exactly(trained: tuple) -> None:
+    ae, data = trained
+    first = fxvae.compare(ae, data, starts=("warm", "scratch"), seeds=2, **TINY)
+    again = fxvae.compare(ae, data, starts=("warm", "scratch"), seeds=2, **TINY)
+    for a, b in zip(first.runs, again.runs, strict=True):
+        assert [p.evaluation for p in a.points] == [p.evaluation for p in b.points]
+    seed0, seed1 = first.run("warm", 0), first.run("warm", 1)
+    assert seed0.points[1].evaluation != seed1.points[1].evaluation
+    assert [b.tolist() for b in loop.batch_order(10, 4, seed=3, epoch=2)] == [
+        b.tolist() for b in loop.batch_order(10, 4, seed=3, epoch=2)
+    ]
+
+
+def test_compare_leaves_the_autoencoder_and_the_thread_count_as_they_were(trained: tuple) -> None:
+    ae, data = trained
+    before, threads = snapshot(ae), torch.get_num_threads()
+    fxvae.compare(ae, data, starts=("warm", "scratch", "ae"), threads=threads + 1, **TINY)
+    assert_unchanged(ae, before)
+    assert torch.get_num_threads() == threads
+
+
+def test_scratch_redraws_every_parameter_with_each_modules_reset_under_the_seed(trained: tuple) -> None:
+    ae, _ = trained
+    fresh, same, other = reinitialised(ae, 0), reinitialised(ae, 0), reinitialised(ae, 1)
+    for (name, p), q, r, trained_p in zip(
+        fresh.named_parameters(), same.parameters(), other.parameters(), ae.parameters(), strict=True
+    ):
+        assert not torch.equal(p, trained_p), name
+        assert torch.equal(p, q), name
+        assert not torch.equal(p, r), name
+
+
+def test_scratch_resets_a_parametrised_layer_through_its_parametrisation() -> None:
+    model = build(BY_NAME["weight_norm_latent"], seed=3)
+    fresh = reinitialised(model, 0)
+    layer, trained_layer = fresh.get_submodule("enc.2"), model.get_submodule("enc.2")
+    assert not torch.equal(layer.weight, trained_layer.weight)
+    assert torch.nn.utils.parametrize.is_parametrized(layer)
+
+
+def test_scratch_refuses_a_module_without_reset_parameters_and_takes_a_factory() -> None:
+    entry = BY_NAME["functional_linear"]
+    model = build(entry, seed=3)
+    data = entry.inputs(60)[0]
+    options = TINY | {"likelihood": "gaussian", "sigma": 1.0}
+    with pytest.raises(
+        fxvae.InputError, match=r"the model itself \(FunctionalLinear\) owns parameters \(w1, b1, .*\) .* pass scratch="
+    ):
+        fxvae.compare(model, data, starts=("scratch", "warm"), **options)
+    result = fxvae.compare(model, data, starts=("scratch", "warm"), scratch=entry.build, **options)
+    assert len(result.runs) == 2
+
+
+@pytest.mark.filterwarnings("ignore:the reconstruction is further from the data")
+def test_the_optimal_sigma_is_fitted_once_to_the_ae_and_shared_by_every_start(trained: tuple) -> None:
+    ae, data = trained
+    result = fxvae.compare(ae, data, starts=("warm", "scratch", "ae"), **TINY | {"likelihood": "gaussian"})
+    assert "optimal" in result.config["likelihood"]
+    scales = {p.evaluation.scale for r in result.runs for p in r.points}
+    assert len(scales) == 1
+    with torch.no_grad():
+        train, _ = fxvae.study.Samples(data).split(0.1, seed=0)
+        x = train.batch(torch.arange(len(train)))[0]
+        rmse = (ae(x) - x).pow(2).mean().sqrt().item()
+    assert scales.pop() == pytest.approx(rmse, rel=1e-4)
+
+
+def test_a_conditional_autoencoder_compares_on_data_with_labels() -> None:
+    entry = BY_NAME["conditional"]
+    x, label = entry.inputs(120)
+    options = TINY | {"likelihood": "gaussian", "sigma": 1.0}
+    result = fxvae.compare(build(entry, seed=3), (x, label), starts=("warm", "scratch"), **options)
+    assert all(math.isfinite(p.objective) for r in result.runs for p in r.points)
+
+
+def test_out_writes_metrics_as_they_happen_a_report_and_its_pictures(trained: tuple, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    ae, data = trained
+    fxvae.compare(ae, data, out=tmp_path, image_shape=(8, 8), **TINY)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0]["type"] == "config"
+    assert sum(line["type"] == "epoch" for line in lines) == 3 * 3
+    report = (tmp_path / "report.md").read_text()
+    for start in ("scratch", "warm", "calibrated"):
+        assert f"| {start} |" in report
+    for picture in ("curves", "reconstructions", "samples", "kl_per_dim"):
+        assert (tmp_path / f"{picture}.png").stat().st_size > 0
+        assert f"({picture}.png)" in report
+    assert "nan" not in report
+
+
+def test_the_report_is_rebuilt_from_metrics_jsonl_alone(trained: tuple, tmp_path: Path) -> None:
+    ae, data = trained
+    result = fxvae.compare(ae, data, out=tmp_path, **TINY)
+    (tmp_path / "checkpoints").rename(tmp_path / "gone")
+    again = fxvae.study.read(tmp_path / "metrics.jsonl")
+    assert again.to_markdown() == result.to_markdown()
+    assert again.table() == result.table()
+
+
+def test_a_stopped_comparison_resumes_to_the_same_numbers(trained: tuple, tmp_path: Path, monkeypatch) -> None:
+    ae, data = trained
+    options = TINY | {"starts": ("warm", "scratch"), "epochs": 3}
+    whole = fxvae.compare(ae, data, **options)
+    epochs = loop.Run.train_epoch
+    calls = {"n": 0}
+
+    def interrupted(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 4:  # the second round of epochs, half-way through
+            raise KeyboardInterrupt
+        return epochs(self, *args)
+
+    monkeypatch.setattr(loop.Run, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fxvae.compare(ae, data, out=tmp_path, **options)
+    kept = fxvae.study.read(tmp_path)
+    assert [len(r.points) for r in kept.runs] == [3, 2]
+    monkeypatch.setattr(loop.Run, "train_epoch", epochs)
+    resumed = fxvae.compare(ae, data, out=tmp_path, resume=True, **options)
+    for a, b in zip(whole.runs, resumed.runs, strict=True):
+        assert [p.evaluation for p in a.points] == [p.evaluation for p in b.points]
+        assert a.final == b.final
+
+
+def test_resuming_with_other_settings_is_refused_naming_them(trained: tuple, tmp_path: Path) -> None:
+    ae, data = trained
+    fxvae.compare(ae, data, starts=("warm", "scratch"), out=tmp_path, **TINY)
+    with pytest.raises(fxvae.InputError, match=r"other settings: lr \(0.001 then, 0.01 now\)"):
+        fxvae.compare(ae, data, starts=("warm", "scratch"), out=tmp_path, resume=True, lr=0.01, **TINY)
+
+
+def test_a_budget_ends_every_start_at_the_same_epoch(trained: tuple, monkeypatch) -> None:
+    ae, data = trained
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(fxvae.study.compare, "_clock", lambda: 10.0 * next(ticks))
+    result = fxvae.compare(ae, data, starts=("warm", "scratch", "calibrated"), max_minutes=2.0, **TINY | {"epochs": 50})
+    done = {r.points[-1].epoch for r in result.runs}
+    assert len(done) == 1 and 0 < done.pop() < 50
+    assert "budget" in result.stopped
+
+
+def test_epochs_to_within_one_nat_are_counted_against_scratchs_final(trained: tuple) -> None:
+    ae, data = trained
+    result = fxvae.compare(ae, data, starts=("scratch", "calibrated"), **TINY)
+    target = result.run("scratch", 0).objective()[-1] + 1.0
+    for start in ("calibrated", "scratch"):
+        expected = next(p.epoch for p in result.run(start, 0).points if p.objective <= target)
+        assert result.epochs_to_within()[start] == [expected]
+    assert any("scratch's final held-out -ELBO" in line for line in result.verdict())
+
+
+def test_learning_rate_schedules_and_warm_ups() -> None:
+    options = fxvae.study.CompareOptions(schedule="one-cycle")
+    factors = [loop.lr_factor(s, 100, options, warmup=0) for s in range(100)]
+    assert factors[0] == pytest.approx(1 / 25) and max(factors) == pytest.approx(1.0, abs=1e-3)
+    assert factors[-1] < 0.01
+    constant = fxvae.study.CompareOptions(schedule="constant")
+    assert [loop.lr_factor(s, 100, constant, warmup=10) for s in (0, 4, 9, 50)] == pytest.approx([0.1, 0.5, 1, 1])
+    assert loop.warmup_steps(constant, steps_per_epoch=23) == 23  # one epoch, unless given
+    assert loop.warmup_steps(fxvae.study.CompareOptions(lr_warmup=0), steps_per_epoch=23) == 0
+
+
+def test_kl_warm_up_and_free_bits_train(trained: tuple) -> None:
+    ae, data = trained
+    result = fxvae.compare(ae, data, starts=("warm", "scratch"), kl_warmup=10, free_bits=0.1, **TINY)
+    assert all(math.isfinite(p.objective) for r in result.runs for p in r.points)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"starts": ("warm", "fancy")}, "must be distinct names among"),
+        ({"starts": ("ae",)}, "has no VAE to compare"),
+        ({"epochs": 0}, "epochs=0 must be a positive whole number"),
+        ({"holdout": 1.5}, "holdout=1.5 must be a fraction"),
+        ({"resume": True}, "resume=True continues the comparison in out"),
+        ({"likelihood": "bernoulli-probs"}, "needs probabilities"),
+    ],
+)
+def test_bad_options_are_input_errors_before_any_work(trained: tuple, options: dict, message: str) -> None:
+    ae, data = trained
+    with pytest.raises(fxvae.InputError, match=message):
+        fxvae.compare(ae, data, **{**TINY, **options})
+
+
+def test_data_without_a_length_is_refused(trained: tuple) -> None:
+    ae, data = trained
+    with pytest.raises(fxvae.InputError, match="a stream without a length cannot be shuffled or split"):
+        fxvae.compare(ae, (b for b in data.split(10)), **TINY)
+
+
+def test_discrete_latents_compare_the_fitted_quantiser_with_a_random_one_and_scratch(trained: tuple) -> None:
+    ae, data = trained
+    options = TINY | {"latent": "vq", "codebook_size": 16, "starts": ("scratch", "warm", "random", "ae")}
+    result = fxvae.compare(ae, data, **options)
+    assert {r.final.kind for r in result.runs} == {"vq", "ae"}
+    warm, random = result.run("warm", 0), result.run("random", 0)
+    # k-means on the trained AE's codes starts closer to the AE than a codebook drawn at random.
+    assert warm.points[0].objective < random.points[0].objective
+    assert warm.points[0].evaluation.codes_used > random.points[0].evaluation.codes_used
+    assert "bits/sample" in result.to_markdown() and result.measure == "distortion"
+
+
+@pytest.mark.parametrize(
+    ("latent", "start", "message"),
+    [("vq", "calibrated", "'calibrated' start is for a Gaussian latent"), ("gaussian", "random", "for a discrete")],
+)
+def test_a_start_of_the_other_latent_family_is_refused(trained: tuple, latent: str, start: str, message: str) -> None:
+    ae, data = trained
+    with pytest.raises(fxvae.InputError, match=message):
+        fxvae.compare(ae, data, latent=latent, starts=("scratch", start), **TINY)

@@ -1,0 +1,93 @@
+"""fxvae.compare across processes: a comparison killed with SIGKILL resumes from what it wrote, and two gloo
+processes train every start with DistributedDataParallel to the numbers of one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+
+import fxvae
+from tests.digits import DigitsAE
+from tests.helpers import free_port, gloo_group
+
+ROOT = Path(__file__).resolve().parent.parent
+OPTIONS = {"starts": ("warm", "scratch"), "epochs": 8, "k": 2, "final_k": 4, "likelihood": "bernoulli"}
+SCRIPT = """
+import sys, torch, fxvae
+from tests.digits import DigitsAE
+torch.set_num_threads(1)
+ae = DigitsAE()
+ae.load_state_dict(torch.load(sys.argv[1]))
+fxvae.compare(ae.eval(), torch.load(sys.argv[2]), out=sys.argv[3], progress=False, **{options!r})
+"""
+
+
+def _epoch_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return sum('"type": "epoch"' in line for line in path.read_text().splitlines())
+
+
+def test_a_comparison_killed_with_sigkill_keeps_its_epochs_and_resumes_to_the_same_numbers(
+    trained: tuple, tmp_path: Path
+) -> None:
+    ae, data = trained
+    torch.save(ae.state_dict(), tmp_path / "ae.pt")
+    torch.save(data, tmp_path / "data.pt")
+    (tmp_path / "run.py").write_text(SCRIPT.format(options=OPTIONS))
+    out = tmp_path / "report"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, str(tmp_path / "run.py"), str(tmp_path / "ae.pt"), str(tmp_path / "data.pt"), str(out)]
+    process = subprocess.Popen(args, env=env, cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while _epoch_lines(out / "metrics.jsonl") < 7 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    kept = _epoch_lines(out / "metrics.jsonl")
+    assert 7 <= kept < 2 * (OPTIONS["epochs"] + 1), "the run ended before it could be killed half-way"
+    assert not (out / "report.md").exists()
+    torch.set_num_threads(1)
+    resumed = fxvae.compare(ae, data, out=out, resume=True, progress=False, **OPTIONS)
+    whole = fxvae.compare(ae, data, progress=False, **OPTIONS)
+    for a, b in zip(whole.runs, resumed.runs, strict=True):
+        assert [p.evaluation for p in a.points] == [p.evaluation for p in b.points]
+    assert (out / "report.md").exists()
+
+
+WORLD = 2
+DDP_OPTIONS = {"starts": ("warm", "scratch"), "epochs": 3, "k": 2, "final_k": 8, "likelihood": "bernoulli"}
+
+
+def _rank(rank: int, port: int, folder: str) -> None:
+    with gloo_group(rank, port, WORLD):
+        ae = DigitsAE()
+        ae.load_state_dict(torch.load(Path(folder) / "ae.pt"))
+        data = torch.load(Path(folder) / "data.pt")
+        result = fxvae.compare(ae.eval(), data, out=Path(folder) / "ddp", progress=False, **DDP_OPTIONS)
+        (Path(folder) / f"rank{rank}.json").write_text(json.dumps([r.objective() for r in result.runs]))
+
+
+def test_two_processes_train_each_start_with_ddp_to_the_numbers_of_one(trained: tuple, tmp_path: Path) -> None:
+    ae, data = trained
+    torch.save(ae.state_dict(), tmp_path / "ae.pt")
+    torch.save(data, tmp_path / "data.pt")
+    mp.spawn(_rank, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    assert ranks[0] == ranks[1]  # the same weights on every rank, measured on the same held-out data
+    report = (tmp_path / "ddp" / "report.md").read_text()
+    assert "2 process(es)" in report
+    single = fxvae.compare(ae, data, seeds=3, progress=False, **DDP_OPTIONS)
+    for start, curve in zip(DDP_OPTIONS["starts"], ranks[0], strict=True):
+        finals = [r.objective()[-1] for r in single.of(start)]
+        spread = max(statistics.stdev(finals), 0.05)
+        assert abs(curve[-1] - statistics.mean(finals)) <= 3 * spread, (start, curve[-1], finals)
