@@ -97,3 +97,14 @@ def recorded(
         write_section(ROOT / "docs" / "benchmarks.md", markdown(data), *section)
         print(f"wrote {args.out} and docs/benchmarks.md")
     return data
+
+
+def provenance(data: dict[str, Any]) -> str:
+    """The sentence a docs section opens with: the command, the commit, the machine and its load."""
+    m = data["machine"]
+    dirty = " (with uncommitted changes)" if m["dirty"] else ""
+    return (
+        f"`{data['command']}` at commit `{m['commit'][:10]}`{dirty} ({m['cpu']}, {data['threads']} torch thread, "
+        f"torch {m['torch']}, load {data['loadavg_before']:.1f} before, {data['loadavg_after']:.1f} after; "
+        f"{data['wall_s']:.0f} s)."
+    )

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import fxvae  # noqa: E402
-from benchmarks.common import arguments, recorded  # noqa: E402
+from benchmarks.common import arguments, provenance, recorded  # noqa: E402
 from benchmarks.models import conv_ae, digits_mlp  # noqa: E402
 from fxvae.bench import interleave, quartiles  # noqa: E402
 from fxvae.study import CompareOptions, Samples  # noqa: E402
@@ -125,15 +125,11 @@ def run(repeats: int) -> list[dict[str, Any]]:
 
 
 def markdown(data: dict[str, Any]) -> str:
-    m = data["machine"]
     lines = [
         START,
         "## Is compare's training loop as fast as a hand-written one?",
         "",
-        f"`{data['command']}` at commit `{m['commit'][:10]}`{' (with uncommitted changes)' if m['dirty'] else ''} "
-        f"({m['cpu']}, {data['threads']} torch thread, "
-        f"torch {m['torch']}, load {data['loadavg_before']:.1f} before, {data['loadavg_after']:.1f} after; "
-        f"{data['wall_s']:.0f} s). One epoch of each loop per repeat, {data['repeats']} interleaved repeats; the ratio "
+        f"{provenance(data)} One epoch of each loop per repeat, {data['repeats']} interleaved repeats; the ratio "
         f"is compare's steps/s over the plain loop's, the median of per-pair CPU-time ratios. Target: >= {TARGET}.",
         "",
         "| model | steps/epoch | compare's loop (steps/s) | plain loop (steps/s) | ratio (IQR) | wall-clock ratio |",

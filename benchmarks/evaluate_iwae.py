@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import fxvae  # noqa: E402
-from benchmarks.common import arguments, recorded  # noqa: E402
+from benchmarks.common import arguments, provenance, recorded  # noqa: E402
 from benchmarks.models import conv_ae, digits_mlp  # noqa: E402
 from fxvae.bench import interleave  # noqa: E402
 from fxvae.modules import eval_mode  # noqa: E402
@@ -100,15 +100,11 @@ def run(k: int, repeats: int) -> list[dict[str, Any]]:
 
 
 def markdown(data: dict[str, Any]) -> str:
-    m = data["machine"]
     lines = [
         START,
         "## What does the IWAE estimator cost?",
         "",
-        f"`{data['command']}` at commit `{m['commit'][:10]}`{' (with uncommitted changes)' if m['dirty'] else ''} "
-        f"({m['cpu']}, {data['threads']} torch thread, "
-        f"torch {m['torch']}, load {data['loadavg_before']:.1f} before, {data['loadavg_after']:.1f} after; "
-        f"{data['wall_s']:.0f} s). CPU seconds, median of {data['repeats']} interleaved repeats; each ratio is the "
+        f"{provenance(data)} CPU seconds, median of {data['repeats']} interleaved repeats; each ratio is the "
         "median of the per-repeat ratios. Target: IWAE-k at most "
         f"{TARGET}x the k forwards.",
         "",

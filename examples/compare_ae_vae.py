@@ -32,10 +32,8 @@ from typing import Any
 
 import torch
 
-import fxvae
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pairs import HOLDOUT, PAIRS, Pair, trained
+from pairs import PAIRS, Pair, arguments, compared, mean_text
 
 STARTS = ("scratch", "warm", "calibrated", "ae")
 
@@ -66,42 +64,20 @@ FULL_SEEDS = 3
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("results"), help="folder for the reports")
-    parser.add_argument("--full", action="store_true", help="the study of docs/compare.md: 3 pairs, every recipe")
-    parser.add_argument("--pairs", default=None, help="comma-separated pairs for --full (default: digits,conv,signal)")
+    parser = arguments(
+        __doc__.splitlines()[0],
+        "the study of docs/compare.md: 3 pairs, every recipe",
+        "digits,conv,signal",
+        (DEFAULT_EPOCHS, FULL_EPOCHS),
+        (1, FULL_SEEDS),
+    )
     parser.add_argument("--recipes", default=None, help="comma-separated recipe names for --full (default: all)")
-    parser.add_argument("--epochs", type=int, default=None, help=f"epochs of every start ({DEFAULT_EPOCHS}; full: 40)")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds of every start (1; full: 3)")
-    parser.add_argument("--ae-epochs", type=int, default=None, help="epochs of AE training (default: the pair's)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--resume", action="store_true", help="continue the comparisons already in --out")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
 
 def compare(pair: Pair, recipe: Recipe, args: argparse.Namespace, out: Path, epochs: int, seeds: int) -> Any:
     """One comparison: the pair's trained AE, the recipe's fine-tuning, the report in ``out``."""
-    ae, data = trained(pair, args.out / "autoencoders", epochs=args.ae_epochs)
-    done = (out / "report.md").exists() and (out / "metrics.jsonl").exists()
-    if done and args.resume:
-        return fxvae.study.read(out)
-    return fxvae.compare(
-        ae,
-        data,
-        starts=STARTS,
-        epochs=epochs,
-        seeds=seeds,
-        likelihood=pair.likelihood,
-        holdout=HOLDOUT,
-        image_shape=pair.image_shape,
-        k=8,
-        final_k=100,
-        out=out,
-        resume=args.resume and (out / "metrics.jsonl").exists(),
-        progress=not args.quiet,
-        **recipe.options,
-    )
+    return compared(pair, args, out, epochs=epochs, seeds=seeds, starts=STARTS, k=8, final_k=100, **recipe.options)
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -165,14 +141,6 @@ def numbers(results: dict[tuple[str, str], Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _mean(values: Sequence[float], digits: int = 2) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
 def _reached(values: Sequence[int | None], epochs: int) -> str:
     per_seed = ", ".join(f">{epochs}" if v is None else str(v) for v in values)
     if values and all(v is not None for v in values):
@@ -212,8 +180,8 @@ def summary(pairs: Sequence[Pair], recipes: Sequence[Recipe], results: dict[tupl
                     for curve, target in zip(row["curves"], best, strict=True)
                 ]
                 lines.append(
-                    f"| {recipe.name} | {row['start']} | {_mean(row['epoch0'])} | {_mean(row['epoch1'])} | "
-                    f"{_mean(row['final'])} | {_reached(row['reached'], epochs)} | {_reached(to_best, epochs)} |"
+                    f"| {recipe.name} | {row['start']} | {mean_text(row['epoch0'])} | {mean_text(row['epoch1'])} | "
+                    f"{mean_text(row['final'])} | {_reached(row['reached'], epochs)} | {_reached(to_best, epochs)} |"
                 )
     return "\n".join(lines) + "\n"
 

@@ -11,15 +11,19 @@
 
 Each pair knows its likelihood, how its AE is trained (Adam, a fixed seed, on the training split only), and
 how long: :func:`trained` returns the AE and the data, the AE cached in a folder so that a resumed study does not
-train it again.
+train it again. The example studies also share their options (:func:`arguments`), one comparison of a pair run
+or read back (:func:`compared`), and how a value over the seeds is written (:func:`mean_text`).
 """
 
 from __future__ import annotations
 
+import argparse
 import math
-from collections.abc import Callable
+import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -219,3 +223,51 @@ def trained(pair: Pair, folder: Path, *, epochs: int | None = None) -> tuple[nn.
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(ae.state_dict(), weights)
     return ae, data
+
+
+def arguments(description: str, full: str, pairs: str, epochs: tuple[int, int], seeds: tuple[int, int]) -> Any:
+    """The options of an example study: ``--full`` runs ``full``; ``epochs`` and ``seeds`` are (default, full)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=Path("results"), help="folder for the reports")
+    parser.add_argument("--full", action="store_true", help=full)
+    parser.add_argument("--pairs", default=None, help=f"comma-separated pairs for --full (default: {pairs})")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help=f"epochs of every start ({epochs[0]}; full: {epochs[1]})"
+    )
+    parser.add_argument("--seeds", type=int, default=None, help=f"seeds of every start ({seeds[0]}; full: {seeds[1]})")
+    parser.add_argument("--ae-epochs", type=int, default=None, help="epochs of AE training (default: the pair's)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--resume", action="store_true", help="continue the comparisons already in --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def compared(pair: Pair, args: Any, out: Path, *, epochs: int, seeds: int, **options: Any) -> Any:
+    """``fxvae.compare`` of the pair's trained AE on its data into ``out``; with ``--resume``, a comparison that
+    is finished there is read back and one that was stopped continues."""
+    ae, data = trained(pair, args.out / "autoencoders", epochs=args.ae_epochs)
+    if args.resume and (out / "report.md").exists():
+        return fxvae.study.read(out)
+    return fxvae.compare(
+        ae,
+        data,
+        epochs=epochs,
+        seeds=seeds,
+        likelihood=pair.likelihood,
+        holdout=HOLDOUT,
+        image_shape=pair.image_shape,
+        out=out,
+        resume=args.resume and (out / "metrics.jsonl").exists(),
+        progress=not args.quiet,
+        **options,
+    )
+
+
+def mean_text(values: Sequence[float | None], digits: int = 2) -> str:
+    """Mean ± sd of the seeds' values (one value as it is; none: "-")."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ import torch
 import fxvae
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pairs import HOLDOUT, PAIRS, Pair, trained
+from pairs import HOLDOUT, PAIRS, Pair, arguments, compared, mean_text, trained
 
 STARTS = ("scratch", "warm", "random", "ae")
 LATENTS: dict[str, dict[str, Any]] = {
@@ -50,41 +49,20 @@ FULL_SEEDS = 2
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("results"), help="folder for the reports")
-    parser.add_argument("--full", action="store_true", help="docs/discrete.md's study: 2 pairs, VQ and FSQ, 2 seeds")
-    parser.add_argument("--pairs", default=None, help="comma-separated pairs for --full (default: tokens,signal)")
+    parser = arguments(
+        __doc__.splitlines()[0],
+        "docs/discrete.md's study: 2 pairs, VQ and FSQ, 2 recipes",
+        "tokens,signal",
+        (DEFAULT_EPOCHS, FULL_EPOCHS),
+        (1, FULL_SEEDS),
+    )
     parser.add_argument("--latents", default=None, help="comma-separated latents for --full (default: vq,fsq)")
-    parser.add_argument("--epochs", type=int, default=None, help=f"epochs of every start ({DEFAULT_EPOCHS}; full: 30)")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds of every start (1; full: 2)")
-    parser.add_argument("--ae-epochs", type=int, default=None, help="epochs of AE training (default: the pair's)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--resume", action="store_true", help="continue the comparisons already in --out")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
 
 def compare(pair: Pair, latent: str, recipe: str, args: argparse.Namespace, out: Path, epochs: int, seeds: int) -> Any:
-    ae, data = trained(pair, args.out / "autoencoders", epochs=args.ae_epochs)
-    if args.resume and (out / "report.md").exists():
-        return fxvae.study.read(out)
-    return fxvae.compare(
-        ae,
-        data,
-        starts=STARTS,
-        epochs=epochs,
-        seeds=seeds,
-        likelihood=pair.likelihood,
-        holdout=HOLDOUT,
-        image_shape=pair.image_shape,
-        final_k=1,
-        k=1,
-        out=out,
-        resume=args.resume and (out / "metrics.jsonl").exists(),
-        progress=not args.quiet,
-        **LATENTS[latent],
-        **RECIPES[recipe],
-    )
+    options = {**LATENTS[latent], **RECIPES[recipe]}
+    return compared(pair, args, out, epochs=epochs, seeds=seeds, starts=STARTS, k=1, final_k=1, **options)
 
 
 def step0_mse(pair: Pair, latent: str, args: argparse.Namespace) -> dict[str, float]:
@@ -161,15 +139,6 @@ def numbers(results: dict[tuple[str, str], Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _mean(values: Sequence[float], digits: int = 2) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
 def _keyed(mse: dict[tuple[str, str], dict[str, float]]) -> list[dict[str, Any]]:
     return [{"pair": pair, "latent": latent, **values} for (pair, latent), values in mse.items()]
 
@@ -209,8 +178,8 @@ def summary(
                     reached = ", ".join(f">{epochs}" if e is None else str(e) for e in row["reached"]) or "-"
                     used = [100 * u for u in row["codes_used"]]
                     lines.append(
-                        f"| {recipe} | {row['start']} | {_mean(row['epoch0'])} | {_mean(row['final'])} | {reached} | "
-                        f"{_mean(row['perplexity'], 1)} | {_mean(used, 1) + '%' if used else '-'} |"
+                        f"| {recipe} | {row['start']} | {mean_text(row['epoch0'])} | {mean_text(row['final'])} | "
+                        f"{reached} | {mean_text(row['perplexity'], 1)} | {mean_text(used, 1) + '%' if used else '-'} |"
                     )
     return "\n".join(lines) + "\n"
 
