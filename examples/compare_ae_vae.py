@@ -113,7 +113,9 @@ def study(args: argparse.Namespace, began: float) -> Path:
             print(f"{pair.name}, {recipe.name}: {out / 'report.md'}", flush=True)
     path = args.out / "study.md"
     path.write_text(summary(pairs, recipes, results))
-    (args.out / "study.json").write_text(json.dumps(numbers(results), indent=1))
+    rows = numbers(results)
+    (args.out / "study.json").write_text(json.dumps(rows, indent=1))
+    plot_study(pairs, recipes, rows, args.out / "study.png")
     print(f"wrote {path} in {time.perf_counter() - began:.0f} s")
     return path
 
@@ -184,6 +186,44 @@ def summary(pairs: Sequence[Pair], recipes: Sequence[Recipe], results: dict[tupl
                     f"{mean_text(row['final'])} | {_reached(row['reached'], epochs)} | {_reached(to_best, epochs)} |"
                 )
     return "\n".join(lines) + "\n"
+
+
+def plot_study(pairs: Sequence[Pair], recipes: Sequence[Recipe], rows: list[dict[str, Any]], path: Path) -> None:
+    """Per pair, the held-out -ELBO of every start under the first recipe (fxvae.compare's default), the seeds'
+    mean, and scratch and the calibrated start under the recipe whose scratch final is best (dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"scratch": "tab:blue", "warm": "tab:orange", "calibrated": "tab:green"}
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs), 4.2), squeeze=False)
+    for ax, pair in zip(axes[0], pairs, strict=True):
+        mine = [r for r in rows if r["pair"] == pair.name and r["start"] in colours]
+        default = [r for r in mine if r["recipe"] == recipes[0].name]
+        scratch = [r for r in mine if r["start"] == "scratch"]
+        best = min(scratch, key=lambda r: statistics.mean(r["final"]))
+        shown = list(default)
+        if best["recipe"] != recipes[0].name:
+            same = next(r for r in mine if r["recipe"] == best["recipe"] and r["start"] == "calibrated")
+            shown += [{**best, "best": True}, {**same, "best": True}]
+        low, high = [], []
+        for row in shown:
+            curve = [statistics.mean(values) for values in zip(*row["curves"], strict=True)]
+            label = f"{row['start']}, {row['recipe']}" + (" (scratch's best)" if row.get("best") else "")
+            ax.plot(curve, color=colours[row["start"]], ls="--" if row.get("best") else "-", label=label)
+            low.append(min(curve))
+            high.append(curve[len(curve) // 4])
+        span = max(high) - min(low)
+        ax.set_ylim(min(low) - 0.1 * span, max(high) + 0.2 * span)
+        ax.set_title(pair.describe, fontsize=9)
+        ax.set_xlabel("epoch (0: before any step)")
+        ax.set_ylabel("held-out -ELBO (nats per sample)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

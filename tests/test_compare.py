@@ -11,7 +11,7 @@ import torch
 
 import fxvae
 from fxvae.study import loop
-from fxvae.study.starts import reinitialised
+from fxvae.study.starts import begin, reinitialised
 from tests.snapshot import assert_unchanged, snapshot
 from tests.zoo import BY_NAME, build
 
@@ -275,3 +275,35 @@ def test_a_start_of_the_other_latent_family_is_refused(trained: tuple, latent: s
     ae, data = trained
     with pytest.raises(fxvae.InputError, match=message):
         fxvae.compare(ae, data, latent=latent, starts=("scratch", start), **TINY)
+
+
+@pytest.mark.parametrize(
+    ("likelihood", "expected"),
+    [
+        (fxvae.likelihoods.Gaussian(sigma=0.05), lambda recon: 64 / (2 * 0.05**2)),
+        (fxvae.likelihoods.Bernoulli(), lambda recon: (torch.sigmoid(recon) * torch.sigmoid(-recon)).sum(1).mean() / 2),
+        (fxvae.likelihoods.LogProb(lambda recon, x: -(recon - x).abs().sum(1)), lambda recon: 64 / 2),
+    ],
+    ids=["gaussian", "bernoulli", "log_prob"],
+)
+def test_a_quantizers_term_joins_the_nats_at_half_the_reconstructions_fisher_information(likelihood, expected) -> None:
+    recon = torch.randn(16, 64)
+    assert loop.quantizer_weight(likelihood, recon).item() == pytest.approx(float(expected(recon)), rel=1e-5)
+
+
+def test_a_discrete_runs_loss_is_the_nll_plus_the_weighted_quantizer_term(trained: tuple) -> None:
+    ae, data = trained
+    options = fxvae.study.CompareOptions(latent="vq", codebook_size=16, likelihood="bernoulli", starts=("warm",))
+    begun = begin("warm", ae, (data[:8],), fxvae.study.Samples(data), options, 0, None)
+    likelihood = fxvae.likelihoods.get("bernoulli")
+    run = loop.start_run(begun, 0, options, likelihood, 1, torch.device("cpu"), 0)
+    x = data[:32]
+    before = {k: v.clone() for k, v in begun.model.state_dict().items()}
+    torch.manual_seed(0)
+    total = run.loss((x,))
+    begun.model.load_state_dict(before)  # a training forward moves the codebook's moving averages
+    torch.manual_seed(0)
+    recon = begun.model(x)
+    nll = likelihood.nll(recon, x)
+    expected = nll + loop.quantizer_weight(likelihood, recon) * begun.aux()
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)

@@ -63,3 +63,11 @@ def test_the_final_gap_is_judged_against_the_seeds_spread(gap: float, word: str)
     curves = {"scratch": [[40, 24.0], [40, 24.2]], "warm": [[30, 24.1 + gap], [30, 24.1 + gap]]}
     result = ledger.comparison_of(_records(curves))
     assert any(f"{word} twice the seeds' spread" in line for line in result.verdict())
+
+
+@pytest.mark.parametrize(
+    ("scratch_final", "said"), [(25.0, "warm at 3.60x"), (-20.0, "warm +110.00 nats"), (0.0, "warm +90.00 nats")]
+)
+def test_the_step_zero_line_gives_ratios_only_against_a_positive_reference(scratch_final: float, said: str) -> None:
+    result = ledger.comparison_of(_records({"scratch": [[40, scratch_final]], "warm": [[90, 30]]}))
+    assert said in result.verdict()[0]

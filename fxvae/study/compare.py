@@ -37,7 +37,7 @@ from fxvae.progress import bar
 from fxvae.recipe import conversion
 from fxvae.split import decoder_conditions, sample, split
 from fxvae.study import ledger
-from fxvae.study.comparison import Comparison
+from fxvae.study.comparison import Comparison, objective_of
 from fxvae.study.loop import Run, batch_order, load_checkpoint, save_checkpoint, start_run
 from fxvae.study.options import CompareOptions, Latent, Optimizer, Schedule, StartName
 from fxvae.study.samples import Samples
@@ -382,10 +382,10 @@ class _Study:
                     save_checkpoint(run, path)
                 evaluation = self._measure(run, loss)
                 shown.advance(self.steps_per_epoch)
-                objective = (evaluation.neg_elbo or evaluation.recon).value
+                measure = "-ELBO" if evaluation.kind == "vae" else "distortion" if run.begun.is_vae else "recon"
                 shown.describe(
-                    f"{run.name} seed {run.seed} epoch {run.epoch}/{self.options.epochs}: held-out "
-                    f"{'-ELBO' if evaluation.neg_elbo else 'recon'} {objective:.2f}"
+                    f"{run.name} seed {run.seed} epoch {run.epoch}/{self.options.epochs}: held-out {measure} "
+                    f"{objective_of(evaluation):.2f}"
                 )
             epoch_seconds = _clock() - began
 

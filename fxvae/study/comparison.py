@@ -35,7 +35,7 @@ class Point:
     def objective(self) -> float:
         """What the comparison ranks by: the held-out -ELBO of a VAE; the reconstruction term (the distortion)
         of a discrete latent, whose -ELBO adds a constant, and of the AE."""
-        return _objective(self.evaluation)
+        return objective_of(self.evaluation)
 
 
 @dataclass
@@ -130,7 +130,7 @@ class Comparison:
                 {
                     "start": start,
                     "epoch0": [r.points[0].objective for r in runs],
-                    "final": [_objective(f) for f in finals],
+                    "final": [objective_of(f) for f in finals],
                     "nll": [f.nll.value for f in finals if f.nll is not None],
                     "neg_elbo": [f.neg_elbo.value for f in finals if f.neg_elbo is not None],
                     "recon": [f.recon.value for f in finals],
@@ -157,8 +157,11 @@ class Comparison:
         if scratch:
             reference = statistics.mean(scratch)
             zero = {s: statistics.mean(r.points[0].objective for r in self.of(s) if r.points) for s in self.starts}
+            # A ratio means nothing against a reference at or below 0 (a density's nats can be negative).
             at_zero = ", ".join(
-                f"{s} at {zero[s] / reference:.2f}x" for s in self.starts if s != "ae" and reference > 0
+                f"{s} at {zero[s] / reference:.2f}x" if reference > 0 else f"{s} {zero[s] - reference:+.2f} nats"
+                for s in self.starts
+                if s != "ae"
             )
             lines.append(
                 f"Before any step, against scratch's final held-out {self.measure} ({reference:.2f} nats): {at_zero}."
@@ -291,7 +294,8 @@ class Comparison:
         return plot_all(self, Path(directory))
 
 
-def _objective(evaluation: Evaluation) -> float:
+def objective_of(evaluation: Evaluation) -> float:
+    """See :attr:`Point.objective`."""
     value = evaluation.neg_elbo if evaluation.kind == "vae" else evaluation.recon
     return value.value
 
@@ -363,7 +367,8 @@ def _loss_line(config: dict[str, Any]) -> str:
     if latent == "vq":
         return (
             f"Latent: vq, {o.get('codebook_size')} codes per position; loss = reconstruction + the quantiser's "
-            f"commitment term; likelihood {config.get('likelihood')}."
+            "commitment term, in nats at half the reconstruction's Fisher information per sample; likelihood "
+            f"{config.get('likelihood')}."
         )
     if latent == "fsq":
         levels = tuple(o.get("levels", ()))

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from fxvae.errors import FxvaeError
+from fxvae.errors import FxvaeError, InputError
 from fxvae.latent import KLDivergence
 from fxvae.likelihoods import Likelihood
 from fxvae.ops import kl_divergence
@@ -83,6 +83,28 @@ def optimiser(model: nn.Module, options: CompareOptions) -> torch.optim.Optimize
         return torch.optim.SGD(groups, lr=options.lr, momentum=0.9)
     cls = torch.optim.AdamW if options.optimizer == "adamw" else torch.optim.Adam
     return cls(groups, lr=options.lr)
+
+
+def quantizer_weight(likelihood: Likelihood, recon: torch.Tensor) -> torch.Tensor:
+    """What a quantiser's training term is multiplied by before it joins the reconstruction's nats per sample:
+    half the reconstruction's Fisher information per sample, the factor that turns a mean squared error of the
+    output into this likelihood's nats (for a Gaussian, D / (2 sigma^2)).
+
+    The term is a mean over the latent's elements, made to sit beside ``F.mse_loss(out, x)``: that is the
+    balance VQ-VAE's beta = 0.25 is set for. Added unweighted to a negative log-likelihood per sample it is
+    hundreds to thousands of times weaker: nothing then holds the encoder's output near the codebook under the
+    straight-through gradient, and the codebook collapses as the output runs away (docs/discrete.md). A user's
+    ``log_prob`` has no Fisher information; it is weighed as a Gaussian of sigma 1 would be, D / 2.
+
+    >>> weight = quantizer_weight(fxvae.likelihoods.Gaussian(sigma=0.1), torch.zeros(8, 64))
+    >>> round(weight.item())  # 64 / (2 * 0.1^2)
+    3200
+    """
+    try:
+        fisher = likelihood.fisher(recon.detach())
+    except InputError:
+        fisher = torch.ones_like(recon)
+    return 0.5 * fisher.flatten(1).sum(1).mean()
 
 
 def _log_sigma_head(model: nn.Module) -> nn.Module:
@@ -146,8 +168,8 @@ class Run:
         aux = self.begun.aux
         if aux is None:
             return loss
-        if not isinstance(aux, KLDivergence):  # a quantiser's own term (commitment), with its own weight
-            return loss + aux()
+        if not isinstance(aux, KLDivergence):  # a quantiser's own term (commitment), with its own beta
+            return loss + quantizer_weight(self.likelihood, recon) * aux()
         if self.options.free_bits:
             q = posterior(self.model)
             return loss + kl_divergence(q.mu, q.log_sigma, beta=self.beta(), free_bits=self.options.free_bits)
