@@ -30,10 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pairs import PAIRS, Pair, arguments, compared, mean_text
+from pairs import PAIRS, Pair, arguments, compared, mean_text, torch_threads
 
 STARTS = ("scratch", "warm", "calibrated", "ae")
 
@@ -83,11 +81,8 @@ def compare(pair: Pair, recipe: Recipe, args: argparse.Namespace, out: Path, epo
 def main(argv: Sequence[str] | None = None) -> Path:
     """Run the default comparison (or the study, ``--full``); returns the report's path."""
     args = parse(argv)
-    before = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    print(f"torch threads: {torch.get_num_threads()}", flush=True)
-    began = time.perf_counter()
-    try:
+    with torch_threads(args.threads):
+        began = time.perf_counter()
         if not args.full:
             out = args.out / "digits"
             result = compare(PAIRS["digits"], RECIPES[0], args, out, args.epochs or DEFAULT_EPOCHS, args.seeds or 1)
@@ -96,8 +91,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
             print(f"wrote {out / 'report.md'} in {time.perf_counter() - began:.0f} s")
             return out / "report.md"
         return study(args, began)
-    finally:
-        torch.set_num_threads(before)
 
 
 def study(args: argparse.Namespace, began: float) -> Path:

@@ -20,7 +20,8 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,18 @@ def trained(pair: Pair, folder: Path, *, epochs: int | None = None) -> tuple[nn.
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(ae.state_dict(), weights)
     return ae, data
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch at ``threads`` threads (said on stdout) while the study runs, and as it was after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    print(f"torch threads: {torch.get_num_threads()}", flush=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def arguments(description: str, full: str, pairs: str, epochs: tuple[int, int], seeds: tuple[int, int]) -> Any:

@@ -34,7 +34,7 @@ import torch
 import fxvae
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pairs import HOLDOUT, PAIRS, Pair, arguments, compared, mean_text, trained
+from pairs import HOLDOUT, PAIRS, Pair, arguments, compared, mean_text, torch_threads, trained
 
 STARTS = ("scratch", "warm", "random", "ae")
 LATENTS: dict[str, dict[str, Any]] = {
@@ -83,11 +83,8 @@ def step0_mse(pair: Pair, latent: str, args: argparse.Namespace) -> dict[str, fl
 def main(argv: Sequence[str] | None = None) -> Path:
     """Run the default comparison (or the study, ``--full``); returns the report's path."""
     args = parse(argv)
-    before = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    print(f"torch threads: {torch.get_num_threads()}", flush=True)
-    began = time.perf_counter()
-    try:
+    with torch_threads(args.threads):
+        began = time.perf_counter()
         full = args.full
         pairs = [PAIRS[n] for n in (args.pairs or "tokens,signal").split(",")] if full else [PAIRS["tokens"]]
         latents = (args.latents or "vq,fsq").split(",") if full else ["vq"]
@@ -108,8 +105,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
         path.write_text(summary(pairs, latents, recipes, rows, mse))
         print(f"wrote {path} in {time.perf_counter() - began:.0f} s")
         return path
-    finally:
-        torch.set_num_threads(before)
 
 
 def numbers(results: dict[tuple[str, str], Any]) -> list[dict[str, Any]]:
