@@ -12,7 +12,7 @@ data, in one process, interleaved epoch by epoch (the order alternates):
 The ratio is compare's steps/s over the plain loop's, on CPU time (the median of per-pair ratios; the wall
 clock's too). Target: at least 0.97.
 
-Run: python benchmarks/compare_loop.py --threads 1 [--repeats 15]
+Run: python benchmarks/compare_loop.py --threads 1 [--repeats 40]
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def markdown(data: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = arguments("compare_loop", __doc__, repeats=15)
+    parser = arguments("compare_loop", __doc__, repeats=40)
     args = parser.parse_args()
     recorded("compare_loop", args, lambda: run(args.repeats), markdown, (START, END))
 

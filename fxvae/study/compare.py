@@ -113,7 +113,8 @@ def compare(
     is the trained AE with its quantiser fitted to the training data's codes (k-means, or principal
     components), ``"random"`` the same with the quantiser at its random start, ``"scratch"`` the whole model
     from scratch;
-    the loss is the likelihood's plus the quantiser's own term, and each run is measured by its distortion.
+    the loss is the likelihood's plus the quantiser's own term, weighed into nats by
+    :func:`fxvae.study.loop.quantizer_weight`, and each run is measured by its distortion.
 
     ``seeds`` repeats every start; ``max_minutes`` ends all of them at the same epoch once the next would pass
     the budget; ``device`` (default: the AE's), ``threads`` (torch threads while it runs). Under ``torchrun``
