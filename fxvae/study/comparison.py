@@ -344,7 +344,7 @@ class Comparison:
                 "codes' KL against a uniform prior, positions x log K. Rate in bits per sample; perplexity (the "
                 "exponential of the codes' entropy) and codes used (the share of the codebook that occurs) describe "
                 "the codebook's use over the held-out data. The AE row holds its reconstruction term. "
-                + mse.format("the model's codes; the AE's code")
+                + mse.format("each quantised model on its codes, the AE on its code")
             )
             header = [
                 "start",
@@ -363,7 +363,7 @@ class Comparison:
                 "Held-out values in nats per sample, mean ± sd over the seeds, the final ones measured after the "
                 "last epoch. -ELBO is measured with beta = 1 whatever the training used; NLL is the "
                 f"importance-weighted bound with k = {final_k}. The AE row holds its reconstruction term (it has no "
-                "ELBO). " + mse.format("z = the posterior mean; the AE's code")
+                "ELBO). " + mse.format("each VAE on z = the posterior mean, the AE on its code")
             )
             header = [
                 "start",
