@@ -76,11 +76,14 @@ class Comparison:
     """The result of :func:`fxvae.compare`: per start and seed, the held-out curves and final measurements.
 
     ``to_markdown()`` is the report, ``plot(dir)`` writes its pictures, ``epochs_to_within()`` says how fast each
-    start gets close to scratch's final -ELBO.
+    start gets close to scratch's final -ELBO, ``final_values(start)`` are the table's final values (what the
+    verdict quotes) and ``best()`` is the run that ends lowest (its ``model_file`` loads with ``fxvae.load``).
 
     >>> result = fxvae.compare(ae, torch.randn(120, 64), epochs=1, k=1, final_k=2, progress=False)
     >>> sorted(result.starts), len(result.runs)
     (['calibrated', 'scratch', 'warm'], 3)
+    >>> result.best().final_objective == min(v for s in result.starts for v in result.final_values(s))
+    True
     """
 
     config: dict[str, Any]
