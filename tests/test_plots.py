@@ -162,3 +162,13 @@ def test_plot_all_writes_every_picture_the_records_allow(tmp_path: Path) -> None
     written = plots.plot_all(comparison, tmp_path)
     assert [p.name for p in written] == ["curves.png", "kl_per_dim.png"]
     assert all(p.stat().st_size > 0 for p in written)
+
+
+def test_a_diverged_point_is_cut_and_a_missing_one_ignored() -> None:
+    limits = plots.robust_range([[26.0, float("nan"), 25.0, float("inf")], [26.0, 25.0, 24.5, 24.2]])
+    assert (limits.above, limits.below) == (1, 0)
+    assert 23 < limits.low < 24.2 < 26.0 < limits.high < 27
+
+
+def test_no_values_give_a_unit_range() -> None:
+    assert plots.robust_range([]) == plots.YRange(0.0, 1.0)

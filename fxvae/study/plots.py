@@ -116,14 +116,19 @@ def robust_range(curves: Sequence[Sequence[float]], keep: Sequence[float] = ()) 
     YRange(low=23.85, high=27.15, above=1, below=0, log=False)
     >>> robust_range([[130.0, 120.0, 116.0], [3.9, 3.8, 3.7]]).log
     True
+
+    A diverged point (inf) is cut like an outlier; NaN is not drawn and not counted.
     """
-    core = [v for c in curves for v in c[len(c) // 2 :]] + list(keep)
+    values = [v for c in curves for v in c]
+    finite = [v for v in values if math.isfinite(v)] + list(keep)
+    if not finite:
+        return YRange(0.0, 1.0, sum(v == math.inf for v in values), sum(v == -math.inf for v in values))
+    core = [v for c in curves for v in c[len(c) // 2 :] if math.isfinite(v)] + list(keep) or finite
     low, high = min(core), max(core)
     span = max(high - low, 1e-3 * max(1.0, abs(low), abs(high)))
     floor, ceiling = low - STRETCH * span, high + STRETCH * span
-    shown = [v for c in curves for v in c if floor <= v <= ceiling] + list(keep)
+    shown = [v for v in finite if floor <= v <= ceiling]
     low, high = min(shown), max(shown)
-    values = [v for c in curves for v in c]
     above, below = sum(v > ceiling for v in values), sum(v < floor for v in values)
     if low > 0 and high / low >= LOG_RATIO:
         # A margin of 5% of the axis's height, in decades.
