@@ -208,7 +208,7 @@ def test_a_budget_ends_every_start_at_the_same_epoch(trained: tuple, monkeypatch
 def test_epochs_to_within_one_nat_are_counted_against_scratchs_final(trained: tuple) -> None:
     ae, data = trained
     result = fxvae.compare(ae, data, starts=("scratch", "calibrated"), **TINY)
-    target = result.run("scratch", 0).objective()[-1] + 1.0
+    target = result.run("scratch", 0).final_objective + 1.0
     for start in ("calibrated", "scratch"):
         expected = next(p.epoch for p in result.run(start, 0).points if p.objective <= target)
         assert result.epochs_to_within()[start] == [expected]

@@ -91,6 +91,8 @@ def comparison_of(lines: list[dict[str, Any]], where: str = "the records") -> Co
                 run.steps_per_s = record.get("steps_per_s")
                 run.reconstructions = record.get("reconstructions")
                 run.samples = record.get("samples")
+                run.mse = record.get("mse")
+                run.model_file = record.get("model_file")
         elif kind == "throughput":
             comparison.throughput = {k: v for k, v in record.items() if k != "type"}
         elif kind == "stopped":

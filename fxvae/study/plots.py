@@ -4,22 +4,42 @@ samples, prior samples, and the KL per latent dimension. matplotlib is imported 
 A sample is drawn by its shape: (C, H, W) with 1 or 3 channels and (H, W) as images, (L,) and (C, L) with
 a few long channels as signals (a line per channel), anything else as a heat map; ``image_shape`` views
 flattened data as images.
+
+Each picture is a function that returns its figure (:func:`curves_figure`, :func:`grid_figure`,
+:func:`kl_figure`), so that a caller can keep, restyle or inspect it; :func:`plot_all` writes them as PNGs.
+
+>>> from fxvae.study import plots
+>>> result = fxvae.compare(ae, torch.randn(120, 64), epochs=2, k=1, final_k=2, progress=False)
+>>> fig = plots.curves_figure(result)
+>>> [ax.get_title().splitlines()[0] for ax in fig.axes]
+['held-out -ELBO (nats per sample)', 'held-out reconstruction term (nats per sample)']
+>>> plots.kl_order(result)[0]
+'warm'
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from fxvae.errors import InputError
-from fxvae.study.comparison import NEAR_NATS, Comparison
+from fxvae.study.comparison import NEAR_NATS, Comparison, Point
 
 _KL_BARS = 64
 """Latent dimensions shown in the KL picture (the largest first)."""
+_KL_TICKS = 32
+"""At most this many dimensions are named on the KL picture's x-axis."""
+STRETCH = 3.0
+"""A curve panel's y-axis shows the points within this many times the span of the curves' later halves beyond
+that span, above and below (so at most 1 + 2 x STRETCH times it); the others are cut (see :func:`robust_range`)."""
+LOG_RATIO = 10.0
+"""A curve panel whose positive values span this ratio or more is drawn on a log scale."""
 
 
 def _pyplot() -> Any:
@@ -36,15 +56,21 @@ def _pyplot() -> Any:
 def plot_all(comparison: Comparison, directory: Path) -> list[Path]:
     """Every picture that the comparison's records allow, written to ``directory``; their paths."""
     directory.mkdir(parents=True, exist_ok=True)
-    plt = _pyplot()
-    written = [_curves(comparison, directory / "curves.png", plt)]
+    written = [_save(curves_figure(comparison), directory / "curves.png")]
     if comparison.shown is not None and any(r.reconstructions for r in comparison.runs):
-        written.append(_grid(comparison, "reconstructions", directory / "reconstructions.png", plt))
+        written.append(_save(grid_figure(comparison, "reconstructions"), directory / "reconstructions.png"))
     if any(r.samples for r in comparison.runs):
-        written.append(_grid(comparison, "samples", directory / "samples.png", plt))
+        written.append(_save(grid_figure(comparison, "samples"), directory / "samples.png"))
     if any(r.final is not None and r.final.kl_per_dim for r in comparison.runs):
-        written.append(_kl_bars(comparison, directory / "kl_per_dim.png", plt))
+        written.append(_save(kl_figure(comparison), directory / "kl_per_dim.png"))
     return written
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
 
 
 def _colours(comparison: Comparison) -> dict[str, Any]:
@@ -52,52 +78,135 @@ def _colours(comparison: Comparison) -> dict[str, Any]:
     return {start: palette[i % len(palette)] for i, start in enumerate(comparison.starts)}
 
 
-def _curves(comparison: Comparison, path: Path, plt: Any) -> Path:
+@dataclass(frozen=True)
+class YRange:
+    """The y-limits of a panel of curves, whether its scale is logarithmic, and how many points lie beyond the
+    limits (drawn on the edge)."""
+
+    low: float
+    high: float
+    above: int = 0
+    below: int = 0
+    log: bool = False
+
+    def clip(self, value: float) -> float:
+        return min(max(value, self.low), self.high)
+
+    def note(self) -> str:
+        """What the axis does to the values, for the panel's title ("" for a plain linear axis)."""
+        cut = [
+            f"{n} point{'s' if n > 1 else ''} {side} {edge:.4g} drawn {mark} on the edge"
+            for n, side, edge, mark in ((self.above, "above", self.high, "▲"), (self.below, "below", self.low, "▼"))
+            if n
+        ]
+        parts = ["log scale"] if self.log else []
+        if cut:
+            parts.append("y-axis cut: " + "; ".join(cut))
+        return "; ".join(parts)
+
+
+def robust_range(curves: Sequence[Sequence[float]], keep: Sequence[float] = ()) -> YRange:
+    """y-limits that no single outlier can flatten: they hold the later half of every curve (and ``keep``, such
+    as a target line), plus every other point within :data:`STRETCH` times that span of it; the points beyond are
+    counted as cut. An epoch-0 -ELBO of 990 nats next to curves near 24 is cut; a gentle descent is shown whole.
+    Where the positive values shown span :data:`LOG_RATIO` or more from the lowest to the highest, the scale is
+    logarithmic, so that a curve far below the others keeps its shape.
+
+    >>> robust_range([[990.0, 27.0, 25.0, 24.0], [26.0, 25.0, 24.5, 24.2]])
+    YRange(low=23.85, high=27.15, above=1, below=0, log=False)
+    >>> robust_range([[130.0, 120.0, 116.0], [3.9, 3.8, 3.7]]).log
+    True
+
+    A diverged point (inf) is cut like an outlier; NaN is not drawn and not counted.
+    """
+    values = [v for c in curves for v in c]
+    finite = [v for v in values if math.isfinite(v)] + list(keep)
+    if not finite:
+        return YRange(0.0, 1.0, sum(v == math.inf for v in values), sum(v == -math.inf for v in values))
+    core = [v for c in curves for v in c[len(c) // 2 :] if math.isfinite(v)] + list(keep) or finite
+    low, high = min(core), max(core)
+    span = max(high - low, 1e-3 * max(1.0, abs(low), abs(high)))
+    floor, ceiling = low - STRETCH * span, high + STRETCH * span
+    shown = [v for v in finite if floor <= v <= ceiling]
+    low, high = min(shown), max(shown)
+    above, below = sum(v > ceiling for v in values), sum(v < floor for v in values)
+    if low > 0 and high / low >= LOG_RATIO:
+        # A margin of 5% of the axis's height, in decades.
+        pad = (high / low) ** 0.05
+        return YRange(round(low / pad, 12), round(high * pad, 12), above, below, log=True)
+    pad = 0.05 * max(high - low, span)
+    return YRange(round(low - pad, 12), round(high + pad, 12), above, below)
+
+
+def curves_figure(comparison: Comparison) -> Any:
+    """Held-out curves per start: the ranked measure (left) and the reconstruction term, or a discrete latent's
+    codebook perplexity (right); a line per start (the mean over seeds), the seeds' range shaded, and the
+    y-axis cut by :func:`robust_range` (said in the panel's title)."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     colours = _colours(comparison)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for start in comparison.starts:
-        runs = [r for r in comparison.of(start) if r.points]
-        if not runs:
-            continue
-        epochs = [p.epoch for p in runs[0].points]
-        length = min(len(r.points) for r in runs)
-        if comparison.discrete:
-            panels = ((left, lambda p: p.objective), (right, lambda p: p.evaluation.perplexity))
-        else:
-            panels = ((left, lambda p: p.objective), (right, lambda p: p.evaluation.recon.value))
-        for ax, value in panels:
-            if (ax is left or comparison.discrete) and start == "ae":
-                continue
-            series = [[value(r.points[i]) for r in runs] for i in range(length)]
-            mean = [statistics.mean(v) for v in series]
-            label = start if len(runs) == 1 else f"{start} ({len(runs)} seeds)"
-            ax.plot(epochs[:length], mean, marker="o", ms=3, color=colours[start], label=label)
-            if len(runs) > 1:
-                ax.fill_between(
-                    epochs[:length], [min(v) for v in series], [max(v) for v in series], color=colours[start], alpha=0.2
-                )
-    scratch = [r.objective()[-1] for r in comparison.of("scratch") if r.points]
-    if scratch:
-        target = statistics.mean(scratch) + NEAR_NATS
-        left.axhline(target, color="0.4", ls="--", lw=0.8, label=f"scratch final + {NEAR_NATS:g} nat")
-    values = [p.objective for r in comparison.runs if r.is_vae for p in r.points]
-    if values:
-        low, high = min(values), sorted(values)[int(0.9 * (len(values) - 1))]
-        left.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.25 * (high - low + 1e-9))
-    left.set_title(f"held-out {comparison.measure} (nats per sample)", fontsize=10)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
+    scratch = comparison.final_values("scratch")
+    target = statistics.mean(scratch) + NEAR_NATS if scratch else None
     if comparison.discrete:
-        right.set_title("codebook perplexity on held-out data (codes in use)", fontsize=10)
+        right_panel = ("codebook perplexity on held-out data (exp of the codes' entropy)", _perplexity)
     else:
-        right.set_title("held-out reconstruction term (nats per sample)", fontsize=10)
-    for ax in (left, right):
+        right_panel = ("held-out reconstruction term (nats per sample)", _recon)
+    panels = ((left, f"held-out {comparison.measure} (nats per sample)", _objective), (right, *right_panel))
+    for ax, title, value in panels:
+        drawn = []
+        for start in comparison.starts:
+            runs = [r for r in comparison.of(start) if r.points]
+            # The AE has no ELBO and no codebook: it is drawn only in the reconstruction panel.
+            if not runs or ((ax is left or comparison.discrete) and start == "ae"):
+                continue
+            length = min(len(r.points) for r in runs)
+            series = [[value(r.points[i]) for r in runs] for i in range(length)]
+            drawn.append((start, len(runs), [p.epoch for p in runs[0].points[:length]], series))
+        keep = [target] if ax is left and target is not None else []
+        limits = robust_range([[statistics.mean(v) for v in series] for *_, series in drawn], keep)
+        for start, seeds, epochs, series in drawn:
+            mean = [statistics.mean(v) for v in series]
+            label = start if seeds == 1 else f"{start} ({seeds} seeds)"
+            ax.plot(epochs, [limits.clip(v) for v in mean], marker="o", ms=3, color=colours[start], label=label)
+            for mark, edge in (("^", limits.high), ("v", limits.low)):
+                cut = [e for e, v in zip(epochs, mean, strict=True) if v != limits.clip(v) == edge]
+                if cut:
+                    ax.plot(cut, [edge] * len(cut), ls="none", marker=mark, ms=8, color=colours[start], clip_on=False)
+            if seeds > 1:
+                ax.fill_between(
+                    epochs,
+                    [limits.clip(min(v)) for v in series],
+                    [limits.clip(max(v)) for v in series],
+                    color=colours[start],
+                    alpha=0.2,
+                )
+        if keep:
+            ax.axhline(target, color="0.4", ls="--", lw=0.8, label=f"scratch final + {NEAR_NATS:g} nat")
+        if limits.log:
+            ax.set_yscale("log")
+        ax.set_ylim(limits.low, limits.high)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (0: before any step)")
+        note = limits.note()
+        ax.set_title(f"{title}\n{note}" if note else title, fontsize=9 if note else 10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{comparison.config.get('model')}: {comparison.config.get('likelihood')}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def _objective(point: Point) -> float:
+    return point.objective
+
+
+def _recon(point: Point) -> float:
+    return point.evaluation.recon.value
+
+
+def _perplexity(point: Point) -> float:
+    return point.evaluation.perplexity
 
 
 def _kind(shape: tuple[int, ...], viewed: bool) -> str:
@@ -138,8 +247,10 @@ def _draw(ax: Any, sample: torch.Tensor, kind: str, limits: tuple[float, float])
         ax.set_yticks([])
 
 
-def _grid(comparison: Comparison, what: str, path: Path, plt: Any) -> Path:
-    """Rows: the held-out samples (for reconstructions), then each start's first seed; columns: samples."""
+def grid_figure(comparison: Comparison, what: str) -> Any:
+    """``what``: "reconstructions" or "samples". Rows: the held-out samples (for reconstructions), then each
+    start's first seed; columns: samples. The title says what was drawn (a prior samples' grid: from which prior)."""
+    plt = _pyplot()
     image_shape = comparison.config.get("options", {}).get("image_shape")
     image_shape = tuple(image_shape) if image_shape else None
     rows: list[tuple[str, torch.Tensor]] = []
@@ -159,7 +270,7 @@ def _grid(comparison: Comparison, what: str, path: Path, plt: Any) -> Path:
         shown = torch.tensor(comparison.shown, dtype=torch.float32)
         low, high = float(shown.min()), float(shown.max())
     size = 1.1 if kind == "image" else 1.8
-    fig, axes = plt.subplots(len(rows), columns, figsize=(size * columns + 1.2, size * 0.8 * len(rows) + 0.6))
+    fig, axes = plt.subplots(len(rows), columns, figsize=(size * columns + 1.2, size * 0.8 * len(rows) + 0.8))
     axes = [[axes]] if len(rows) == 1 and columns == 1 else axes
     axes = [axes] if len(rows) == 1 else axes
     for r, (label, values) in enumerate(rows):
@@ -171,36 +282,79 @@ def _grid(comparison: Comparison, what: str, path: Path, plt: Any) -> Path:
                 ax.axis("off")
             if c == 0:
                 ax.set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
-    titles = {"reconstructions": "reconstructions of held-out samples (eval mode)", "samples": "prior samples"}
-    fig.suptitle(titles[what], fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    if what == "reconstructions":
+        title = "reconstructions of held-out samples (eval mode)"
+    else:
+        title = f"prior samples, decoded: {_prior(comparison)}"
+    fig.suptitle(title, fontsize=9)
+    return fig
 
 
-def _kl_bars(comparison: Comparison, path: Path, plt: Any) -> Path:
+def _prior(comparison: Comparison) -> str:
+    """The prior the samples' grid draws from, as its title says it."""
+    has_ae = any(r.samples for r in comparison.of("ae"))
+    if comparison.discrete:
+        ae = " (the AE row: its decoder on z ~ N(0, I))" if has_ae else ""
+        return f"codes drawn uniformly from the codebook at every position{ae}"
+    return "z ~ N(0, I)" + (" (the AE row: its decoder on the same prior)" if has_ae else "")
+
+
+def kl_order(comparison: Comparison) -> tuple[str, list[int]] | None:
+    """The start whose KL per dimension orders the KL picture, and its dimensions, largest KL first (at most
+    :data:`_KL_BARS`). Every start draws dimension d at the same place. The first start converted from the AE
+    orders them (warm and calibrated share the AE's latent units; scratch's units have no relation to them);
+    scratch does only where it is the one start with a KL."""
+    kls = _kl_per_dim(comparison)
+    if not kls:
+        return None
+    start = next((s for s in kls if s != "scratch"), next(iter(kls)))
+    per_dim = kls[start]
+    return start, sorted(range(len(per_dim)), key=lambda d: (-per_dim[d], d))[:_KL_BARS]
+
+
+def _kl_per_dim(comparison: Comparison) -> dict[str, list[float]]:
+    """Per start with a final KL per dimension: its mean over the seeds."""
+    kls = {}
+    for start in comparison.starts:
+        finals = [r.final.kl_per_dim for r in comparison.of(start) if r.final is not None and r.final.kl_per_dim]
+        if finals:
+            kls[start] = [statistics.mean(values) for values in zip(*finals, strict=True)]
+    return kls
+
+
+def kl_figure(comparison: Comparison) -> Any:
+    """Bars of the final KL per latent dimension, a group per dimension with a bar per start (see :func:`kl_order`)."""
+    plt = _pyplot()
+    from matplotlib.ticker import FixedLocator
+
     colours = _colours(comparison)
-    starts = [s for s in comparison.starts if any(r.final is not None and r.final.kl_per_dim for r in comparison.of(s))]
+    kls = _kl_per_dim(comparison)
+    ordered = kl_order(comparison)
+    if ordered is None:
+        raise InputError("the comparison's final records hold no KL per latent dimension: nothing to draw")
+    reference, order = ordered
     fig, ax = plt.subplots(figsize=(10, 3.8))
-    width = 0.8 / max(len(starts), 1)
-    shown = 0
-    for i, start in enumerate(starts):
+    width = 0.8 / len(kls)
+    for i, (start, per_dim) in enumerate(kls.items()):
         finals = [r.final for r in comparison.of(start) if r.final is not None and r.final.kl_per_dim]
-        per_dim = [statistics.mean(values) for values in zip(*(f.kl_per_dim for f in finals), strict=True)]
-        ranked = sorted(per_dim, reverse=True)[:_KL_BARS]
-        shown = max(shown, len(ranked))
         active = statistics.mean(f.active_units or 0 for f in finals)
-        xs = [j + (i - (len(starts) - 1) / 2) * width for j in range(len(ranked))]
-        ax.bar(xs, ranked, width=width, color=colours[start], label=f"{start}: {active:g} active units")
-    total = len(comparison.runs[0].final.kl_per_dim) if comparison.runs and comparison.runs[0].final else shown
-    more = f" (the {shown} largest of {total})" if total > shown else ""
-    ax.set_xlabel(f"latent dimension, largest KL first{more}")
+        xs = [j + (i - (len(kls) - 1) / 2) * width for j in range(len(order))]
+        ax.bar(
+            xs,
+            [per_dim[d] for d in order],
+            width=width,
+            color=colours[start],
+            label=f"{start}: {active:g} active units",
+        )
+    every = math.ceil(len(order) / _KL_TICKS)
+    ax.xaxis.set_major_locator(FixedLocator(range(0, len(order), every)))
+    ax.set_xticklabels([str(order[j]) for j in range(0, len(order), every)], fontsize=7)
+    ax.set_xlim(-0.5, len(order) - 0.5)
+    total = len(kls[reference])
+    more = f"; the {len(order)} largest of {total}" if total > len(order) else ""
+    ax.set_xlabel(f"latent dimension (its index), ordered by {reference}'s KL, largest first{more}")
     ax.set_ylabel("held-out KL (nats)")
     ax.set_title("KL per latent dimension at the end (mean over seeds)", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
