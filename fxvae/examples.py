@@ -1,20 +1,20 @@
 """Small autoencoders that ship with fxvae: the models of the docs' examples, to try a command on before your own.
 
 Each factory takes no arguments and returns the untrained architecture, so it is a MODEL for every command
-(``fxvae.examples:<factory>``; the weights come from ``--checkpoint``)::
+(``fxvae.examples:<factory>``; the weights come from ``--checkpoint``):
 
-    python -c "import torch; from fxvae.examples import mlp_ae; torch.save(mlp_ae().state_dict(), 'ae.pt')"
-    fxvae convert fxvae.examples:mlp_ae --checkpoint ae.pt --input-shape 2,16 --out vae.safetensors
+```bash
+python -c "import torch; from fxvae.examples import mlp_ae; torch.save(mlp_ae().state_dict(), 'ae.pt')"
+fxvae convert fxvae.examples:mlp_ae --checkpoint ae.pt --input-shape 2,16 --out vae.safetensors
+```
 
-============  ================  =========  ==================================================================
-factory       input per sample  latent     what it is
-============  ================  =========  ==================================================================
-``mlp_ae``    16                4          the smallest MLP with an obvious bottleneck (a sigmoid latent)
-``digits_ae`` 64 (8x8 digits)   4          an MLP with pixel logits out, for images in [0, 1]
-``conv_ae``   3x32x32           8x8x8      a CIFAR-sized conv AE (about 0.14M parameters)
-``signal_ae`` 1x128             4x16       a 1-d conv AE for signals and time series
-``skip_ae``   16                none       a skip connection around its narrow layer: fxvae refuses it
-============  ================  =========  ==================================================================
+| factory | input per sample | latent | what it is |
+| --- | --- | --- | --- |
+| `mlp_ae` | 16 | 4 | the smallest MLP with an obvious bottleneck (a sigmoid latent) |
+| `digits_ae` | 64 (8x8 images) | 4 | an MLP with pixel logits out, for images in [0, 1] |
+| `conv_ae` | 3x32x32 | 8x8x8 | a CIFAR-sized conv AE (about 0.14M parameters) |
+| `signal_ae` | 1x128 | 4x16 | a 1-d conv AE for signals and time series |
+| `skip_ae` | 16 | none | a skip connection around its narrow layer: fxvae refuses it |
 
 The docs' measurements depend on these architectures (benchmarks/models.py's ``conv_ae`` and the AE-vs-VAE
 study's signal AE are the same classes), so change one only with the numbers that were measured on it.
