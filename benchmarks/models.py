@@ -11,6 +11,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+# conv_ae is the CIFAR-sized AE that fxvae ships: the docs' examples and these benchmarks measure one model.
+from fxvae.examples import ConvAE, conv_ae
+
 
 def mlp_ae() -> nn.Module:
     """MNIST-sized MLP: 784 -> 256 -> 32 (latent) -> 256 -> 784, about 0.4M parameters."""
@@ -41,40 +44,6 @@ def digits_mlp() -> nn.Module:
         nn.ReLU(),
         nn.Linear(256, 64),
     )
-
-
-class ConvAE(nn.Module):
-    """Strided-conv encoder down to a ``latent x H/f x W/f`` map, transposed-conv decoder back up.
-
-    ``channels`` lists the encoder widths; each stage halves the resolution, so the latent sits at
-    1/2**len(channels). The latent is the output of a 1x1 conv (as in Stable Diffusion's VAE).
-    """
-
-    def __init__(self, in_channels: int, channels: tuple[int, ...], latent: int) -> None:
-        super().__init__()
-        enc: list[nn.Module] = []
-        c = in_channels
-        for out in channels:
-            enc += [nn.Conv2d(c, out, 3, stride=2, padding=1), nn.GroupNorm(8, out), nn.SiLU()]
-            enc += [nn.Conv2d(out, out, 3, padding=1), nn.SiLU()]
-            c = out
-        enc.append(nn.Conv2d(c, latent, 1))
-        dec: list[nn.Module] = [nn.Conv2d(latent, c, 3, padding=1), nn.SiLU()]
-        for out in (*reversed(channels[:-1]), channels[0]):
-            dec += [nn.ConvTranspose2d(c, out, 4, stride=2, padding=1), nn.GroupNorm(8, out), nn.SiLU()]
-            dec += [nn.Conv2d(out, out, 3, padding=1), nn.SiLU()]
-            c = out
-        dec.append(nn.Conv2d(c, in_channels, 3, padding=1))
-        self.encoder = nn.Sequential(*enc)
-        self.decoder = nn.Sequential(*dec)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
-
-
-def conv_ae() -> nn.Module:
-    """CIFAR-sized conv AE: 3x32x32 -> 8x8x8, about 0.14M parameters."""
-    return ConvAE(3, (32, 64), latent=8)
 
 
 def conv_ae_2m5() -> nn.Module:

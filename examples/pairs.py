@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fxvae
+from fxvae.examples import SignalAE  # the signal pair's AE ships with fxvae, for users' own series
 
 HOLDOUT = 0.2
 """The fraction of each data set that compare holds out (fxvae.compare's seeded split, split seed 0)."""
@@ -124,38 +125,6 @@ class SpatialAE(nn.Module):
             nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1),
             nn.ReLU(),
             nn.ConvTranspose2d(32, 1, 4, stride=2, padding=1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
-
-
-class SignalAE(nn.Module):
-    """1x128 -> Conv1d, three strided Conv1d -> a 4x16 latent -> the mirror image -> 1x128 (the signal's mean)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.encoder = nn.Sequential(
-            nn.Conv1d(1, 16, 5, padding=2),
-            nn.ELU(),
-            nn.Conv1d(16, 32, 4, stride=2, padding=1),
-            nn.ELU(),
-            nn.Conv1d(32, 32, 4, stride=2, padding=1),
-            nn.ELU(),
-            nn.Conv1d(32, 32, 4, stride=2, padding=1),
-            nn.ELU(),
-            nn.Conv1d(32, 4, 3, padding=1),
-        )
-        self.decoder = nn.Sequential(
-            nn.Conv1d(4, 32, 3, padding=1),
-            nn.ELU(),
-            nn.ConvTranspose1d(32, 32, 4, stride=2, padding=1),
-            nn.ELU(),
-            nn.ConvTranspose1d(32, 32, 4, stride=2, padding=1),
-            nn.ELU(),
-            nn.ConvTranspose1d(32, 16, 4, stride=2, padding=1),
-            nn.ELU(),
-            nn.Conv1d(16, 1, 5, padding=2),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

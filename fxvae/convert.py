@@ -67,8 +67,9 @@ def convert(
 
     ``calibration`` is the user's data (a tensor, or an iterable of batches such as a DataLoader): the
     latent is standardised over it (``standardize``) so that mu starts where the prior is, with the
-    decoder reading the inverse map, and eval outputs stay the AE's; ``log_sigma_init="auto"`` then sets
-    each dimension's start from the decoder's sensitivity under ``likelihood`` (see :func:`calibrate`).
+    decoder reading the inverse map, and eval outputs stay the AE's, equal to float rounding (about 1e-6
+    relative); ``log_sigma_init="auto"`` then sets each dimension's start from the decoder's sensitivity under
+    ``likelihood`` (see :func:`calibrate`).
 
     ``copy=False`` lets the VAE share the AE's parameters (mu head included) to save memory: training
     the VAE then trains the AE. With the default, the VAE owns its parameters; ``model`` is never changed.

@@ -1,14 +1,17 @@
-"""Tiny model factories the CLI tests load by path, e.g. ``tests/cli_models.py:mlp_ae``."""
+"""Tiny model factories the CLI tests load by path, e.g. ``tests/cli_models.py:mlp_ae``.
+
+``mlp_ae`` and ``skip_ae`` are the ones fxvae ships (:mod:`fxvae.examples`), so the tests and the docs load
+the same architectures; ``conv_ae`` here is smaller than the shipped one, for speed.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from fxvae.examples import mlp_ae, skip_ae
 
-def mlp_ae() -> nn.Module:
-    """16 -> 4 -> 16: the smallest autoencoder with an obvious bottleneck."""
-    return nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4), nn.Sigmoid(), nn.Linear(4, 16))
+__all__ = ["broken", "conv_ae", "mlp_ae", "not_a_module", "skip_ae"]
 
 
 class _ConvAE(nn.Module):
@@ -24,22 +27,6 @@ class _ConvAE(nn.Module):
 def conv_ae() -> nn.Module:
     """3x8x8 -> 2x4x4 -> 3x8x8."""
     return _ConvAE()
-
-
-class _Skip(nn.Module):
-    """Every narrow node is bypassed by the identity: no bottleneck (exit code 5)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.down = nn.Linear(16, 4)
-        self.up = nn.Linear(4, 16)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.up(self.down(x))
-
-
-def skip_ae() -> nn.Module:
-    return _Skip()
 
 
 def broken() -> nn.Module:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from fxvae.examples import DigitsAE  # the architecture ships with fxvae, for the docs' examples
 
 SAMPLES = 400
 
@@ -14,18 +15,6 @@ def digits(samples: int = SAMPLES) -> torch.Tensor:
     from sklearn.datasets import load_digits
 
     return torch.tensor(load_digits().data[:samples], dtype=torch.float32) / 16.0
-
-
-class DigitsAE(nn.Module):
-    """64 -> 32 -> 4 (latent) -> 32 -> 64 pixel logits."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
-        self.decoder = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 64))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
 
 
 def trained_ae(data: torch.Tensor, epochs: int = 15) -> DigitsAE:

@@ -14,9 +14,11 @@ import pytest
 
 import conftest
 from conftest import DocsBlock, docs_blocks, docs_markdown_files
+from fxvae.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
-FXVAE_COMMANDS = ("inspect", "convert", "bench")
+FXVAE_COMMANDS = tuple(sorted(app.commands))
+"""Every command of ``fxvae``, read from the command line itself so that a new one needs its docs."""
 
 
 def test_blocks_keep_language_fence_line_and_text_and_dedent_list_items() -> None:
@@ -81,6 +83,22 @@ def test_every_command_of_the_cli_has_a_docs_example_that_runs() -> None:
         if line.lstrip().removeprefix("$ ").startswith(f"fxvae {command} ")
     }
     assert shown == set(FXVAE_COMMANDS)
+
+
+def _prose_of_section(path: Path, heading: str) -> str:
+    """The text of a page under ``heading``, up to the next heading, without its code blocks."""
+    text = "\n" + path.read_text(encoding="utf-8")
+    start = text.index(f"\n{heading}\n") + len(heading) + 2
+    end = text.find("\n#", start)
+    return "".join(text[start : end if end >= 0 else len(text)].split("```")[::2])
+
+
+@pytest.mark.parametrize(
+    ("page", "heading"), [("README.md", "## Command line"), ("docs/cli.md", "# The `fxvae` command line")]
+)
+def test_the_pages_that_introduce_the_command_line_name_every_command(page: str, heading: str) -> None:
+    prose = _prose_of_section(ROOT / page, heading)
+    assert [c for c in FXVAE_COMMANDS if f"`{c}`" not in prose] == []
 
 
 PAGE = """# A page
