@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -422,3 +424,20 @@ def test_the_final_records_the_held_out_mse_in_eval_mode_and_with_z_drawn(traine
 )
 def test_the_default_starts_are_the_latents_own(latent: str, starts: tuple) -> None:
     assert fxvae.study.CompareOptions(latent=latent).starts == starts
+
+
+def test_progress_off_a_terminal_is_a_line_per_measured_epoch(trained: tuple, capsys) -> None:
+    ae, data = trained
+    fxvae.compare(ae, data, starts=("warm", "scratch"), **TINY | {"progress": True})
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("comparing: ")]
+    assert len(lines) == 2 * 3  # each start at epochs 0, 1 and 2
+    assert lines[0].startswith("comparing: warm seed 0 epoch 0/2: held-out -ELBO ")
+    assert re.fullmatch(r"comparing: scratch seed 0 epoch 2/2: held-out -ELBO [\d.]+ \[24/24, 0:\d\d:\d\d\]", lines[-1])
+
+
+def test_a_progress_bar_writes_plain_lines_to_a_stream_that_is_no_terminal() -> None:
+    stream = io.StringIO()
+    with fxvae.progress.bar("comparing", 10, stream=stream) as shown:
+        shown.advance(4)
+        shown.describe("warm seed 0 epoch 1/5: held-out -ELBO 3.25")
+    assert stream.getvalue() == "comparing: warm seed 0 epoch 1/5: held-out -ELBO 3.25 [4/10, 0:00:00]\n"
