@@ -965,7 +965,8 @@ def _warn_now(message: Warning | str, category: type[Warning], *args: Any, **kwa
 @click.option(
     "--ae-train",
     metavar="DATA",
-    help="The AE's own training data: without --test, only samples of --data that are not in it are held out.",
+    help="The AE's own training data: without --test, only samples of --data that are not in it are held out; "
+    "with --test, test samples in it are warned about.",
 )
 @click.option("--resize", metavar="H,W", help="Scale folders of images to this size.")
 @dataclass_options(CompareOptions)
