@@ -1041,13 +1041,15 @@ def compare(
                 )
         except KeyboardInterrupt:
             _err.print(
-                f"stopped: every finished epoch is in {out / 'metrics.jsonl'}; continue with --resume", markup=False
+                f"stopped: every finished epoch is in {out / 'metrics.jsonl'}; continue with --resume",
+                markup=False,
+                soft_wrap=True,
             )
             raise click.exceptions.Exit(130) from None
         if first:
             for line in result.verdict():
                 _out.print(f"- {line}", markup=False, soft_wrap=True)
-            _out.print(f"wrote {out / 'report.md'}", markup=False)
+            _out.print(f"wrote {out / 'report.md'}", markup=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
