@@ -49,6 +49,7 @@ from fxvae.io import RECIPE_KEY, read_state_dict
 from fxvae.likelihoods import LikelihoodName
 from fxvae.modules import eval_mode, input_count
 from fxvae.progress import bar
+from fxvae.study import ledger
 from fxvae.study.compare import run_comparison
 from fxvae.study.options import CompareOptions
 
@@ -927,13 +928,46 @@ QUICK = {"epochs": 2, "seeds": 1}
 """``--quick``: a run to try the command on, not one to conclude from."""
 
 
+def _options_refused(command: Callable[..., Any]) -> Callable[..., Any]:
+    """:class:`CompareOptions` refuses a value as it is built, before the command's body runs (a start of the
+    other latent family, say): one line and USAGE, as for click's own option errors."""
+
+    @functools.wraps(command)
+    def checked(**kwargs: Any) -> Any:
+        try:
+            return command(**kwargs)
+        except fxvae.InputError as err:
+            _err.print(f"error: {_as_options(_one_line(str(err)))}", markup=False, soft_wrap=True)
+            raise click.exceptions.Exit(int(ExitCode.USAGE)) from err
+
+    return checked
+
+
+def _warn_now(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """A warning raised while a comparison runs, printed as it happens (one line), not after the run."""
+    if issubclass(category, UserWarning):
+        _err.print(f"warning: {_as_options(_one_line(str(message)))}", markup=False, soft_wrap=True)
+
+
 @app.command()
+@_options_refused
 @_model_argument
 @click.option(
     "--checkpoint", required=True, type=click.Path(path_type=Path), metavar="FILE", help="The trained AE's weights."
 )
 @click.option("--data", required=True, metavar="DATA", help="Training data: a file, a folder of images, or a factory.")
-@click.option("--test", metavar="DATA", help="Held-out data (default: --holdout of --data, never trained on).")
+@click.option(
+    "--test",
+    metavar="DATA",
+    help="Held-out data, ideally the AE's own test data (default: a seeded --holdout of --data, which the AE may "
+    "have been trained on: a warning says so).",
+)
+@click.option(
+    "--ae-train",
+    metavar="DATA",
+    help="The AE's own training data: without --test, only samples of --data that are not in it are held out; "
+    "with --test, test samples in it are warned about.",
+)
 @click.option("--resize", metavar="H,W", help="Scale folders of images to this size.")
 @dataclass_options(CompareOptions)
 @click.option("--scratch", metavar="MODEL", help="A factory of the untrained architecture, for the scratch start.")
@@ -949,6 +983,7 @@ def compare(
     checkpoint: Path,
     data: str,
     test: str | None,
+    ae_train: str | None,
     resize: str | None,
     options: CompareOptions,
     scratch: str | None,
@@ -963,8 +998,10 @@ def compare(
     """Train MODEL's VAE (warm, calibrated) beside the same VAE from scratch, on your data; write a report.
 
     Under torchrun (torchrun --nproc-per-node N -m fxvae.cli compare ...) every start trains with
-    DistributedDataParallel and rank 0 writes the report."""
-    with _reported(debug):
+    DistributedDataParallel and rank 0 writes the report. A second comparison into the same --out is refused
+    while one runs."""
+    first = int(os.environ.get("RANK", "0")) == 0
+    with _reported(debug), _holding(out if first else None):
         if device == "cuda" and not torch.cuda.is_available():
             raise CliError(ExitCode.USAGE, "--device cuda: CUDA is not available in this torch build/machine")
         if (out / "metrics.jsonl").exists() and not (resume or force):
@@ -982,18 +1019,21 @@ def compare(
         load_checkpoint_into(module, checkpoint)
         train = read_data_source(data, resize)
         held_out = read_data_source(test, resize) if test is not None else None
+        seen = read_data_source(ae_train, resize) if ae_train is not None else None
         untrained = load_factory(scratch) if scratch is not None else None
-        first = int(os.environ.get("RANK", "0")) == 0
         if first:
             _err.print(f"torch threads: {threads}", markup=False)
         try:
-            with _data_errors():
+            with _data_errors(), warnings.catch_warnings():
+                warnings.simplefilter("always", UserWarning)
+                warnings.showwarning = _warn_now if first else lambda *args, **kwargs: None
                 result = run_comparison(
                     module.eval(),
                     train,
                     held_out,
                     options,
                     scratch=untrained,
+                    ae_train=seen,
                     device=device,
                     threads=threads,
                     out=out,
@@ -1001,13 +1041,28 @@ def compare(
                 )
         except KeyboardInterrupt:
             _err.print(
-                f"stopped: every finished epoch is in {out / 'metrics.jsonl'}; continue with --resume", markup=False
+                f"stopped: every finished epoch is in {out / 'metrics.jsonl'}; continue with --resume",
+                markup=False,
+                soft_wrap=True,
             )
             raise click.exceptions.Exit(130) from None
         if first:
             for line in result.verdict():
                 _out.print(f"- {line}", markup=False, soft_wrap=True)
-            _out.print(f"wrote {out / 'report.md'}", markup=False)
+            _out.print(f"wrote {out / 'report.md'}", markup=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _holding(out: Path | None) -> Iterator[None]:
+    """The output folder held for the whole command, from before its check that it holds no comparison: a second
+    compare into it, however closely it starts, is refused (USAGE); a killed one leaves nothing behind."""
+    with contextlib.ExitStack() as stack:
+        if out is not None:
+            try:
+                stack.enter_context(ledger.locked(out))
+            except fxvae.InputError as err:
+                raise CliError(ExitCode.USAGE, str(err)) from err
+        yield
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ import fxvae
 from fxvae.cli import ExitCode, app
 from fxvae.study import loop
 
+ROOT = Path(__file__).resolve().parent.parent
 DIGITS = str(Path(__file__).with_name("digits.py"))
 MODEL = f"{DIGITS}:DigitsAE"
 QUICK = ("--quick", "--k", "1", "--final-k", "2", "--likelihood", "bernoulli")
@@ -68,3 +72,90 @@ def test_data_that_does_not_fit_the_likelihood_is_a_data_error(files: dict[str, 
     np.save(tmp_path / "wide.npy", 3 * np.ones((50, 64), dtype=np.float32))
     code, _, err = _compare({**files, "data": str(tmp_path / "wide.npy")}, "--starts", "scratch,warm")
     assert code == ExitCode.DATA and r"needs targets in [0, 1]" in err
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err and "\x1b[" not in err, err
+    return lines[0]
+
+
+def test_a_discrete_quick_comparison_runs_its_own_default_starts(files: dict[str, str]) -> None:
+    code, _, err = _compare(files, "--latent", "vq", "--codebook-size", "8")
+    assert code == 0, err
+    assert fxvae.study.read(files["out"]).starts == ["scratch", "warm", "random"]
+
+
+def test_a_start_of_the_other_latent_family_is_one_line_naming_the_valid_starts(files: dict[str, str]) -> None:
+    code, _, err = _compare(files, "--latent", "fsq", "--starts", "scratch,calibrated")
+    assert code == ExitCode.USAGE
+    line = _one_error_line(err)
+    assert "'calibrated' start is for a Gaussian latent" in line and "scratch, warm, random, ae" in line
+
+
+def test_the_help_says_what_the_random_start_is() -> None:
+    code, out, _ = run("compare", "--help")
+    assert code == 0
+    assert "random (vq, fsq: the trained AE with its quantiser at a new one's random initialisation" in " ".join(
+        out.split()
+    )
+
+
+def test_the_held_out_split_warning_is_one_line_on_stderr_and_ae_train_removes_it(
+    files: dict[str, str], tmp_path: Path
+) -> None:
+    code, _, err = _compare(files, "--starts", "scratch,warm")
+    assert code == 0
+    warned = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warned) == 1 and "may have been trained on" in warned[0] and "--ae-train" in warned[0]
+    data = np.load(files["data"])
+    np.save(tmp_path / "ae_train.npy", data[:360])
+    code, _, err = _compare(files, "--starts", "scratch,warm", "--force", "--ae-train", str(tmp_path / "ae_train.npy"))
+    assert code == 0, err
+    assert "warning: " not in err
+    assert fxvae.study.read(files["out"]).config["data"]["test"] == 40
+
+
+def test_every_runs_final_model_is_read_by_evaluate(files: dict[str, str]) -> None:
+    assert _compare(files, "--starts", "warm,ae")[0] == 0
+    for start in ("warm", "ae"):
+        model_file = str(Path(files["out"]) / "models" / f"{start}-seed0.safetensors")
+        code, out, err = run(
+            "evaluate", model_file, "--model", MODEL, "--data", files["data"], "--likelihood", "bernoulli"
+        )
+        assert code == 0, err
+        assert ("VAE" if start == "warm" else "autoencoder") in out
+
+
+def test_progress_reaches_stderr_as_lines_when_it_is_no_terminal(files: dict[str, str]) -> None:
+    code, _, err = _compare(files, "--starts", "scratch,warm")
+    assert code == 0
+    epochs = [line for line in err.splitlines() if line.startswith("comparing: ")]
+    assert len(epochs) == 2 * 3 and "warm seed 0 epoch 2/2: held-out -ELBO" in epochs[-1]
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from fxvae.study import ledger
+with ledger.locked(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_an_out_held_by_another_comparison_is_refused_naming_its_process(files: dict[str, str]) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, files["out"]], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, _, err = _compare(files, "--starts", "scratch,warm")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == ExitCode.USAGE
+    line = _one_error_line(err)
+    assert f"{files['out']!r} is in use by another comparison (process {holder.pid})" in line
+    assert not (Path(files["out"]) / "metrics.jsonl").exists()
+    # Killed, the holder leaves nothing behind: the folder is free.
+    assert _compare(files, "--starts", "scratch,warm")[0] == 0

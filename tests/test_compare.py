@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -12,10 +14,14 @@ import torch
 import fxvae
 from fxvae.study import loop
 from fxvae.study.starts import begin, reinitialised
+from tests.digits import DigitsAE
 from tests.snapshot import assert_unchanged, snapshot
 from tests.zoo import BY_NAME, build
 
 TINY = {"epochs": 2, "k": 2, "final_k": 4, "likelihood": "bernoulli", "progress": False}
+# These tests hold out a split of the AE's own training data on purpose (tests/test_compare_holdout.py checks
+# the warning that says so).
+pytestmark = pytest.mark.filterwarnings("ignore:the held-out data is a seeded")
 
 
 def test_every_start_is_measured_before_any_step_and_after_every_epoch(trained: tuple) -> None:
@@ -195,14 +201,42 @@ def test_resuming_with_other_settings_is_refused_naming_them(trained: tuple, tmp
         fxvae.compare(ae, data, starts=("warm", "scratch"), out=tmp_path, resume=True, lr=0.01, **TINY)
 
 
+def _fake_time(monkeypatch) -> list[float]:
+    """A clock in seconds that only work moves: an epoch of training takes 1 s, a measurement k seconds."""
+    now = [0.0]
+    monkeypatch.setattr(fxvae.study.compare, "_clock", lambda: now[0])
+    train_epoch, measure = loop.Run.train_epoch, fxvae.study.compare.evaluate
+
+    def train(self, *args):
+        now[0] += 1.0
+        return train_epoch(self, *args)
+
+    def evaluate(*args, k: int, **kwargs):
+        now[0] += k
+        return measure(*args, k=k, **kwargs)
+
+    monkeypatch.setattr(loop.Run, "train_epoch", train)
+    monkeypatch.setattr(fxvae.study.compare, "evaluate", evaluate)
+    return now
+
+
 def test_a_budget_ends_every_start_at_the_same_epoch(trained: tuple, monkeypatch) -> None:
     ae, data = trained
-    ticks = iter(range(10**6))
-    monkeypatch.setattr(fxvae.study.compare, "_clock", lambda: 10.0 * next(ticks))
-    result = fxvae.compare(ae, data, starts=("warm", "scratch", "calibrated"), max_minutes=2.0, **TINY | {"epochs": 50})
+    _fake_time(monkeypatch)
+    result = fxvae.compare(ae, data, starts=("warm", "scratch", "calibrated"), max_minutes=1.0, **TINY | {"epochs": 50})
     done = {r.points[-1].epoch for r in result.runs}
     assert len(done) == 1 and 0 < done.pop() < 50
     assert "budget" in result.stopped
+
+
+def test_the_budget_keeps_time_for_the_final_measurement(trained: tuple, monkeypatch) -> None:
+    ae, data = trained
+    now = _fake_time(monkeypatch)
+    # Measured at k = 1 after each epoch (1 s), at final_k = 10 at the end (10 s per run): the end must fit too.
+    options = TINY | {"starts": ("warm", "scratch"), "epochs": 50, "k": 1, "final_k": 10, "max_minutes": 1.0}
+    result = fxvae.compare(ae, data, **options)
+    assert now[0] <= 60.0
+    assert result.run("warm", 0).points[-1].epoch >= 5  # the budget was used, not given up on
 
 
 def test_epochs_to_within_one_nat_are_counted_against_scratchs_final(trained: tuple) -> None:
@@ -307,3 +341,103 @@ def test_a_discrete_runs_loss_is_the_nll_plus_the_weighted_quantizer_term(traine
     nll = likelihood.nll(recon, x)
     expected = nll + loop.quantizer_weight(likelihood, recon) * begun.aux()
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+class _Jittered(torch.utils.data.Dataset):
+    """Samples with noise drawn as they are read, as a Dataset with random augmentation does."""
+
+    def __init__(self, data: torch.Tensor) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return (self.data[index] + 0.05 * torch.randn(self.data.shape[1:])).clamp(0, 1)
+
+
+def _without_timings(records: list[dict]) -> list[dict]:
+    timed = ("seconds", "steps_per_s", "threads")
+    return [{k: v for k, v in r.items() if k not in timed} for r in records if r["type"] != "throughput"]
+
+
+def test_two_runs_give_the_same_records_whatever_the_global_random_state(trained: tuple, tmp_path: Path) -> None:
+    ae, data = trained
+    means = torch.nn.Sequential(ae, torch.nn.Sigmoid()).eval()  # pixel means: a Gaussian likelihood fits
+    options = TINY | {"likelihood": "gaussian", "starts": ("scratch", "warm", "calibrated")}
+    records = []
+    for seed, out in ((1, tmp_path / "a"), (2, tmp_path / "b")):
+        torch.manual_seed(seed)
+        before = torch.get_rng_state()
+        fxvae.compare(means, _Jittered(data), out=out, **options)
+        assert torch.equal(torch.get_rng_state(), before)  # the global random state is left as it was
+        records.append(_without_timings(fxvae.study.ledger.records(out / "metrics.jsonl")))
+    assert "optimal" in records[0][0]["likelihood"]
+    assert records[0] == records[1]
+
+
+def test_each_runs_final_model_is_a_file_that_measures_as_its_final(trained: tuple, tmp_path: Path) -> None:
+    ae, data = trained
+    fxvae.compare(ae, data, starts=("scratch", "calibrated", "ae"), out=tmp_path, **TINY)
+    finals = {r["start"]: r for r in fxvae.study.ledger.records(tmp_path / "metrics.jsonl") if r["type"] == "final"}
+    _, test = fxvae.study.Samples(data).split(0.1, seed=0)
+    for start in ("scratch", "calibrated"):
+        assert finals[start]["model_file"] == f"models/{start}-seed0.safetensors"
+        vae, _ = fxvae.load(DigitsAE(), tmp_path / finals[start]["model_file"], data[:8])
+        measured = fxvae.evaluate(vae, test, likelihood="bernoulli", k=4, seed=0)
+        assert measured == fxvae.Evaluation.from_dict(finals[start]["eval"])
+    # The AE start is an AE: its plain state dict, an AE checkpoint as every command reads one.
+    tensors, _ = fxvae.io.read_state_dict(tmp_path / finals["ae"]["model_file"])
+    plain = DigitsAE()
+    plain.load_state_dict(tensors)
+    assert fxvae.evaluate(plain, test, likelihood="bernoulli") == fxvae.Evaluation.from_dict(finals["ae"]["eval"])
+
+
+def test_the_final_records_the_held_out_mse_in_eval_mode_and_with_z_drawn(trained: tuple, tmp_path: Path) -> None:
+    ae, data = trained
+    fxvae.compare(ae, data, starts=("warm", "ae"), out=tmp_path, **TINY)
+    finals = {r["start"]: r for r in fxvae.study.ledger.records(tmp_path / "metrics.jsonl") if r["type"] == "final"}
+    _, test = fxvae.study.Samples(data).split(0.1, seed=0)
+    x = test.batch(torch.arange(len(test)))[0]
+    vae, _ = fxvae.load(DigitsAE(), tmp_path / finals["warm"]["model_file"], data[:8])
+    with torch.no_grad():
+        eval_mse = (torch.sigmoid(vae.eval()(x)) - x).pow(2).mean().item()
+        with fxvae.study.compare._seeded(torch.device("cpu"), "mse", "warm", 0, 2):
+            vae.get_submodule(fxvae.conversion(vae).reparameterize).train()
+            sampled_mse = (torch.sigmoid(vae(x)) - x).pow(2).mean().item()
+    assert finals["warm"]["mse"]["eval"] == pytest.approx(eval_mse, rel=1e-6)
+    assert finals["warm"]["mse"]["sampled"] == pytest.approx(sampled_mse, rel=1e-6)
+    assert sampled_mse != pytest.approx(eval_mse, rel=1e-3)
+    with torch.no_grad():
+        ae_mse = (torch.sigmoid(ae(x)) - x).pow(2).mean().item()
+    # The AE start trained on for 2 epochs: its own MSE, and nothing drawn.
+    assert finals["ae"]["mse"]["sampled"] is None and finals["ae"]["mse"]["eval"] != ae_mse
+
+
+@pytest.mark.parametrize(
+    ("latent", "starts"),
+    [
+        ("gaussian", ("scratch", "warm", "calibrated")),
+        ("vq", ("scratch", "warm", "random")),
+        ("fsq", ("scratch", "warm", "random")),
+    ],
+)
+def test_the_default_starts_are_the_latents_own(latent: str, starts: tuple) -> None:
+    assert fxvae.study.CompareOptions(latent=latent).starts == starts
+
+
+def test_progress_off_a_terminal_is_a_line_per_measured_epoch(trained: tuple, capsys) -> None:
+    ae, data = trained
+    fxvae.compare(ae, data, starts=("warm", "scratch"), **TINY | {"progress": True})
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("comparing: ")]
+    assert len(lines) == 2 * 3  # each start at epochs 0, 1 and 2
+    assert lines[0].startswith("comparing: warm seed 0 epoch 0/2: held-out -ELBO ")
+    assert re.fullmatch(r"comparing: scratch seed 0 epoch 2/2: held-out -ELBO [\d.]+ \[24/24, 0:\d\d:\d\d\]", lines[-1])
+
+
+def test_a_progress_bar_writes_plain_lines_to_a_stream_that_is_no_terminal() -> None:
+    stream = io.StringIO()
+    with fxvae.progress.bar("comparing", 10, stream=stream) as shown:
+        shown.advance(4)
+        shown.describe("warm seed 0 epoch 1/5: held-out -ELBO 3.25")
+    assert stream.getvalue() == "comparing: warm seed 0 epoch 1/5: held-out -ELBO 3.25 [4/10, 0:00:00]\n"

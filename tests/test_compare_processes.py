@@ -56,8 +56,9 @@ def test_a_comparison_killed_with_sigkill_keeps_its_epochs_and_resumes_to_the_sa
     kept = _epoch_lines(out / "metrics.jsonl")
     assert 7 <= kept < 2 * (OPTIONS["epochs"] + 1), "the run ended before it could be killed half-way"
     assert not (out / "report.md").exists()
+    assert (out / ".lock").read_text().strip() == str(process.pid)  # the killed run's lock file stays ...
     torch.set_num_threads(1)
-    resumed = fxvae.compare(ae, data, out=out, resume=True, progress=False, **OPTIONS)
+    resumed = fxvae.compare(ae, data, out=out, resume=True, progress=False, **OPTIONS)  # ... and blocks nothing
     whole = fxvae.compare(ae, data, progress=False, **OPTIONS)
     for a, b in zip(whole.runs, resumed.runs, strict=True):
         assert [p.evaluation for p in a.points] == [p.evaluation for p in b.points]
@@ -91,3 +92,53 @@ def test_two_processes_train_each_start_with_ddp_to_the_numbers_of_one(trained: 
         finals = [r.objective()[-1] for r in single.of(start)]
         spread = max(statistics.stdev(finals), 0.05)
         assert abs(curve[-1] - statistics.mean(finals)) <= 3 * spread, (start, curve[-1], finals)
+
+
+RACER = """
+import sys, time
+from pathlib import Path
+from fxvae.cli import main
+folder = Path(sys.argv[1])
+(folder / f"ready{sys.argv[2]}").touch()
+while not (folder / "go").exists():
+    time.sleep(0.001)
+sys.argv = ["fxvae", *sys.argv[3:]]
+main()
+"""
+
+
+def test_two_comparisons_started_together_into_one_out_run_one_and_refuse_the_other(
+    trained: tuple, tmp_path: Path
+) -> None:
+    ae, data = trained
+    torch.save(ae.state_dict(), tmp_path / "ae.pt")
+    torch.save(data, tmp_path / "data.pt")
+    out = tmp_path / "report"
+    command = ["compare", f"{ROOT / 'tests' / 'digits.py'}:DigitsAE", "--checkpoint", str(tmp_path / "ae.pt")]
+    command += ["--data", str(tmp_path / "data.pt"), "--out", str(out), "--starts", "warm,scratch", "--quick"]
+    command += ["--k", "1", "--final-k", "2", "--likelihood", "bernoulli"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(tmp_path), str(n), *command],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(2)
+    ]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready{n}").exists() for n in range(2)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (tmp_path / "go").touch()  # both start from here, a millisecond apart at most
+    ended = [(r.wait(timeout=300), *r.communicate()) for r in racers]
+    assert sorted(code for code, _, _ in ended) == [0, 2], ended
+    _, _, refused = next(e for e in ended if e[0] == 2)
+    errors = [line for line in refused.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in refused and repr(str(out)) in errors[0], refused
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["type"] for r in records].count("config") == 1
+    assert [r["type"] for r in records].count("epoch") == 2 * 3
+    assert [r["type"] for r in records].count("final") == 2

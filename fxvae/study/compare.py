@@ -17,6 +17,8 @@ import dataclasses
 import json
 import os
 import time
+import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +32,7 @@ from fxvae.convert import convert, find_bottleneck
 from fxvae.data import to_device
 from fxvae.errors import InputError
 from fxvae.evaluation import evaluate
+from fxvae.io import save
 from fxvae.likelihoods import Likelihood, LikelihoodName
 from fxvae.modules import eval_mode, first_tensor, input_count
 from fxvae.outputs import reconstruction_like
@@ -49,7 +52,12 @@ _clock = time.perf_counter
 """The budget's clock (a test may replace it)."""
 SPLIT_SEED = 0
 """The held-out split does not change with the seeds: they vary initialisation, batches and noise only."""
+REPORT_SECONDS = 10.0
+"""What the budget keeps for the report and its pictures: 4.8 to 6.2 s measured for report.md and its four PNGs (four
+starts, matplotlib imported) on one shared CPU core."""
 _DECIMALS = 4
+MODELS = "models"
+"""The folder under ``out`` that holds each run's final model."""
 
 
 def compare(
@@ -57,7 +65,7 @@ def compare(
     train: Any,
     test: Any = None,
     *,
-    starts: tuple[StartName, ...] = ("scratch", "warm", "calibrated"),
+    starts: tuple[StartName, ...] | None = None,
     epochs: int = 20,
     latent: Latent = "gaussian",
     codebook_size: int = 512,
@@ -82,6 +90,7 @@ def compare(
     bottleneck: str | None = None,
     image_shape: tuple[int, ...] | None = None,
     scratch: Callable[[], nn.Module] | None = None,
+    ae_train: Any = None,
     device: str | torch.device | None = None,
     threads: int | None = None,
     out: str | os.PathLike[str] | None = None,
@@ -92,7 +101,11 @@ def compare(
 
     ``ae`` is the trained autoencoder (never changed). ``train`` and ``test`` are tensors, tuples of tensors
     (data, conditions), Datasets or DataLoaders over one; without ``test``, a seeded ``holdout`` fraction of
-    ``train`` is held out (the same split for every seed), and calibration and training never see it.
+    ``train`` is held out (the same split for every seed), and calibration and training never see it. The AE
+    may have been trained on that split, which favours the starts made from it: a warning says so, in the
+    records (``config["warnings"]``) and the report. Pass the AE's own test data as ``test``, or its training
+    data as ``ae_train`` (same forms): then only samples of ``train`` whose data input is in no row of
+    ``ae_train`` are held out (an exact match), and none left is an :class:`~fxvae.InputError`.
 
     Starts: ``"warm"`` is ``convert(ae, x)``; ``"calibrated"`` is ``convert(ae, x, calibration=train,
     log_sigma_init="auto", likelihood=likelihood)``; ``"scratch"`` is the same VAE with every parameter
@@ -111,17 +124,25 @@ def compare(
 
     ``latent="vq"`` (``codebook_size``) or ``"fsq"`` (``levels``) compares discrete latents instead: ``"warm"``
     is the trained AE with its quantiser fitted to the training data's codes (k-means, or principal
-    components), ``"random"`` the same with the quantiser at its random start, ``"scratch"`` the whole model
-    from scratch;
+    components), ``"random"`` the trained AE with its quantiser at the random initialisation a new one has (a
+    codebook drawn from N(0, I), FSQ's projections as a new Linear draws them), ``"scratch"`` the whole model
+    from scratch. Without ``starts``, a Gaussian comparison runs scratch, warm and calibrated, a discrete one
+    scratch, warm and random;
     the loss is the likelihood's plus the quantiser's own term, weighed into nats by
     :func:`fxvae.study.loop.quantizer_weight`, and each run is measured by its distortion.
 
-    ``seeds`` repeats every start; ``max_minutes`` ends all of them at the same epoch once the next would pass
-    the budget; ``device`` (default: the AE's), ``threads`` (torch threads while it runs). Under ``torchrun``
-    (a process group), each start trains with DistributedDataParallel on a shard of every batch and rank 0
-    alone writes. With ``out``, ``metrics.jsonl`` gets a line as each measurement ends, a checkpoint per run
-    after each epoch, and ``report.md`` with its PNGs at the end; ``resume=True`` continues a stopped
-    comparison in ``out``. ``image_shape`` shows flattened samples as images in the pictures.
+    ``seeds`` repeats every start; ``max_minutes`` ends all of them at the same epoch once the next, the final
+    measurement and the report would pass the budget; ``device`` (default: the AE's), ``threads`` (torch threads
+    while it runs). Every random draw outside the runs (the "optimal" sigma's pass, calibration, the shown
+    samples, the measurements) is seeded by what it is for, so the same call gives the same records whatever
+    the global random state, which is left as it was. Under ``torchrun`` (a process group), each start trains
+    with DistributedDataParallel on a shard of every batch and rank 0 alone writes. With ``out``,
+    ``metrics.jsonl`` gets a line as each measurement ends, a checkpoint per run after each epoch, each run's
+    final model in ``models/<start>-seed<N>.safetensors`` (:func:`fxvae.save`; the ``"ae"`` start's is its
+    plain state dict), and ``report.md`` with its PNGs at the end; another comparison into the same ``out`` is
+    refused while this one runs; ``resume=True`` continues a stopped comparison in ``out``. ``image_shape``
+    shows flattened samples as images in the pictures. ``progress`` shows a bar on a terminal, and a line per
+    measured epoch where stderr is a file or a pipe.
 
     >>> result = fxvae.compare(ae, torch.randn(200, 64), epochs=2, k=2, final_k=4, progress=False)
     >>> [row["start"] for row in result.table()]
@@ -161,6 +182,7 @@ def compare(
         test,
         options,
         scratch=scratch,
+        ae_train=ae_train,
         device=device,
         threads=threads,
         out=out,
@@ -176,6 +198,7 @@ def run_comparison(
     options: CompareOptions,
     *,
     scratch: Callable[[], nn.Module] | None = None,
+    ae_train: Any = None,
     device: str | torch.device | None = None,
     threads: int | None = None,
     out: str | os.PathLike[str] | None = None,
@@ -188,8 +211,24 @@ def run_comparison(
     if resume and out is None:
         raise InputError("resume=True continues the comparison in out=<folder>: pass out")
     with _torch_threads(threads), _process_group() as (rank, world):
-        study = _Study(ae, train, test, options, scratch, device, out, resume, progress and rank == 0, rank, world)
-        return study.run()
+        # Rank 0 alone writes, so it alone holds the folder.
+        held = ledger.locked(Path(out)) if out is not None and rank == 0 else contextlib.nullcontext()
+        with held:
+            data = _Data(train, test, ae_train)
+            study = _Study(ae, data, options, scratch, device, out, resume, progress and rank == 0, rank, world)
+            if rank == 0:
+                for warning in study.warnings:
+                    warnings.warn(warning, UserWarning, stacklevel=3)
+            return study.run()
+
+
+@dataclasses.dataclass
+class _Data:
+    """What the user passed as data: the training data, the held-out data, the AE's own training data."""
+
+    train: Any
+    test: Any
+    ae_train: Any
 
 
 @contextlib.contextmanager
@@ -203,6 +242,22 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _seeded(device: torch.device, *purpose: object) -> Iterator[None]:
+    """The global random state (CPU, and ``device``'s if CUDA) seeded by ``purpose`` while the block runs, and
+    as it was after: every draw outside the runs repeats from one comparison to the next."""
+    seed = zlib.crc32(repr(purpose).encode())
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(seed)
+        for index in devices:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        yield
 
 
 @contextlib.contextmanager
@@ -228,8 +283,7 @@ class _Study:
     def __init__(
         self,
         ae: nn.Module,
-        train: Any,
-        test: Any,
+        data: _Data,
         options: CompareOptions,
         scratch: Callable[[], nn.Module] | None,
         device: str | torch.device | None,
@@ -242,21 +296,16 @@ class _Study:
         self.ae, self.options, self.scratch = ae, options, scratch
         self.rank, self.world, self.show = rank, world, shown
         self.device = torch.device(device) if device is not None else first_tensor(ae).device
-        count = input_count(ae)
-        data = Samples(train, count)
-        if test is None:
-            self.train, self.test = data.split(options.holdout, SPLIT_SEED)
-            self.split = (
-                f"held out: a seeded {options.holdout:g} of the data (split seed {SPLIT_SEED}), never trained on"
-            )
-        else:
-            self.train, self.test = data, Samples(test, count)
-            self.split = "held-out data given separately"
-        self.example = self.train.batch(torch.arange(min(len(self.train), max(2, options.batch_size))))
-        self.found = find_bottleneck(ae, self.example, bottleneck=options.bottleneck)
-        # Every start converts at the same latent, the one the trained AE shows (an untrained one may tie).
-        self.options = dataclasses.replace(options, bottleneck=self.found.node)
-        self.likelihood = self._likelihood()
+        self.warnings: list[str] = []
+        # A Dataset may draw at random as it reads (augmentation): the set-up reads under its own seed.
+        with _seeded(self.device, "set-up"):
+            self._hold_out(data, input_count(ae))
+            self.example = self.train.batch(torch.arange(min(len(self.train), max(2, options.batch_size))))
+            self.found = find_bottleneck(ae, self.example, bottleneck=options.bottleneck)
+            # Every start converts at the same latent, the one the trained AE shows (an untrained one may tie).
+            self.options = dataclasses.replace(options, bottleneck=self.found.node)
+            self.likelihood = self._likelihood()
+        self.measure_seconds: dict[tuple[str, int], float] = {}
         self.out = Path(out) if out is not None else None
         self.records: list[dict[str, Any]] = []
         self.ledger: ledger.Ledger | None = None
@@ -265,6 +314,43 @@ class _Study:
         self.began = _clock()
 
     # --- set-up ---------------------------------------------------------------------------------------
+
+    def _hold_out(self, data: _Data, count: int) -> None:
+        """The training and held-out samples, the split's description, and a warning where the AE may have
+        been trained on the held-out samples."""
+        o = self.options
+        given = Samples(data.train, count)
+        seen = Samples(data.ae_train, count).row_hashes(like=given) if data.ae_train is not None else None
+        if data.test is not None:
+            self.train, self.test = given, Samples(data.test, count)
+            self.split = "held-out data given separately"
+            overlap = self.test.count_in(seen) if seen is not None else 0
+            if overlap:
+                self.warnings.append(
+                    f"{overlap} of the {len(self.test)} held-out samples are in the AE's training data (ae_train): "
+                    f"the starts made from the trained AE ({', '.join(_from_ae(o))}) are favoured on them; pass "
+                    "held-out data the AE never saw"
+                )
+            return
+        if seen is None:
+            self.train, self.test = given.split(o.holdout, SPLIT_SEED)
+            self.split = (
+                f"held out: a seeded {o.holdout:g} of the data (split seed {SPLIT_SEED}), which the AE may have "
+                "been trained on"
+            )
+            if _from_ae(o):
+                self.warnings.append(
+                    f"the held-out data is a seeded {o.holdout:g} of the training data, which the AE checkpoint may "
+                    f"have been trained on: the starts made from the trained AE ({', '.join(_from_ae(o))}) are "
+                    "favoured on it. Pass the AE's own test data as the held-out data (--test; test= in Python), or "
+                    "its training data (--ae-train; ae_train=) to hold out only samples it never saw"
+                )
+            return
+        self.train, self.test, unseen = given.split_unseen(seen, o.holdout, SPLIT_SEED)
+        self.split = (
+            f"held out: a seeded {len(self.test)} of the {unseen} samples of the data that are not in the AE's "
+            f"training data (split seed {SPLIT_SEED})"
+        )
 
     def _likelihood(self) -> Likelihood:
         """The likelihood of every start; an ``"optimal"`` scale is fitted once, to the AE on the training data."""
@@ -289,6 +375,7 @@ class _Study:
             "tracer": self.found.tracer,
             "input_shape": list(self.example[0].shape[1:]),
             "data": {"train": len(self.train), "test": len(self.test), "split": self.split},
+            "warnings": self.warnings,
             "likelihood": self.likelihood.describe(),
             "options": self.options.to_dict(),
             "seeds": list(range(self.options.seeds)),
@@ -335,7 +422,8 @@ class _Study:
         runs = []
         for seed in range(self.options.seeds):
             for name in self.options.starts:
-                begun = begin(name, self.ae, self.example, self.train, self.options, seed, self.scratch)
+                with _seeded(self.device, "start", name, seed):
+                    begun = begin(name, self.ae, self.example, self.train, self.options, seed, self.scratch)
                 run = start_run(
                     begun, seed, self.options, self.likelihood, self.steps_per_epoch, self.device, self.rank
                 )
@@ -356,7 +444,7 @@ class _Study:
             try:
                 for run in runs:
                     if not self._measured(run, run.epoch):
-                        self._measure(run)
+                        self._show(shown, run, self._measure(run))
                 self._train(runs, shown)
             except KeyboardInterrupt:
                 self._finish(runs, final=False)
@@ -368,7 +456,7 @@ class _Study:
         while any(r.epoch < self.options.epochs for r in runs):
             budget = self.options.max_minutes
             elapsed = _clock() - self.began
-            if budget is not None and elapsed + epoch_seconds > 60 * budget:
+            if budget is not None and elapsed + epoch_seconds + self._final_seconds(runs) > 60 * budget:
                 done = min(r.epoch for r in runs)
                 reason = f"the {budget:g}-minute budget ended every start after {done} of {self.options.epochs} epochs"
                 self.write({"type": "stopped", "reason": reason, "epochs": done})
@@ -383,12 +471,24 @@ class _Study:
                     save_checkpoint(run, path)
                 evaluation = self._measure(run, loss)
                 shown.advance(self.steps_per_epoch)
-                measure = "-ELBO" if evaluation.kind == "vae" else "distortion" if run.begun.is_vae else "recon"
-                shown.describe(
-                    f"{run.name} seed {run.seed} epoch {run.epoch}/{self.options.epochs}: held-out {measure} "
-                    f"{objective_of(evaluation):.2f}"
-                )
+                self._show(shown, run, evaluation)
             epoch_seconds = _clock() - began
+
+    def _show(self, shown: Any, run: Run, evaluation: Any) -> None:
+        measure = "-ELBO" if evaluation.kind == "vae" else "distortion" if run.begun.is_vae else "recon"
+        shown.describe(
+            f"{run.name} seed {run.seed} epoch {run.epoch}/{self.options.epochs}: held-out {measure} "
+            f"{objective_of(evaluation):.2f}"
+        )
+
+    def _final_seconds(self, runs: list[Run]) -> float:
+        """What the end will take: each run's final measurement (its last measurement's time, times final_k / k
+        where the draws count, plus one more for its reconstructions, samples and MSE), and the report."""
+        seconds = REPORT_SECONDS if self.out is not None else 0.0
+        for run in runs:
+            draws = self.options.final_k / self.options.k if _is_gaussian(run) else 1.0
+            seconds += self.measure_seconds.get((run.name, run.seed), 0.0) * (draws + 1)
+        return seconds
 
     def _measured(self, run: Run, epoch: int) -> bool:
         return any(
@@ -399,7 +499,10 @@ class _Study:
     def _measure(self, run: Run, loss: float | None = None) -> Any:
         if loss is None and run.losses and run.epoch:
             loss = run.losses[-1]
-        evaluation = evaluate(run.model, self.test, likelihood=self.likelihood, k=self.options.k, seed=run.seed)
+        began = _clock()
+        with _seeded(self.device, "measure", run.name, run.seed, run.epoch):
+            evaluation = evaluate(run.model, self.test, likelihood=self.likelihood, k=self.options.k, seed=run.seed)
+        self.measure_seconds[(run.name, run.seed)] = _clock() - began
         self.write(
             {
                 "type": "epoch",
@@ -417,7 +520,8 @@ class _Study:
     # --- the end ------------------------------------------------------------------------------------------
 
     def _finish(self, runs: list[Run], *, final: bool) -> Comparison:
-        shown = self.test.batch(torch.arange(min(self.options.shown, len(self.test))))
+        with _seeded(self.device, "shown"):
+            shown = self.test.batch(torch.arange(min(self.options.shown, len(self.test))))
         if final:
             if not any(r.get("type") == "shown" for r in self.records):
                 self.write({"type": "shown", "data": _rounded(shown[0])})
@@ -435,10 +539,20 @@ class _Study:
         return comparison
 
     def _final(self, run: Run, shown: tuple[Any, ...]) -> None:
-        evaluation = evaluate(run.model, self.test, likelihood=self.likelihood, k=self.options.final_k, seed=run.seed)
-        args = to_device(shown, self.device)
-        with eval_mode(run.model), torch.no_grad():
-            recon = self.likelihood.mean(reconstruction_like(run.model(*args), args[0]))
+        with _seeded(self.device, "final", run.name, run.seed, run.epoch):
+            evaluation = evaluate(
+                run.model, self.test, likelihood=self.likelihood, k=self.options.final_k, seed=run.seed
+            )
+            args = to_device(shown, self.device)
+            with eval_mode(run.model), torch.no_grad():
+                recon = self.likelihood.mean(reconstruction_like(run.model(*args), args[0]))
+            samples = self._prior_samples(run, args)
+            mse = {"eval": self._mse(run, sampled=False), "sampled": None}
+        if _is_gaussian(run):
+            with _seeded(self.device, "mse", run.name, run.seed, run.epoch):
+                mse["sampled"] = self._mse(run, sampled=True)
+        # The file before the record: a final line on disk promises the model beside it.
+        model_file = self._save_model(run)
         self.write(
             {
                 "type": "final",
@@ -448,9 +562,41 @@ class _Study:
                 "eval": evaluation.to_dict(),
                 "steps_per_s": run.steps_per_s(),
                 "reconstructions": _rounded(recon),
-                "samples": _rounded(self._prior_samples(run, args)),
+                "samples": _rounded(samples),
+                "mse": mse,
+                "model_file": model_file,
             }
         )
+
+    def _mse(self, run: Run, *, sampled: bool) -> float:
+        """The held-out mean squared error per element between the data and the likelihood's mean of the
+        reconstruction, in the data's units: in eval mode, or (``sampled``) with only the reparameterisation in
+        training mode, so that z is drawn as in training while dropout and batch norm stay as measured."""
+        model = run.model
+        total, count = 0.0, 0
+        with eval_mode(model), torch.no_grad():
+            if sampled:
+                model.get_submodule(str(conversion(model).reparameterize)).train()
+            for batch in self.test.batches():
+                args = to_device(batch, self.device)
+                mean = self.likelihood.mean(reconstruction_like(model(*args), args[0]))
+                total += (mean.double() - args[0].double()).pow(2).sum().item()
+                count += args[0].numel()
+        return total / count
+
+    def _save_model(self, run: Run) -> str | None:
+        """``models/<start>-seed<N>.safetensors`` under ``out``: the VAE (or discrete model) as :func:`fxvae.save`
+        writes it, the ``"ae"`` start's AE as its plain state dict (an AE checkpoint, as every command reads one)."""
+        if self.out is None:
+            return None
+        name = f"{MODELS}/{run.name}-seed{run.seed}.safetensors"
+        if self.rank == 0:
+            (self.out / MODELS).mkdir(exist_ok=True)
+            if run.begun.is_vae:
+                save(run.model, self.out / name)
+            else:
+                _save_state_dict(run.model, self.out / name)
+        return name
 
     def _prior_samples(self, run: Run, args: tuple[Any, ...]) -> torch.Tensor:
         """Prior draws decoded by the run's decoder: z ~ N(0, I) (the AE: by the decoder of its plain
@@ -505,13 +651,35 @@ class _Study:
 
             return step
 
-        with torch.random.fork_rng(devices=[]):
+        with _seeded(self.device, "timing"):
             timings = interleave([steps(ae_run), steps(vae_run)], repeats=5, calls=1, device=self.device)
         vae_run.model.load_state_dict(snapshot)
         vae_run.optimizer.zero_grad(set_to_none=True)
         ae_t, vae_t = (sorted(t.wall)[len(t.wall) // 2] for t in timings)
         count = len(batches)
         return [count / ae_t], [count / vae_t], "5 interleaved timings of forward and backward on 5 batches"
+
+
+def _is_gaussian(run: Run) -> bool:
+    """Whether the run's model draws z (a Gaussian VAE): its measurement's cost grows with k."""
+    return run.begun.is_vae and conversion(run.model).quantizer is None
+
+
+def _from_ae(options: CompareOptions) -> list[str]:
+    """The starts made from the trained AE's weights: those a held-out split the AE saw favours."""
+    return [s for s in options.starts if s != "scratch"]
+
+
+def _save_state_dict(model: nn.Module, path: Path) -> None:
+    """The model's state dict as a safetensors file, written atomically (tied tensors each get their copy, so
+    that ``load_state_dict`` reads the file as any checkpoint)."""
+    from safetensors.torch import save as to_bytes
+
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    # Written by open(), the file gets the mode the umask gives (safetensors' own writer makes it private).
+    tmp.write_bytes(to_bytes(tensors, metadata={"format": "pt"}))
+    os.replace(tmp, path)
 
 
 def _check_same(records: list[dict[str, Any]], config: dict[str, Any], out: Path) -> None:

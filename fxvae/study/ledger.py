@@ -9,8 +9,10 @@ rebuilds the :class:`~fxvae.study.Comparison` from them alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,11 @@ from fxvae.evaluation import Evaluation
 from fxvae.study.comparison import Comparison, Point, RunRecord
 
 FILE = "metrics.jsonl"
+LOCK = ".lock"
+"""The file a running comparison holds an exclusive lock on; it holds that process's id."""
+_held: dict[Path, int] = {}
+"""Folders this process holds, and how many nested holds each: the command line holds the folder before it checks
+it, then calls :func:`fxvae.compare`, which holds it again."""
 
 
 class Ledger:
@@ -34,6 +41,53 @@ class Ledger:
             file.write(json.dumps(record) + "\n")
             file.flush()
             os.fsync(file.fileno())
+
+
+@contextlib.contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """Hold ``directory`` (created if need be) for one comparison: an exclusive ``flock`` on its ``.lock`` file,
+    which the operating system releases when the process ends, however it ends, so a killed comparison leaves
+    nothing that blocks ``resume``. Another process holding it is an :class:`~fxvae.InputError` naming its
+    process id. The lock file stays (deleting it would let two processes lock two different files). Where
+    ``fcntl`` is missing (Windows), the folder is not locked.
+
+    >>> import os
+    >>> with fxvae.study.ledger.locked(tmp), fxvae.study.ledger.locked(tmp):  # this process may nest its holds
+    ...     (tmp / ".lock").read_text().strip() == str(os.getpid())
+    True
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    key = directory.resolve()
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise InputError(
+            f"{str(directory)!r} is in use by another comparison (process {holder}): wait for it to end, or write "
+            "to another folder"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _held[key] = 1
+    try:
+        yield
+    finally:
+        del _held[key]
+        os.close(fd)  # releases the lock
 
 
 def records(path: Path) -> list[dict[str, Any]]:

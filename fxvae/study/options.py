@@ -15,8 +15,17 @@ from fxvae.likelihoods import LikelihoodName
 StartName = Literal["scratch", "warm", "calibrated", "random", "ae"]
 """``"scratch"``: the same model with every parameter re-initialised; ``"warm"``: ``convert(ae, x)`` (a discrete
 latent: its codebook or projections fitted to the training data's codes); ``"calibrated"`` (Gaussian):
-``convert(ae, x, calibration=train, log_sigma_init="auto")``; ``"random"`` (discrete): the trained AE with a
-quantiser at its random start; ``"ae"``: the AE itself, trained on."""
+``convert(ae, x, calibration=train, log_sigma_init="auto")``; ``"random"`` (discrete): the trained AE's encoder
+and decoder with the quantiser at the random initialisation a new one has (a codebook drawn from N(0, I), or FSQ's
+projections as a new Linear draws them), i.e. warm without the fit to the data; ``"ae"``: the AE itself, trained
+on."""
+DEFAULT_STARTS: dict[str, tuple[StartName, ...]] = {
+    "gaussian": ("scratch", "warm", "calibrated"),
+    "vq": ("scratch", "warm", "random"),
+    "fsq": ("scratch", "warm", "random"),
+}
+"""The starts of a comparison that names none, per latent: each family's own (calibrated is Gaussian only, random
+discrete only)."""
 Latent = Literal["gaussian", "vq", "fsq"]
 Optimizer = Literal["adam", "adamw", "sgd"]
 Schedule = Literal["constant", "cosine", "one-cycle"]
@@ -32,9 +41,15 @@ class CompareOptions:
     3
     """
 
-    starts: tuple[StartName, ...] = field(
-        default=("scratch", "warm", "calibrated"),
-        metadata={"help": "Starts to train: scratch, warm, calibrated, ae (the AE itself, as the reference row)."},
+    starts: tuple[StartName, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "Starts to train: scratch (the same model re-initialised), warm (the AE's conversion), "
+            "calibrated (gaussian: converted with the data's statistics), random (vq, fsq: the trained AE with its "
+            "quantiser at a new one's random initialisation, i.e. warm without the fit to the data), ae (the AE "
+            "itself, as the reference row). Default: scratch,warm,calibrated for gaussian, scratch,warm,random "
+            "for vq and fsq."
+        },
     )
     epochs: int = field(default=20, metadata={"help": "Epochs of every start."})
     latent: Latent = field(
@@ -91,7 +106,9 @@ class CompareOptions:
     )
 
     def __post_init__(self) -> None:
-        starts = tuple(self.starts)
+        if self.latent not in DEFAULT_STARTS:
+            raise InputError(f"latent={self.latent!r} must be one of {typing.get_args(Latent)}")
+        starts = DEFAULT_STARTS[self.latent] if self.starts is None else tuple(self.starts)
         object.__setattr__(self, "starts", starts)
         known = typing.get_args(StartName)
         if not starts or any(s not in known for s in starts) or len(set(starts)) != len(starts):

@@ -6,6 +6,7 @@ at a time; any other map-style Dataset, or the dataset under a DataLoader, goes 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -85,6 +86,52 @@ class Samples:
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         return self.batches()
 
+    def row_hashes(self, like: Samples | None = None) -> set[bytes]:
+        """A digest of each sample's data input (its first tensor: the conditions do not count), by its values
+        as float64 so that one sample stored in float32 and float64 matches. ``like``: samples whose data
+        inputs must have the same shape per sample (else no row could match, which is refused).
+
+        >>> data = fxvae.study.Samples(torch.arange(6.0).reshape(3, 2))
+        >>> len(data.row_hashes()), data.count_in(fxvae.study.Samples(torch.tensor([[2.0, 3.0]])).row_hashes())
+        (3, 1)
+        """
+        if like is not None:
+            mine, theirs = self._sample_shape(), like._sample_shape()
+            if mine != theirs:
+                raise InputError(
+                    f"the AE's training data (ae_train) holds samples of shape {list(mine)}, the data of shape "
+                    f"{list(theirs)}: no sample could match; pass the data the AE was trained on"
+                )
+        return {digest for batch in self.batches() for digest in _digests(batch[0])}
+
+    def count_in(self, hashes: set[bytes]) -> int:
+        """How many samples' data inputs are among ``hashes`` (:meth:`row_hashes`)."""
+        return sum(digest in hashes for batch in self.batches() for digest in _digests(batch[0]))
+
+    def split_unseen(self, seen: set[bytes], fraction: float, seed: int) -> tuple[Samples, Samples, int]:
+        """(kept, held out, unseen): a seeded ``fraction`` of all the samples held out from those whose data
+        input is not in ``seen`` (all of those where they are fewer), and how many there were."""
+        unseen = torch.tensor(
+            [i for i, d in enumerate(d for b in self.batches() for d in _digests(b[0])) if d not in seen],
+            dtype=torch.long,
+        )
+        if len(unseen) == 0:
+            raise InputError(
+                f"every one of the {len(self)} samples of the data is in the AE's training data (ae_train), so "
+                "none is left to hold out: pass held-out data the AE never saw as the test data (--test; test=)"
+            )
+        if len(self) < 2:
+            raise InputError(f"holding out a fraction of {len(self)} sample leaves nothing to train on: pass test data")
+        held = min(len(unseen), max(1, round(fraction * len(self))), len(self) - 1)
+        order = torch.randperm(len(unseen), generator=torch.Generator().manual_seed(seed))
+        test = unseen[order[:held]].sort().values
+        keep = torch.ones(len(self), dtype=torch.bool)
+        keep[test] = False
+        return self.subset(keep.nonzero().flatten()), self.subset(test), len(unseen)
+
+    def _sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.batch(torch.arange(1))[0].shape[1:])
+
     def split(self, fraction: float, seed: int) -> tuple[Samples, Samples]:
         """(kept, held out): a seeded random ``fraction`` of the samples held out (at least one each side)."""
         n = len(self)
@@ -93,3 +140,9 @@ class Samples:
             raise InputError(f"holding out a fraction of {n} sample leaves nothing to train on: pass test data")
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         return self.subset(order[held:].sort().values), self.subset(order[:held].sort().values)
+
+
+def _digests(x: Any) -> Iterator[bytes]:
+    rows = torch.as_tensor(x).detach().to("cpu", torch.float64).flatten(1).contiguous().numpy()
+    for row in rows:
+        yield hashlib.blake2b(row.tobytes(), digest_size=16).digest()
