@@ -931,7 +931,7 @@ def evaluate(
             ]
             click.echo(json.dumps(records, indent=2))
             return
-        _print_evaluations(rows, data, fitted_to)
+        _print_evaluations(rows, data, k, fitted_to)
 
 
 def _measured(checkpoint: Path, model: str, example: tuple[Any, ...]) -> nn.Module:
@@ -957,10 +957,10 @@ def _estimate(value: fxvae.Estimate | None) -> str:
     return "-" if value is None else f"{value.value:.4f} ± {value.stderr:.2g}"
 
 
-def _print_evaluations(rows: list[tuple[Path, fxvae.Evaluation]], data: str, fitted_to: Path | None) -> None:
+def _print_evaluations(rows: list[tuple[Path, fxvae.Evaluation]], data: str, k: int, fitted_to: Path | None) -> None:
     first = rows[0][1]
     _out.print(
-        f"{data}: n={first.n}, k={first.k}, likelihood {first.likelihood}, seed {first.seed}; nats per sample "
+        f"{data}: n={first.n}, k={k}, likelihood {first.likelihood}, seed {first.seed}; nats per sample "
         "(± standard error over the data)",
         markup=False,
         soft_wrap=True,
