@@ -602,7 +602,7 @@ def convert(
         if calibration is not None:
             with _data_errors():
                 data = read_data(calibration)
-            check_data(module, (data,), f"--calibration {calibration}")
+            check_source(module, data, f"--calibration {calibration}")
         with _err.status(f"converting {checkpoint}"):
             start = time.perf_counter()
             vae, _ = fxvae.convert_checkpoint(module, checkpoint, x, out=out, calibration=data, **asdict(options))
@@ -801,17 +801,17 @@ def read_data_source(spec: str, resize: str | None) -> Any:
     return data
 
 
-def first_batch(data: Any, count: int) -> tuple[Any, ...]:
+def first_batch(data: Any, count: int, what: str = "--data") -> tuple[Any, ...]:
     """The inputs of the data's first batch: the example a model is rebuilt with."""
     with _data_errors():
         for args in batches(data, count):
             return args
-    raise CliError(ExitCode.DATA, "--data holds no samples")
+    raise CliError(ExitCode.DATA, f"{what} holds no samples")
 
 
 def check_source(model: nn.Module, source: Any, what: str) -> None:
     """Exit with DATA where ``model`` cannot take the first batch of ``source`` (``what``: ``"--data held.pt"``)."""
-    check_data(model, first_batch(source, input_count(model)), what)
+    check_data(model, first_batch(source, input_count(model), what), what)
 
 
 def is_vae_file(path: Path) -> bool:

@@ -124,8 +124,8 @@ class _Reads:
 def check_model_takes(model: nn.Module, args: tuple[Any, ...], what: str) -> None:
     """Refuse data that ``model`` cannot take, naming the shape given and the shape the model accepts.
 
-    The model runs once, in eval mode and without gradients, on the first two samples of the batch ``args``
-    (its mode and weights are left as they were). Where it fails, the data is at fault when the first layer
+    The model runs once on the batch ``args``, in eval mode and without gradients (its mode and weights are left
+    as they were; the whole batch, as a model may be built for one batch size). Where it fails, the data is at fault when the first layer
     that reads it (a Linear's ``in_features``, a convolution's ``in_channels``) does not accept its shape,
     when a later layer gets another width than it reads (data of another size), or when its dtype is not the
     weights'; that is an :class:`~fxvae.InputError`. Any other failure is the model's: its exception is raised
@@ -138,8 +138,6 @@ def check_model_takes(model: nn.Module, args: tuple[Any, ...], what: str) -> Non
     x = args[0] if args else None
     if not isinstance(x, torch.Tensor) or x.dim() == 0:
         return
-    count = len(x)
-    sample = tuple(a[:2] if isinstance(a, torch.Tensor) and a.dim() > 0 and len(a) == count else a for a in args)
     active: list[tuple[_Reads | None, tuple[int, ...] | None]] = []
     first: list[_Reads] = []
 
@@ -161,7 +159,7 @@ def check_model_takes(model: nn.Module, args: tuple[Any, ...], what: str) -> Non
         handles.append(module.register_forward_hook(left))
     try:
         with eval_mode(model), torch.no_grad():
-            model(*sample)
+            model(*args)
         return
     except Exception as err:
         failure = err

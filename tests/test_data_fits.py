@@ -27,7 +27,7 @@ def test_data_of_another_dtype_than_the_weights_is_named_with_both() -> None:
 
 
 def test_a_forward_that_fails_on_data_of_the_right_shape_raises_its_own_error() -> None:
-    with pytest.raises(ValueError, match="unsupported batch of 2"):
+    with pytest.raises(ValueError, match="unsupported batch of 4"):
         check_model_takes(cli_models.fails_on_any_input(), (torch.zeros(4, 16),), "d.pt")
 
 
@@ -49,3 +49,15 @@ def test_a_reshape_before_any_layer_is_judged_by_the_first_layer_registered() ->
 
     with pytest.raises(fxvae.InputError, match=r"takes \['batch', 784\]: its layer 'fc' \(Linear\) reads 784 feat"):
         check_model_takes(Flat(), (torch.zeros(2, 1, 32, 32),), "d.pt")
+
+
+def test_a_model_built_for_one_batch_size_is_run_on_the_whole_batch_given() -> None:
+    class FixedBatch(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(16, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x).view(4, 16)
+
+    check_model_takes(FixedBatch(), (torch.zeros(4, 16),), "--input-shape 4,16")
