@@ -389,7 +389,8 @@ def _print_table(table: Table) -> None:
 @contextlib.contextmanager
 def _reported(debug: bool) -> Iterator[None]:
     """Errors become one line on stderr and their exit code (the traceback only with --debug); warnings
-    become one line each, without the source line Python would print."""
+    become one line each, without the source line Python would print, and come before the error they led to.
+    Terminal escape codes (torch writes some) are stripped from both."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         try:
@@ -400,16 +401,23 @@ def _reported(debug: bool) -> Iterator[None]:
             code = _exit_code(err)
             if debug:
                 _err.print(traceback.format_exc(), markup=False)
+            _print_warnings(caught)
             message = strip_ansi(_as_options(_one_line(str(err)) or type(err).__name__))
             if code is ExitCode.INTERNAL:
                 message = f"unexpected {type(err).__name__}: {message} (rerun with --debug for the traceback)"
             _err.print(f"error: {message}", markup=False, soft_wrap=True)
             raise click.exceptions.Exit(int(code)) from err
         finally:
-            for warning in caught:
-                if issubclass(warning.category, UserWarning):
-                    text = strip_ansi(_as_options(_one_line(str(warning.message))))
-                    _err.print(f"warning: {text}", markup=False, soft_wrap=True)
+            _print_warnings(caught)
+
+
+def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """Print the user warnings caught so far, once each."""
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):
+            text = strip_ansi(_as_options(_one_line(str(warning.message))))
+            _err.print(f"warning: {text}", markup=False, soft_wrap=True)
+    caught.clear()
 
 
 def _check_output(path: Path | None, force: bool, option: str) -> None:

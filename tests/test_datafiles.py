@@ -152,3 +152,23 @@ def test_a_truncated_image_exits_7_in_the_command_line_with_its_name(tmp_path: P
     assert result.exit_code == ExitCode.DATA
     assert result.stderr.startswith(f"error: --data: cannot read the image '{images / '0.png'}'")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_the_command_line_says_a_folder_mixes_grey_and_colour_before_any_error(tmp_path: Path) -> None:
+    pytest.importorskip("PIL")
+    from click.testing import CliRunner
+
+    from fxvae.cli import ExitCode, app
+
+    images = tmp_path / "images"
+    images.mkdir()
+    _image(images / "a.png", (8, 8), "L", 10)
+    _image(images / "b.png", (8, 8), "RGB", 10)
+    save_file(cli_models.mlp_ae().state_dict(), str(tmp_path / "mlp.safetensors"))  # not the conv AE's weights
+    model = f"{Path(cli_models.__file__)}:conv_ae"
+    args = ["evaluate", str(tmp_path / "mlp.safetensors"), "--model", model, "--data", str(images)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == ExitCode.CHECKPOINT
+    warning, error = result.stderr.splitlines()
+    assert warning.startswith(f"warning: the folder '{images}' mixes grey images (a.png) and colour ones (b.png)")
+    assert error.startswith("error: checkpoint")
