@@ -1,10 +1,12 @@
-"""The ``fxvae`` command line: inspect an autoencoder's bottleneck, convert a checkpoint, benchmark AE vs VAE.
+"""The ``fxvae`` command line: inspect an autoencoder's bottleneck, convert a checkpoint, benchmark AE vs VAE,
+evaluate models on held-out data, compare a converted VAE with one trained from scratch.
 
 MODEL is ``package.module:factory`` or ``path/to/file.py:factory``, a callable returning the nn.Module::
 
     fxvae inspect tests/cli_models.py:conv_ae --input-shape 1,3,8,8 --plot widths.png
     fxvae convert tests/cli_models.py:mlp_ae --checkpoint ae.safetensors --input-shape 2,16 --out vae.safetensors
     fxvae bench benchmarks/models.py:conv_ae --input-shape 1,3,32,32 --batch-sizes 1,32
+    fxvae evaluate ae.safetensors vae.safetensors --model tests/cli_models.py:mlp_ae --data held.pt
 
 Errors are one line on stderr and a documented exit code (:class:`ExitCode`, docs/cli.md); ``--debug``
 adds the traceback. The conversion options are :class:`fxvae.Options`'s fields, declared once there.
@@ -41,13 +43,14 @@ from rich.table import Table
 from torch import nn
 
 import fxvae
+from fxvae import likelihoods
 from fxvae.bench import BenchRow, measure
-from fxvae.data import batches
+from fxvae.data import batches, check_model_takes
 from fxvae.datafiles import read_data
 from fxvae.inspection import WidthProfile, width_profile
-from fxvae.io import RECIPE_KEY, read_state_dict
+from fxvae.io import RECIPE_KEY, check_fits, read_state_dict, strip_ansi
 from fxvae.likelihoods import LikelihoodName
-from fxvae.modules import eval_mode, input_count
+from fxvae.modules import input_count
 from fxvae.progress import bar
 from fxvae.study import ledger
 from fxvae.study.compare import run_comparison
@@ -93,7 +96,17 @@ _err = Console(stderr=True, highlight=False)
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(fxvae.__version__, prog_name="fxvae")
 def app() -> None:
-    """Turn a trained PyTorch autoencoder into a VAE: inspect, convert, benchmark."""
+    """Turn a trained PyTorch autoencoder into a VAE, and measure what that costs.
+
+    \b
+    inspect   show how an AE is traced, its width profile and the bottleneck found
+    convert   convert an AE checkpoint into a VAE file (and optionally ONNX)
+    bench     throughput and peak memory of the AE and its VAE
+    evaluate  -ELBO, KL, IWAE NLL of VAE files and AE checkpoints on held-out data, in one table
+    compare   train the converted VAE beside one from scratch on your data; write a report
+
+    Errors are one line with an exit code (docs/cli.md); --debug shows the traceback.
+    """
 
 
 def main() -> None:
@@ -298,35 +311,41 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
 
 
 def example_input(model: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
-    """A seeded random batch of ``shape`` that ``model`` is checked to accept."""
+    """A seeded random batch of ``shape`` that ``model`` is checked to accept (:func:`check_data`)."""
+    text = ",".join(map(str, shape))
     if len(shape) < 2:
         raise CliError(
             ExitCode.USAGE,
-            f"--input-shape {','.join(map(str, shape))} has no batch dimension: put the batch first, "
-            f"e.g. --input-shape 1,{','.join(map(str, shape))}",
+            f"--input-shape {text} has no batch dimension: put the batch first, e.g. --input-shape 1,{text}",
         )
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    try:
-        with eval_mode(model), torch.no_grad():
-            model(x)
-    except Exception as err:
-        raise CliError(
-            ExitCode.MODEL,
-            f"{type(model).__name__} fails on an input of shape {list(shape)}: {type(err).__name__}: "
-            f"{_one_line(str(err))}; check --input-shape",
-        ) from err
+    check_data(model, (x,), f"--input-shape {text}")
     return x
 
 
-def load_checkpoint_into(model: nn.Module, path: Path) -> list[str]:
-    """Load ``path`` (safetensors or torch pickle) into ``model``; returns fxvae.io's notes on the file."""
-    state_dict, notes = read_state_dict(path)
+def check_data(model: nn.Module, example: tuple[Any, ...], what: str) -> None:
+    """Exit with DATA where ``model`` cannot take the batch ``example`` (fxvae.data.check_model_takes names the
+    shape it takes), and with MODEL where its forward fails for another reason."""
     try:
-        model.load_state_dict(state_dict)
-    except RuntimeError as err:
+        check_model_takes(model, example, what)
+    except fxvae.InputError as err:
+        raise CliError(ExitCode.DATA, str(err)) from err
+    except Exception as err:
+        shape = list(example[0].shape) if isinstance(example[0], torch.Tensor) else type(example[0]).__name__
         raise CliError(
-            ExitCode.CHECKPOINT, f"checkpoint {str(path)!r} does not fit {type(model).__name__}: {err}"
+            ExitCode.MODEL,
+            f"{type(model).__name__} fails on {what} (shape {shape}): {type(err).__name__}: {_one_line(str(err))}",
         ) from err
+
+
+def load_checkpoint_into(model: nn.Module, path: Path) -> list[str]:
+    """Load ``path`` (safetensors or torch pickle) into ``model``; returns fxvae.io's notes on the file.
+
+    A file that does not fit is one line: the missing and unexpected keys, or the mismatched shapes, summarised.
+    """
+    state_dict, notes = read_state_dict(path)
+    check_fits(state_dict, model.state_dict(), f"checkpoint {str(path)!r} does not fit {type(model).__name__}")
+    model.load_state_dict(state_dict)
     return notes
 
 
@@ -371,7 +390,8 @@ def _print_table(table: Table) -> None:
 @contextlib.contextmanager
 def _reported(debug: bool) -> Iterator[None]:
     """Errors become one line on stderr and their exit code (the traceback only with --debug); warnings
-    become one line each, without the source line Python would print."""
+    become one line each, without the source line Python would print, and come before the error they led to.
+    Terminal escape codes (torch writes some) are stripped from both."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         try:
@@ -382,16 +402,23 @@ def _reported(debug: bool) -> Iterator[None]:
             code = _exit_code(err)
             if debug:
                 _err.print(traceback.format_exc(), markup=False)
-            message = _as_options(_one_line(str(err)) or type(err).__name__)
+            _print_warnings(caught)
+            message = strip_ansi(_as_options(_one_line(str(err)) or type(err).__name__))
             if code is ExitCode.INTERNAL:
                 message = f"unexpected {type(err).__name__}: {message} (rerun with --debug for the traceback)"
             _err.print(f"error: {message}", markup=False, soft_wrap=True)
             raise click.exceptions.Exit(int(code)) from err
         finally:
-            for warning in caught:
-                if issubclass(warning.category, UserWarning):
-                    text = _as_options(_one_line(str(warning.message)))
-                    _err.print(f"warning: {text}", markup=False, soft_wrap=True)
+            _print_warnings(caught)
+
+
+def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """Print the user warnings caught so far, once each."""
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):
+            text = strip_ansi(_as_options(_one_line(str(warning.message))))
+            _err.print(f"warning: {text}", markup=False, soft_wrap=True)
+    caught.clear()
 
 
 def _check_output(path: Path | None, force: bool, option: str) -> None:
@@ -580,9 +607,13 @@ def convert(
         with _err.status("loading the model"):
             module = load_model(model)
             x = example_input(module, parse_ints(input_shape, "--input-shape"))
+        data = None
+        if calibration is not None:
+            with _data_errors():
+                data = read_data(calibration)
+            check_source(module, data, f"--calibration {calibration}")
         with _err.status(f"converting {checkpoint}"):
             start = time.perf_counter()
-            data = read_data(calibration) if calibration is not None else None
             vae, _ = fxvae.convert_checkpoint(module, checkpoint, x, out=out, calibration=data, **asdict(options))
             elapsed = time.perf_counter() - start
         recipe = fxvae.conversion(vae)
@@ -779,11 +810,17 @@ def read_data_source(spec: str, resize: str | None) -> Any:
     return data
 
 
-def first_batch(data: Any, count: int) -> tuple[Any, ...]:
+def first_batch(data: Any, count: int, what: str = "--data") -> tuple[Any, ...]:
     """The inputs of the data's first batch: the example a model is rebuilt with."""
-    for args in batches(data, count):
-        return args
-    raise CliError(ExitCode.DATA, "--data holds no samples")
+    with _data_errors():
+        for args in batches(data, count):
+            return args
+    raise CliError(ExitCode.DATA, f"{what} holds no samples")
+
+
+def check_source(model: nn.Module, source: Any, what: str) -> None:
+    """Exit with DATA where ``model`` cannot take the first batch of ``source`` (``what``: ``"--data held.pt"``)."""
+    check_data(model, first_batch(source, input_count(model), what), what)
 
 
 def is_vae_file(path: Path) -> bool:
@@ -818,12 +855,16 @@ def _sigma(value: str | None) -> float | str | None:
 
 
 @app.command()
-@click.argument("checkpoint", metavar="FILE", type=click.Path(path_type=Path))
+@click.argument("checkpoints", metavar="FILE...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", "model", required=True, metavar="MODEL", help="The AE's factory, as for convert.")
 @click.option("--data", required=True, metavar="DATA", help="Held-out data: a file, a folder of images, or a factory.")
 @click.option("--resize", metavar="H,W", help="Scale a folder of images to this size.")
 @click.option("--likelihood", type=_LIKELIHOODS, default="gaussian", show_default=True, help="What the output is.")
-@click.option("--sigma", metavar="FLOAT|optimal", help="The Gaussian sigma or Laplace b (default: optimal).")
+@click.option(
+    "--sigma",
+    metavar="FLOAT|optimal",
+    help="The Gaussian sigma or Laplace b (default: optimal, fitted once and shared by every row).",
+)
 @click.option("--k", "k", type=click.IntRange(min=1), default=1, show_default=True, help="Posterior draws per sample.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Samples per batch of a data file (default 256).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the posterior draws.")
@@ -832,7 +873,7 @@ def _sigma(value: str | None) -> float | str | None:
 @_as_json
 @_debug
 def evaluate(
-    checkpoint: Path,
+    checkpoints: tuple[Path, ...],
     model: str,
     data: str,
     resize: str | None,
@@ -846,80 +887,133 @@ def evaluate(
     as_json: bool,
     debug: bool,
 ) -> None:
-    """Measure a VAE file (from fxvae convert) on held-out data: -ELBO, KL, importance-weighted NLL, active
-    units, mutual information. An autoencoder checkpoint (.pt, or safetensors without a recipe) gets its
-    reconstruction term under the same likelihood."""
+    """Measure VAE files (from fxvae convert) and AE checkpoints on held-out data, one row each: -ELBO, KL,
+    importance-weighted NLL, active units, mutual information. An autoencoder checkpoint (.pt, or safetensors
+    without a recipe) gets its reconstruction term under the same likelihood.
+
+    Every row shares one likelihood: an optimal sigma is fitted once, to the first AE checkpoint given (else
+    to the first file) on --data, and the output says so."""
     with _reported(debug):
         if device == "cuda" and not torch.cuda.is_available():
             raise CliError(ExitCode.USAGE, "--device cuda: CUDA is not available in this torch build/machine")
         torch.set_num_threads(threads)
-        if not checkpoint.is_file():
-            raise CliError(ExitCode.CHECKPOINT, f"checkpoint {str(checkpoint)!r} does not exist")
-        module = load_model(model)
+        for checkpoint in checkpoints:
+            if not checkpoint.is_file():
+                raise CliError(ExitCode.CHECKPOINT, f"checkpoint {str(checkpoint)!r} does not exist")
+        scale = _sigma(sigma)
         source = read_data_source(data, resize)
-        if is_vae_file(checkpoint):
-            example = first_batch(source, input_count(module))
-            with _err.status(f"loading {checkpoint}"):
-                measured, _ = fxvae.load(module, checkpoint, example)
-        else:
-            load_checkpoint_into(module, checkpoint)
-            measured = module
-        measured.to(device)
+        architecture = load_model(model)
+        example = first_batch(source, input_count(architecture))
+        check_data(architecture, example, f"--data {data}")
+        measured = {checkpoint: _measured(checkpoint, model, example).to(device) for checkpoint in checkpoints}
         if not as_json:
             _out.print(f"torch threads: {torch.get_num_threads()}", markup=False)
-        with _data_errors():
-            result = fxvae.evaluate(
-                measured,
-                source,
-                likelihood=likelihood,
-                sigma=_sigma(sigma),
-                k=k,
-                batch_size=batch_size if isinstance(source, torch.Tensor) else None,
-                seed=seed,
-                progress=True,
-            )
+        # A fitted scale is fitted once, to the AE where one is given: the reference the VAEs are read against.
+        order = sorted(checkpoints, key=is_vae_file)
+        shared: Any = likelihood
+        fitted_to: Path | None = None
+        results: dict[Path, fxvae.Evaluation] = {}
+        for checkpoint in order:
+            with _data_errors():
+                results[checkpoint] = fxvae.evaluate(
+                    measured[checkpoint],
+                    source,
+                    likelihood=shared,
+                    sigma=scale if isinstance(shared, str) else None,
+                    k=k,
+                    batch_size=batch_size if isinstance(source, torch.Tensor) else None,
+                    seed=seed,
+                    progress=not as_json,
+                )
+            if isinstance(shared, str) and likelihood in ("gaussian", "laplace") and scale in (None, "optimal"):
+                shared, fitted_to = _fitted_likelihood(likelihood, results[checkpoint]), checkpoint
+        rows = [(checkpoint, results[checkpoint]) for checkpoint in checkpoints]
         if as_json:
-            click.echo(json.dumps({"checkpoint": str(checkpoint), "model": model, **result.to_dict()}, indent=2))
+            records = [
+                {
+                    "checkpoint": str(checkpoint),
+                    "model": model,
+                    "likelihood_fitted_to": None if fitted_to is None else {"file": str(fitted_to), "data": data},
+                    **result.to_dict(),
+                }
+                for checkpoint, result in rows
+            ]
+            click.echo(json.dumps(records, indent=2))
             return
-        _print_evaluation(result, checkpoint)
+        _print_evaluations(rows, data, k, fitted_to)
 
 
-def _print_evaluation(result: fxvae.Evaluation, checkpoint: Path) -> None:
-    what = {"vae": "VAE", "vq": "VQ model", "fsq": "FSQ model"}.get(
-        result.kind, "autoencoder (reconstruction term only)"
-    )
+def _measured(checkpoint: Path, model: str, example: tuple[Any, ...]) -> nn.Module:
+    """The model in ``checkpoint``: a VAE file rebuilt with fxvae.load, or MODEL with an AE checkpoint's weights."""
+    module = load_model(model)
+    if is_vae_file(checkpoint):
+        with _err.status(f"loading {checkpoint}"):
+            return fxvae.load(module, checkpoint, example)[0]
+    load_checkpoint_into(module, checkpoint)
+    return module
+
+
+def _fitted_likelihood(name: str, result: fxvae.Evaluation) -> likelihoods.Likelihood:
+    """The likelihood ``result`` was measured with, its fitted scale fixed, for the other rows to share."""
+    cls = likelihoods.Gaussian if name == "gaussian" else likelihoods.Laplace
+    return cls(result.scale, fitted=True)
+
+
+_KINDS = {"vae": "VAE", "vq": "VQ model", "fsq": "FSQ model", "ae": "AE (recon only)"}
+
+
+def _estimate(value: fxvae.Estimate | None) -> str:
+    return "-" if value is None else f"{value.value:.4f} ± {value.stderr:.2g}"
+
+
+def _print_evaluations(rows: list[tuple[Path, fxvae.Evaluation]], data: str, k: int, fitted_to: Path | None) -> None:
+    first = rows[0][1]
     _out.print(
-        f"{checkpoint}: {what}; n={result.n}, k={result.k}, likelihood {result.likelihood}, seed {result.seed}",
+        f"{data}: n={first.n}, k={k}, likelihood {first.likelihood}, seed {first.seed}; nats per sample "
+        "(± standard error over the data)",
         markup=False,
         soft_wrap=True,
     )
+    if fitted_to is not None:
+        name = "sigma" if first.likelihood.startswith("gaussian") else "b"
+        _out.print(
+            f"{name} = {first.scale:.4g} (optimal: fitted to {fitted_to} on {data}; shared by every row)",
+            markup=False,
+            soft_wrap=True,
+        )
     table = Table(title_justify="left")
-    for col in ("metric", "nats/sample", "± s.e.", "nats/dim", "bits/dim"):
-        table.add_column(col, justify="left" if col == "metric" else "right", no_wrap=True)
-    for name, value, per, bits in result.rows():
+    for col in ("file", "model", "recon", "kl", "neg_elbo", "nll", "bits/dim"):
+        table.add_column(col, justify="left" if col in ("file", "model") else "right", no_wrap=True)
+    for checkpoint, result in rows:
+        bound = "nll" if result.nll is not None else "neg_elbo" if result.neg_elbo is not None else None
+        bits = f"{result.bits_per_dim(bound).value:.5f} ({bound})" if bound is not None else "-"
         table.add_row(
-            name,
-            f"{value.value:.4f}",
-            f"{value.stderr:.4f}",
-            f"{per.value:.5f}" if per is not None else "",
-            f"{bits.value:.5f}" if bits is not None else "",
+            str(checkpoint),
+            _KINDS[result.kind],
+            _estimate(result.recon),
+            _estimate(result.kl),
+            _estimate(result.neg_elbo),
+            _estimate(result.nll),
+            bits,
         )
     _print_table(table)
-    if result.active_units is not None:
-        _out.print(
-            f"active units: {result.active_units} of {result.latent_dims} (Var_x E_q[z] > {result.active_threshold}); "
-            f"mutual information from {result.mixture} posteriors (at most log {result.mixture} = "
-            f"{math.log(result.mixture):.2f} nats)",
-            markup=False,
-            soft_wrap=True,
-        )
-    if result.rate_bits is not None:
-        _out.print(
-            f"rate: {result.rate_bits:.4g} bits per sample; codebook perplexity {result.perplexity:.4g}, "
-            f"{100 * (result.codes_used or 0):.1f}% of the codes used; kl is positions x log K (a uniform prior)",
-            markup=False,
-            soft_wrap=True,
-        )
+    for checkpoint, result in rows:
+        if result.active_units is not None:
+            _out.print(
+                f"{checkpoint}: active units {result.active_units} of {result.latent_dims} (Var_x E_q[z] > "
+                f"{result.active_threshold}); mutual information {_estimate(result.mutual_info)} nats from "
+                f"{result.mixture} posteriors (at most log {result.mixture} = {math.log(result.mixture):.2f})",
+                markup=False,
+                soft_wrap=True,
+            )
+        if result.rate_bits is not None:
+            _out.print(
+                f"{checkpoint}: rate {result.rate_bits:.4g} bits per sample; codebook perplexity "
+                f"{result.perplexity:.4g}, {100 * (result.codes_used or 0):.1f}% of the codes used; kl is positions "
+                "x log K (a uniform prior)",
+                markup=False,
+                soft_wrap=True,
+            )
 
 
 # --- compare ------------------------------------------------------------------------------------------
@@ -1020,6 +1114,11 @@ def compare(
         train = read_data_source(data, resize)
         held_out = read_data_source(test, resize) if test is not None else None
         seen = read_data_source(ae_train, resize) if ae_train is not None else None
+        check_source(module, train, f"--data {data}")
+        if held_out is not None:
+            check_source(module, held_out, f"--test {test}")
+        if seen is not None:
+            check_source(module, seen, f"--ae-train {ae_train}")
         untrained = load_factory(scratch) if scratch is not None else None
         if first:
             _err.print(f"torch threads: {threads}", markup=False)

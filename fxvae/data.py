@@ -7,12 +7,16 @@ tuple or list whose first items are the model's positional inputs: a supervised 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from fxvae.errors import InputError
+from fxvae.modules import eval_mode
 from fxvae.tracing import as_args
 
 BATCH = 256
@@ -74,11 +78,127 @@ def check_batch(args: tuple[Any, ...], input_shape: tuple[int, ...], what: str) 
     if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != tuple(input_shape):
         got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise InputError(
-            f"{what} has shape {got}, but the model takes {['batch', *input_shape]}: pass data shaped like the "
-            "example inputs, batch first"
+            f"{what} has shape {got}, but the model takes {['batch', *input_shape]}: pass data of that shape, "
+            "batch first"
         )
     if x.is_floating_point() and not torch.isfinite(x).all():
         raise InputError(f"{what} holds NaN or inf values: pass finite data")
+
+
+@dataclass(frozen=True)
+class _Reads:
+    """What a layer reads from its input: ``size`` features (the last dimension) or channels (the first after the
+    batch, followed by ``spatial`` dimensions)."""
+
+    name: str
+    layer: nn.Module
+    size: int
+    spatial: int | None
+    """None for a linear layer (features last); the count of spatial dimensions for a convolution."""
+
+    @classmethod
+    def of(cls, name: str, layer: nn.Module) -> _Reads | None:
+        if isinstance(layer, nn.Linear) and not isinstance(layer, nn.LazyLinear):
+            return cls(name, layer, layer.in_features, None)
+        if isinstance(layer, nn.modules.conv._ConvNd) and not isinstance(layer, nn.modules.lazy.LazyModuleMixin):
+            return cls(name, layer, layer.in_channels, len(layer.kernel_size))
+        return None
+
+    def accepts(self, shape: tuple[int, ...]) -> bool:
+        """Whether a per-sample ``shape`` can be this layer's input (a linear layer's, after a flatten too)."""
+        if self.spatial is None:
+            return bool(shape) and (shape[-1] == self.size or math.prod(shape) == self.size)
+        return len(shape) == self.spatial + 1 and shape[0] == self.size
+
+    def takes(self) -> list[int | str]:
+        """The input shape this layer takes, batch first: ``['batch', 16]``, ``['batch', 3, 'H', 'W']``."""
+        if self.spatial is None:
+            return ["batch", self.size]
+        return ["batch", self.size, *("D", "H", "W")[3 - self.spatial :]] if self.spatial <= 3 else ["batch", self.size]
+
+    def describe(self) -> str:
+        what = "features" if self.spatial is None else "channels"
+        return f"its layer {self.name!r} ({type(self.layer).__name__}) reads {self.size} {what}"
+
+
+def check_model_takes(model: nn.Module, args: tuple[Any, ...], what: str) -> None:
+    """Refuse data that ``model`` cannot take, naming the shape given and the shape the model accepts.
+
+    The model runs once on the batch ``args``, in eval mode and without gradients (its mode and weights are left
+    as they were; the whole batch, as a model may be built for one batch size). Where it fails, the data is at fault when the first layer
+    that reads it (a Linear's ``in_features``, a convolution's ``in_channels``) does not accept its shape,
+    when a later layer gets another width than it reads (data of another size), or when its dtype is not the
+    weights'; that is an :class:`~fxvae.InputError`. Any other failure is the model's: its exception is raised
+    as it came. ``what`` names the data in the message (``"--data held.pt"``).
+
+    >>> fxvae.data.check_model_takes(nn.Sequential(nn.Linear(16, 4)), (torch.zeros(8, 12),), "held.pt")
+    Traceback (most recent call last):
+    fxvae.errors.InputError: held.pt has shape [8, 12], but Sequential takes ['batch', 16]: its layer '0' (Linear) reads 16 features; pass data of that shape
+    """  # noqa: E501
+    x = args[0] if args else None
+    if not isinstance(x, torch.Tensor) or x.dim() == 0:
+        return
+    active: list[tuple[_Reads | None, tuple[int, ...] | None]] = []
+    first: list[_Reads] = []
+
+    def entered(reads: _Reads | None) -> Any:
+        def hook(_: nn.Module, inputs: tuple[Any, ...]) -> None:
+            got = inputs[0] if inputs else None
+            active.append((reads, tuple(got.shape[1:]) if isinstance(got, torch.Tensor) else None))
+            if reads is not None and not first:
+                first.append(reads)
+
+        return hook
+
+    def left(*_: Any) -> None:
+        active.pop()
+
+    handles = []
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(entered(_Reads.of(name, module))))
+        handles.append(module.register_forward_hook(left))
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(*args)
+        return
+    except Exception as err:
+        failure = err
+    finally:
+        for handle in handles:
+            handle.remove()
+    _refuse_data(model, x, what, first, active, failure)
+
+
+def _refuse_data(
+    model: nn.Module,
+    x: torch.Tensor,
+    what: str,
+    first: list[_Reads],
+    active: list[tuple[_Reads | None, tuple[int, ...] | None]],
+    failure: Exception,
+) -> None:
+    """Raise the InputError that explains ``failure`` by the data, or ``failure`` itself."""
+    name, shape = type(model).__name__, tuple(x.shape[1:])
+    weights = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if x.is_floating_point() and weights is not None and x.dtype != weights.dtype:
+        raise InputError(
+            f"{what} is {x.dtype}, but the weights of {name} are {weights.dtype}: pass {weights.dtype} data"
+        ) from failure
+    # A forward that fails before any layer ran (a reshape, say): judge the data by the first layer registered.
+    reader = first[0] if first else next((r for n, m in model.named_modules() if (r := _Reads.of(n, m))), None)
+    if reader is not None and not reader.accepts(shape):
+        raise InputError(
+            f"{what} has shape {list(x.shape)}, but {name} takes {reader.takes()}: {reader.describe()}; pass data "
+            "of that shape"
+        ) from failure
+    failed, got = active[-1] if active else (None, None)
+    if failed is not None and got is not None and not failed.accepts(got):
+        raise InputError(
+            f"{what} has shape {list(x.shape)}, which the first layer of {name} takes, but {failed.describe()} "
+            f"and gets {['batch', *got]} from it: {name} was built for inputs of another size; pass data of the "
+            "size it was trained on"
+        ) from failure
+    raise failure
 
 
 def to_device(args: tuple[Any, ...], device: torch.device) -> tuple[Any, ...]:

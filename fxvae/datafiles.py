@@ -6,7 +6,9 @@ numpy, safetensors and Pillow (the ``images`` extra) are imported when a file of
 
 from __future__ import annotations
 
+import collections
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import torch
 
 from fxvae.errors import InputError
+from fxvae.io import strip_ansi
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 DATA_KEY = "data"
@@ -95,8 +98,17 @@ def _pick(loaded: Any, key: str | None, name: str) -> torch.Tensor:
     return loaded if loaded.dtype in (torch.float32, torch.float64) else loaded.float()
 
 
+GREY_MODES = ("L", "LA", "1", "I", "I;16", "F")
+"""Pillow modes of one-channel images (LA: grey with alpha, which is dropped)."""
+
+
 def read_images(folder: str | os.PathLike[str], *, resize: tuple[int, int] | None = None) -> torch.Tensor:
-    """The images in ``folder`` as one float tensor (N, C, H, W) in [0, 1] (see :func:`read_data`)."""
+    """The images in ``folder`` as one float tensor (N, C, H, W) in [0, 1] (see :func:`read_data`).
+
+    A file that cannot be decoded (truncated, or no image) is an :class:`~fxvae.InputError` naming it; a folder
+    that mixes grey and colour images is read as RGB (a grey image's value in each channel), with a warning
+    naming one image of each kind; images of different sizes without ``resize`` name the odd one and both sizes.
+    """
     try:
         from PIL import Image
     except ImportError as err:
@@ -107,19 +119,27 @@ def read_images(folder: str | os.PathLike[str], *, resize: tuple[int, int] | Non
     files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise InputError(f"the folder {str(root)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    images = []
-    for file in files:
-        with Image.open(file) as image:
-            image.load()
-            images.append(image.copy())
-    grey = all(image.mode in ("L", "1", "I", "I;16", "F") for image in images)
-    mode = "L" if grey else "RGB"
+    images = [_open_image(Image, file) for file in files]
+    grey = [f for f, image in zip(files, images, strict=True) if image.mode in GREY_MODES]
+    colour = [f for f in files if f not in set(grey)]
+    if grey and colour:
+        warnings.warn(
+            f"the folder {str(root)!r} mixes grey images ({_some(grey)}) and colour ones ({_some(colour)}): all are "
+            "read as RGB, a grey image's value in each of the 3 channels; convert them yourself if the model "
+            "reads grey images",
+            stacklevel=2,
+        )
+    mode = "RGB" if colour else "L"
     sizes = {image.size for image in images}
     if resize is None and len(sizes) > 1:
-        first, other = files[0], next(f for f, i in zip(files, images, strict=True) if i.size != images[0].size)
+        counts = collections.Counter(image.size for image in images)
+        common = counts.most_common(1)[0][0]
+        first = next(f for f, i in zip(files, images, strict=True) if i.size == common)
+        odd, odd_image = next((f, i) for f, i in zip(files, images, strict=True) if i.size != common)
         raise InputError(
-            f"the images in {str(root)!r} differ in size ({first.name} is {images[0].size[1]}x{images[0].size[0]}, "
-            f"{other.name} another): pass a size to scale them to (--resize HEIGHT,WIDTH)"
+            f"the images in {str(root)!r} differ in size: {odd.name} is {_size(odd_image.size)}, where "
+            f"{first.name} and {counts[common] - 1} more are {_size(common)} ({len(counts)} sizes in all); pass a "
+            "size to scale them to (--resize HEIGHT,WIDTH)"
         )
     arrays = []
     for image in images:
@@ -131,6 +151,30 @@ def read_images(folder: str | os.PathLike[str], *, resize: tuple[int, int] | Non
     return torch.from_numpy(np.stack(arrays))
 
 
+def _open_image(image_module: Any, file: Path) -> Any:
+    """The decoded image in ``file``, or an InputError naming it (a truncated or damaged file, or no image)."""
+    try:
+        with image_module.open(file) as image:
+            image.load()
+            return image.copy()
+    except Exception as err:
+        raise InputError(
+            f"cannot read the image {str(file)!r} ({type(err).__name__}: {_first_line(err)}): the file is truncated "
+            "or not an image; replace it or move it out of the folder"
+        ) from err
+
+
+def _some(files: list[Path]) -> str:
+    return files[0].name if len(files) == 1 else f"{files[0].name} and {len(files) - 1} more"
+
+
+def _size(size: tuple[int, int]) -> str:
+    """Pillow's (width, height) as fxvae writes image sizes: HEIGHTxWIDTH, as --resize takes them."""
+    return f"{size[1]}x{size[0]}"
+
+
 def _first_line(err: BaseException) -> str:
-    # torch.load's advice to rerun with weights_only=False would load arbitrary code: never pass it on.
-    return next((line.strip() for line in str(err).splitlines() if line.strip()), "").split(" Re-running")[0]
+    # torch.load's advice to rerun with weights_only=False would load arbitrary code: never pass it on; and torch
+    # writes part of that advice in bold, with terminal escape codes.
+    first = next((line.strip() for line in str(err).splitlines() if line.strip()), "").split(" Re-running")[0]
+    return strip_ansi(first)

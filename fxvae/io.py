@@ -8,9 +8,11 @@ loads the tensors, bit for bit. safetensors is imported when a file is read or w
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,6 +35,9 @@ from fxvae.version import VERSION
 logger = logging.getLogger("fxvae")
 
 RECIPE_KEY = "fxvae.recipe"
+DIGEST_KEY = "fxvae.recipe.sha256"
+"""The SHA-256 of the recipe's text: a recipe that still parses but was changed (a flipped optional field
+would rebuild another model) is refused. Files written before it was added have none, and load as they are."""
 ALIASES_KEY = "fxvae.aliases"
 FORMAT_KEY = "fxvae.format"
 VERSION_KEY = "fxvae.version"
@@ -72,10 +77,12 @@ def save(vae: nn.Module, path: str | os.PathLike[str]) -> None:
             "create it first"
         )
     tensors, aliases = _distinct_tensors(unwrap(vae).state_dict())
+    text = recipe.to_json()
     metadata = {
         "format": "pt",
         FORMAT_KEY: str(FORMAT),
-        RECIPE_KEY: recipe.to_json(),
+        RECIPE_KEY: text,
+        DIGEST_KEY: _digest(text),
         ALIASES_KEY: json.dumps(aliases),
         VERSION_KEY: VERSION,
         TORCH_KEY: torch.__version__,
@@ -124,7 +131,12 @@ def load(
             f"{name!r} was written by fxvae {metadata.get(VERSION_KEY, '?')} (file format {file_format}); "
             f"this fxvae {VERSION} reads formats up to {FORMAT}: upgrade fxvae (pip install -U fxvae)"
         )
-    saved = _recipe(metadata[RECIPE_KEY], file_format)
+    saved = _recipe(metadata[RECIPE_KEY], file_format, name)
+    if DIGEST_KEY in metadata and metadata[DIGEST_KEY] != _digest(metadata[RECIPE_KEY]):
+        raise CheckpointError(
+            f"the fxvae recipe in {name!r} does not match its checksum: the file was damaged or edited after "
+            "fxvae.save wrote it; save the VAE again from its model"
+        )
     for alias, source in json.loads(metadata.get(ALIASES_KEY, "{}")).items():
         tensors[alias] = tensors[source]
     ae = model if isinstance(model, nn.Module) else model()
@@ -147,6 +159,7 @@ def load(
         )
     recipe = conversion(vae)
     if saved.calibration is not None:
+        _check_calibration(saved.calibration, vae, name)
         restore(vae, saved.calibration)
         recipe = dataclasses.replace(recipe, calibration=saved.calibration, new_keys=saved.new_keys)
     if saved.quantizer is not None:
@@ -158,21 +171,77 @@ def load(
     return vae, kl
 
 
-def _read_safetensors(name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_calibration(info: CalibrationInfo, vae: fx.GraphModule, name: str) -> None:
+    """Refuse a recorded calibration that cannot be the one saved: its module path is no free attribute path,
+    or it names a fold target the rebuilt VAE does not have."""
+    path = info.module.split(".")
+    if not all(part.isidentifier() for part in path) or hasattr(vae, path[0]):
+        raise CheckpointError(
+            f"the fxvae recipe in {name!r} records the calibration module {info.module!r}, which cannot be a new "
+            "module of the VAE; the file is damaged: save the VAE again from its model"
+        )
+    for folded in (info.folded_mu, info.folded_decoder):
+        if folded is not None and not _has_module(vae, folded):
+            raise CheckpointError(
+                f"the fxvae recipe in {name!r} says the calibration is folded into {folded!r}, which the VAE does "
+                "not have; the file is damaged: save the VAE again from its model"
+            )
+
+
+def _has_module(model: nn.Module, path: str) -> bool:
+    if not path:  # get_submodule("") is the model itself
+        return False
+    try:
+        model.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
+
+
+def _read_safetensors(name: str, what: str = "") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a safetensors file; ``what`` ("checkpoint") names an AE's file."""
     from safetensors import safe_open
 
+    label = f"{what} {name!r}" if what else repr(name)
     if not Path(name).is_file():
-        raise CheckpointError(f"{name!r} does not exist")
+        raise CheckpointError(f"{label} does not exist")
     try:
         with safe_open(name, framework="pt") as handle:
             metadata = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except Exception as err:
+        fix = (
+            "pass a .safetensors file, or a .pt/.pth file saved with torch.save(model.state_dict())"
+            if what
+            else "save it again with fxvae.save"
+        )
         raise CheckpointError(
-            f"cannot read {name!r} as safetensors ({type(err).__name__}: {_first_line(err)}); is the file "
-            "truncated or not a safetensors file? save it again with fxvae.save"
+            f"cannot read {label} as safetensors ({type(err).__name__}: {_first_line(err)}); is the file "
+            f"truncated or not a safetensors file? {fix}"
         ) from err
     return tensors, metadata
+
+
+_PICKLED_CLASS = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def _unreadable_pickle(name: str, err: BaseException) -> str:
+    """Why torch.load(weights_only=True) refused ``name``: a pickled object (a whole model) is named as such."""
+    found = _PICKLED_CLASS.search(strip_ansi(str(err)))
+    if found is not None:
+        return (
+            f"checkpoint {name!r} holds a pickled {found.group(1)}, not only tensors (a whole model saved with "
+            "torch.save(model)?); fxvae does not unpickle objects, as that can run any code: save the weights "
+            "with torch.save(model.state_dict(), path) and pass that file"
+        )
+    return (
+        f"cannot read checkpoint {name!r} ({type(err).__name__}: {_first_line(err)}); pass a .safetensors file, "
+        "or a .pt/.pth file saved with torch.save(model.state_dict())"
+    )
 
 
 class _Saved(NamedTuple):
@@ -189,15 +258,17 @@ class _Saved(NamedTuple):
     """A discrete latent's quantiser, with its step-0 report (the structure is rebuilt from the options)."""
 
 
-def _recipe(text: str, file_format: int) -> _Saved:
+def _recipe(text: str, file_format: int, name: str) -> _Saved:
     try:
         if file_format == 1:
             old = json.loads(text)
             options = Options(bottleneck=old["bottleneck_node"], log_sigma_init=old["log_sigma_init"])
             return _Saved(options, tuple(old["latent_shape"]), old["key_map"], tuple(old["new_keys"]), (), None)
         recipe = Conversion.from_json(text)
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"the fxvae recipe in the file is unreadable ({err}); save the VAE again") from err
+    except (KeyError, TypeError, ValueError, CheckpointError) as err:
+        raise CheckpointError(
+            f"the fxvae recipe in {name!r} is damaged ({err}); save the VAE again from its model"
+        ) from err
     options = dataclasses.replace(recipe.options, bottleneck=recipe.bottleneck.node)
     return _Saved(
         options,
@@ -213,7 +284,8 @@ def _recipe(text: str, file_format: int) -> _Saved:
 def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Read a model's state dict from a ``.safetensors`` or ``.pt``/``.pth`` file, unwrapping it.
 
-    ``.pt`` files are read with ``torch.load(weights_only=True)``. A state dict nested under a key
+    ``.pt`` files are read with ``torch.load(weights_only=True)``: a pickled object (a whole model) is refused,
+    and so is a VAE file that :func:`save` wrote (:func:`load` reads those). A state dict nested under a key
     (``state_dict``, ``model``, ``model_state_dict``, ``module``, ``ema``...) is taken out, and a
     prefix on every key (``module.`` from DDP, ``_orig_mod.`` from torch.compile) is stripped; each
     such step is described in the returned notes, for the caller to show.
@@ -226,18 +298,20 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     name = os.fspath(path)
     if not Path(name).is_file():
         raise CheckpointError(f"checkpoint {name!r} does not exist")
-    try:
-        if name.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            loaded: Any = load_file(name)
-        else:
+    loaded: Any
+    if name.endswith(".safetensors"):
+        loaded, metadata = _read_safetensors(name, what="checkpoint")
+        if RECIPE_KEY in metadata:
+            raise CheckpointError(
+                f"{name!r} is a VAE that fxvae.save wrote, not an autoencoder checkpoint: read it with "
+                f"fxvae.load(model, {name!r}, example) or `fxvae evaluate {name} --model MODEL --data DATA`; "
+                "pass the AE's own weights (its state_dict) here"
+            )
+    else:
+        try:
             loaded = torch.load(name, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(
-            f"cannot read checkpoint {name!r} ({type(err).__name__}: {_first_line(err)}); pass a "
-            ".safetensors file, or a .pt/.pth file saved with torch.save(model.state_dict())"
-        ) from err
+        except Exception as err:
+            raise CheckpointError(_unreadable_pickle(name, err)) from err
     notes: list[str] = []
     where = "checkpoint"
     while isinstance(loaded, Mapping) and not _all_tensors(loaded):
@@ -299,9 +373,22 @@ def read_data(path: str | os.PathLike[str]) -> torch.Tensor:
     return loaded
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal escape codes (torch puts bold text in some of its messages).
+
+    >>> fxvae.io.strip_ansi("\\x1b[1mbold\\x1b[0m text")
+    'bold text'
+    """
+    return _ANSI.sub("", text)
+
+
 def _first_line(err: BaseException) -> str:
     # torch.load's advice to rerun with weights_only=False would load arbitrary code: never pass it on.
-    return next((line.strip() for line in str(err).splitlines() if line.strip()), "").split(" Re-running")[0]
+    first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    return strip_ansi(first.split(" Re-running")[0])
 
 
 def convert_checkpoint(
@@ -445,7 +532,7 @@ def check_fits(got: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Ten
     unexpected = [k for k in got if k not in expected]
     if missing or unexpected:
         raise CheckpointError(
-            f"{what}: missing keys {missing[:10]}, unexpected keys {unexpected[:10]}; "
+            f"{what}: missing keys {_first_few(missing)}, unexpected keys {_first_few(unexpected)}; "
             "is this checkpoint for this architecture?"
         )
     mismatched = [
@@ -454,7 +541,17 @@ def check_fits(got: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Ten
         if tuple(v.shape) != tuple(expected[k].shape)
     ]
     if mismatched:
-        raise CheckpointError(f"{what}: shape mismatch for {mismatched[:10]}; is this another model size?")
+        raise CheckpointError(f"{what}: shape mismatch for {_first_few(mismatched)}; is this another model size?")
+
+
+def _first_few(names: list[str], shown: int = 5) -> str:
+    """``names`` as a list, cut after ``shown`` with a count of the rest: one line, however many keys.
+
+    >>> fxvae.io._first_few([f"k{i}" for i in range(8)])
+    "['k0', 'k1', 'k2', 'k3', 'k4'] and 3 more"
+    """
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{names[:shown]}{more}"
 
 
 def _all_tensors(mapping: Mapping[Any, Any]) -> bool:

@@ -35,3 +35,23 @@ def broken() -> nn.Module:
 
 def not_a_module() -> int:
     return 3
+
+
+class _Fails(nn.Module):
+    """Reads 16 features, then fails whatever the input: a bug in the model, not in the data (exit code 3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise ValueError(f"unsupported batch of {len(self.enc(x))}")
+
+
+def fails_on_any_input() -> nn.Module:
+    return _Fails()
+
+
+def bold_failure() -> nn.Module:
+    """A factory whose error carries terminal escape codes, as torch's own messages sometimes do."""
+    raise RuntimeError("\x1b[1mdo not trust this\x1b[0m")

@@ -3,6 +3,8 @@ CheckpointError saying what is wrong and what to do, and leaves the model (AE or
 
 from __future__ import annotations
 
+import json
+import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import torch
 from safetensors import safe_open
 
 import fxvae
+from fxvae.io import DIGEST_KEY, RECIPE_KEY
 from tests.snapshot import assert_unchanged, lived_in, snapshot
 from tests.zoo import MLPSigmoid
 
@@ -190,3 +193,98 @@ def test_a_missing_vae_file_is_reported_as_missing(tmp_path: Path) -> None:
     with pytest.raises(fxvae.CheckpointError, match=r"^'.*nope.safetensors' does not exist$"):
         fxvae.load(ae, tmp_path / "nope.safetensors", torch.randn(*X))
     assert_unchanged(ae, before)
+
+
+# --- damaged recipes: a seeded fuzz of every field -----------------------------------------------------------
+
+DAMAGE: tuple[object, ...] = (0, 7, -1, 2.5, float("nan"), "", "x", "enc.0", True, [], [3, "a"], {}, {"a": 1}, [[1]])
+"""Values of every JSON type, and nested wrong shapes, that a damaged recipe field may hold instead of its own."""
+CALIBRATION = torch.randn(256, 64, generator=torch.Generator().manual_seed(0))
+SAVED: dict[str, Callable[[], torch.fx.GraphModule]] = {
+    "calibrated": lambda: fxvae.convert(MLPSigmoid().eval(), torch.randn(*X), calibration=CALIBRATION)[0],
+    "vq": lambda: fxvae.convert(
+        MLPSigmoid().eval(), torch.randn(*X), latent="vq", codebook_size=16, calibration=CALIBRATION
+    )[0],
+    "fsq": lambda: fxvae.convert(MLPSigmoid().eval(), torch.randn(*X), latent="fsq", levels=(5, 5, 5))[0],
+}
+
+
+def _fields(value: object, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """Every field of a JSON value, records and lists included, as paths from the top."""
+    found = [path] if path else []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, inner in items:
+        found += _fields(inner, (*path, key))
+    return found
+
+
+def _damaged(recipe: str, path: tuple[str | int, ...], value: object) -> str:
+    data = json.loads(recipe)
+    owner = data
+    for key in path[:-1]:
+        owner = owner[key]
+    owner[path[-1]] = value
+    return json.dumps(data)
+
+
+def _same_model(got: torch.nn.Module, saved: torch.nn.Module, x: torch.Tensor) -> bool:
+    a, b = got.state_dict(), saved.state_dict()
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a) and torch.equal(got(x), saved(x))
+
+
+def _fuzz(kind: str, tmp_path: Path, keep_digest: bool) -> list[tuple[tuple[str | int, ...], object, str]]:
+    """Load the saved VAE with each field damaged (None, then one seeded value of DAMAGE): what each gave."""
+    saved = SAVED[kind]().eval()
+    path = tmp_path / "vae.safetensors"
+    fxvae.save(saved, path)
+    tensors = safetensors.torch.load_file(path)
+    with safe_open(path, framework="pt") as handle:
+        metadata = handle.metadata()
+    if not keep_digest:
+        del metadata[DIGEST_KEY]
+    x = torch.randn(*X, generator=torch.Generator().manual_seed(1))
+    draw = random.Random(f"{kind}-{keep_digest}")
+    outcomes = []
+    for field in _fields(json.loads(metadata[RECIPE_KEY])):
+        for value in (None, draw.choice(DAMAGE)):
+            damaged = {**metadata, RECIPE_KEY: _damaged(metadata[RECIPE_KEY], field, value)}
+            safetensors.torch.save_file(tensors, tmp_path / "damaged.safetensors", metadata=damaged)
+            try:
+                got, _ = fxvae.load(MLPSigmoid().eval(), tmp_path / "damaged.safetensors", torch.randn(*X))
+            except fxvae.CheckpointError as err:
+                assert "\n" not in str(err) and "damaged.safetensors" in str(err), str(err)
+                outcomes.append((field, value, "refused"))
+                continue
+            outcomes.append((field, value, "same" if _same_model(got.eval(), saved, x) else "another model"))
+    return outcomes
+
+
+@pytest.mark.parametrize("kind", SAVED)
+def test_a_damaged_recipe_field_loads_the_saved_model_or_is_a_checkpoint_error(kind: str, tmp_path: Path) -> None:
+    outcomes = _fuzz(kind, tmp_path, keep_digest=True)
+    assert len(outcomes) > 100
+    assert [o for o in outcomes if o[2] not in ("same", "refused")] == []
+
+
+@pytest.mark.parametrize("kind", SAVED)
+def test_a_recipe_without_its_checksum_raises_only_checkpoint_errors_when_damaged(kind: str, tmp_path: Path) -> None:
+    # Files written before the checksum: each field is checked against its type, so no other exception escapes
+    # (a flipped optional field may still describe another valid model, which only the checksum can tell).
+    outcomes = _fuzz(kind, tmp_path, keep_digest=False)
+    refused = [o for o in outcomes if o[2] == "refused"]
+    assert len(refused) > 0.8 * len(outcomes)
+
+
+def test_a_damaged_field_is_named_with_the_type_it_should_have(tmp_path: Path) -> None:
+    fxvae.save(SAVED["calibrated"](), tmp_path / "vae.safetensors")
+    tensors = safetensors.torch.load_file(tmp_path / "vae.safetensors")
+    with safe_open(tmp_path / "vae.safetensors", framework="pt") as handle:
+        metadata = handle.metadata()
+    recipe = _damaged(metadata[RECIPE_KEY], ("calibration", "module"), ["calibration"])
+    safetensors.torch.save_file(tensors, tmp_path / "vae.safetensors", metadata={**metadata, RECIPE_KEY: recipe})
+    expected = (
+        r"^the fxvae recipe in '.*vae.safetensors' is damaged \(the recipe's field calibration.module is "
+        r"\['calibration'\], where a str belongs\); save the VAE again from its model$"
+    )
+    with pytest.raises(fxvae.CheckpointError, match=expected):
+        fxvae.load(MLPSigmoid().eval(), tmp_path / "vae.safetensors", torch.randn(*X))

@@ -96,7 +96,8 @@ def test_inspect_loads_checkpoint(ae_checkpoint: Path) -> None:
         ("nowhere/models.py:ae", "2,16", ExitCode.MODEL, "does not exist"),
         (f"{MODELS}:broken", "2,16", ExitCode.MODEL, "raised RuntimeError: weights server unreachable"),
         (f"{MODELS}:not_a_module", "2,16", ExitCode.MODEL, "returned int, not a torch.nn.Module"),
-        (MLP, "2,8", ExitCode.MODEL, r"fails on an input of shape \[2, 8\].*check --input-shape"),
+        (MLP, "2,8", ExitCode.DATA, r"--input-shape 2,8 has shape \[2, 8\], but Sequential takes \['batch', 16\]"),
+        (f"{MODELS}:fails_on_any_input", "2,16", ExitCode.MODEL, r"_Fails fails on --input-shape 2,16 \(shape \[2, "),
         (f"{MODELS}:skip_ae", "2,16", ExitCode.CONVERSION, "no node narrower than the input"),
     ],
 )
@@ -304,6 +305,14 @@ def test_console_script_runs() -> None:
     assert help_text.returncode == 0 and "inspect" in help_text.stdout
 
 
+def test_the_top_level_help_lists_every_command_with_a_line_each() -> None:
+    code, out, _ = run("--help")
+    assert code == 0
+    for command in app.commands:
+        described = [line for line in out.splitlines() if re.match(rf"^\s+{command}\s+\S", line)]
+        assert len(described) == 2, (command, out)  # the docstring's list and click's Commands section
+
+
 @pytest.mark.parametrize(
     "command",
     [[], ["inspect"], ["convert"], ["bench"], ["compare"]],
@@ -383,3 +392,93 @@ def test_every_inspect_column_has_a_header() -> None:
     code, out, _ = run("inspect", MLP, "--input-shape", "2,16")
     assert code == 0
     assert "role on the data path" in out
+
+
+# --- data that does not fit the model: exit 7 in every command ---------------------------------------------------
+
+
+@pytest.fixture
+def wrong_data(tmp_path: Path) -> Path:
+    """12 features for a model that reads 16."""
+    torch.save(torch.rand(20, 12), tmp_path / "wide.pt")
+    return tmp_path / "wide.pt"
+
+
+def _data_commands(ae: Path, wide: Path, good: Path, out: Path) -> dict[str, tuple[str, ...]]:
+    return {
+        "inspect": ("inspect", MLP, "--input-shape", "2,12"),
+        "convert": ("convert", MLP, "--checkpoint", str(ae), "--input-shape", "2,12", "--out", str(out / "v.st")),
+        "convert --calibration": (
+            "convert", MLP, "--checkpoint", str(ae), "--input-shape", "2,16", "--out", str(out / "v.st"),
+            "--calibration", str(wide),
+        ),
+        "evaluate": ("evaluate", str(ae), "--model", MLP, "--data", str(wide)),
+        "compare --data": ("compare", MLP, "--checkpoint", str(ae), "--data", str(wide), "--out", str(out / "c")),
+        "compare --test": (
+            "compare", MLP, "--checkpoint", str(ae), "--data", str(good), "--test", str(wide), "--out", str(out / "c"),
+        ),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "command", ["inspect", "convert", "convert --calibration", "evaluate", "compare --data", "compare --test"]
+)
+def test_data_that_does_not_fit_the_model_exits_7_naming_it_and_both_shapes(
+    command: str, ae_checkpoint: Path, wrong_data: Path, tmp_path: Path
+) -> None:
+    torch.save(torch.rand(20, 16), tmp_path / "good.pt")
+    args = _data_commands(ae_checkpoint, wrong_data, tmp_path / "good.pt", tmp_path)[command]
+    code, _, err = run(*args)
+    assert code == ExitCode.DATA, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    given = "--input-shape 2,12 has shape [2, 12]" if "--input-shape" in args and "2,12" in args else None
+    option = next(o for o in ("--calibration", "--test", "--data") if o in args) if given is None else None
+    expected = given or f"{option} {wrong_data} has shape [20, 12]"
+    assert f"{expected}, but Sequential takes ['batch', 16]: its layer '0' (Linear) reads 16 features" in err
+
+
+def test_images_of_another_size_name_the_layer_that_gets_another_width(tmp_path: Path) -> None:
+    (tmp_path / "models.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "class Flat(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv, self.fc, self.up = nn.Conv2d(1, 2, 3, padding=1), nn.Linear(128, 4), nn.Linear(4, 64)\n"
+        "    def forward(self, x):\n"
+        "        return self.up(self.fc(self.conv(x).flatten(1))).view(-1, 1, 8, 8)\n"
+        "def flat():\n    return Flat()\n"
+    )
+    code, _, err = run("inspect", f"{tmp_path / 'models.py'}:flat", "--input-shape", "1,1,10,10")
+    assert code == ExitCode.DATA
+    assert err.startswith("error: --input-shape 1,1,10,10 has shape [1, 1, 10, 10], which the first layer of Flat ")
+    assert "its layer 'fc' (Linear) reads 128 features and gets ['batch', 200] from it" in err
+
+
+# --- checkpoints ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["inspect", "convert", "bench", "compare"])
+def test_a_vae_file_passed_as_an_autoencoder_checkpoint_is_named_with_the_command_that_reads_it(
+    command: str, tmp_path: Path
+) -> None:
+    vae, _ = fxvae.convert(cli_models.mlp_ae(), torch.randn(2, 16))
+    fxvae.save(vae, tmp_path / "vae.safetensors")
+    torch.save(torch.rand(20, 16), tmp_path / "data.pt")
+    checkpoint = ("--checkpoint", str(tmp_path / "vae.safetensors"))
+    args = {
+        "inspect": ("inspect", MLP, "--input-shape", "2,16", *checkpoint),
+        "convert": ("convert", MLP, *checkpoint, "--input-shape", "2,16", "--out", str(tmp_path / "v.safetensors")),
+        "bench": ("bench", MLP, "--input-shape", "1,16", *checkpoint, *QUICK_BENCH),
+        "compare": ("compare", MLP, *checkpoint, "--data", str(tmp_path / "data.pt"), "--out", str(tmp_path / "c")),
+    }[command]
+    code, _, err = run(*args)
+    assert code == ExitCode.CHECKPOINT
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "vae.safetensors' is a VAE that fxvae.save wrote, not an autoencoder checkpoint" in err
+    assert f"`fxvae evaluate {tmp_path / 'vae.safetensors'} --model MODEL --data DATA`" in err
+
+
+def test_no_message_carries_terminal_escape_codes() -> None:
+    code, _, err = run("inspect", f"{MODELS}:bold_failure", "--input-shape", "2,16")
+    assert code == ExitCode.MODEL
+    assert "raised RuntimeError: do not trust this" in err and "\x1b" not in err

@@ -194,6 +194,38 @@ def test_read_state_dict_refuses_a_non_state_dict(tmp_path: Path) -> None:
         read_state_dict(tmp_path / "ae.pt")
 
 
+def test_a_vae_file_read_as_an_autoencoder_checkpoint_is_named_with_what_reads_it(tmp_path: Path) -> None:
+    vae, _ = fxvae.convert(build(MLP), MLP.inputs(BATCH))
+    fxvae.save(vae, tmp_path / "vae.safetensors")
+    expected = (
+        r"^'.*vae.safetensors' is a VAE that fxvae.save wrote, not an autoencoder checkpoint: read it with "
+        r"fxvae.load\(model, '.*vae.safetensors', example\) or `fxvae evaluate .*vae.safetensors --model MODEL"
+    )
+    with pytest.raises(fxvae.CheckpointError, match=expected):
+        fxvae.convert_checkpoint(build(MLP), tmp_path / "vae.safetensors", MLP.inputs(BATCH))
+
+
+def test_a_pickled_whole_model_is_one_line_naming_its_class_without_escape_codes(tmp_path: Path) -> None:
+    torch.save(build(MLP), tmp_path / "whole.pt")
+    with pytest.raises(fxvae.CheckpointError) as info:
+        read_state_dict(tmp_path / "whole.pt")
+    message = str(info.value)
+    assert message.startswith(f"checkpoint '{tmp_path / 'whole.pt'}' holds a pickled tests.zoo.MLPSigmoid")
+    assert "torch.save(model.state_dict(), path)" in message
+    assert "\x1b" not in message and "\n" not in message
+
+
+def test_many_missing_keys_are_counted_after_the_first_five(tmp_path: Path) -> None:
+    deep = nn.Sequential(*[nn.Linear(4, 4) for _ in range(6)])
+    torch.save({"x": torch.zeros(1)}, tmp_path / "ae.pt")
+    expected = (
+        r"missing keys \['0.weight', '0.bias', '1.weight', '1.bias', '2.weight'\] and 7 more, "
+        r"unexpected keys \['x'\]; is this checkpoint for this architecture\?$"
+    )
+    with pytest.raises(fxvae.CheckpointError, match=expected):
+        fxvae.convert_checkpoint(deep, tmp_path / "ae.pt", torch.randn(2, 4))
+
+
 def test_read_state_dict_refuses_an_unreadable_file(tmp_path: Path) -> None:
     (tmp_path / "ae.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(fxvae.CheckpointError, match="cannot read checkpoint"):
