@@ -12,6 +12,8 @@ import pytest
 import torch
 
 import fxvae
+from fxvae.errors import InputError
+from fxvae.examples import mlp_ae
 from fxvae.study import loop
 from fxvae.study.starts import begin, reinitialised
 from tests.digits import DigitsAE
@@ -441,3 +443,11 @@ def test_a_progress_bar_writes_plain_lines_to_a_stream_that_is_no_terminal() -> 
         shown.advance(4)
         shown.describe("warm seed 0 epoch 1/5: held-out -ELBO 3.25")
     assert stream.getvalue() == "comparing: warm seed 0 epoch 1/5: held-out -ELBO 3.25 [4/10, 0:00:00]\n"
+
+
+@pytest.mark.parametrize("which", ["train", "test"])
+def test_data_the_ae_cannot_take_is_an_input_error_naming_both_shapes(which: str) -> None:
+    right, wrong = torch.rand(40, 16), torch.rand(40, 12)
+    train, test = (wrong, right) if which == "train" else (right, wrong)
+    with pytest.raises(InputError, match=r"has shape \[\d+, 12\], but Sequential takes \['batch', 16\]"):
+        fxvae.compare(mlp_ae(), train, test, epochs=1, k=1, final_k=1, progress=False)

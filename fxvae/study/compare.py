@@ -29,7 +29,7 @@ from torch import nn
 
 from fxvae import likelihoods
 from fxvae.convert import convert, find_bottleneck
-from fxvae.data import to_device
+from fxvae.data import check_model_takes, to_device
 from fxvae.errors import InputError
 from fxvae.evaluation import evaluate
 from fxvae.io import save
@@ -300,7 +300,10 @@ class _Study:
         # A Dataset may draw at random as it reads (augmentation): the set-up reads under its own seed.
         with _seeded(self.device, "set-up"):
             self._hold_out(data, input_count(ae))
-            self.example = self.train.batch(torch.arange(min(len(self.train), max(2, options.batch_size))))
+            self.example = self._first_batch(self.train)
+            home = first_tensor(ae).device
+            check_model_takes(ae, to_device(self.example, home), "the training data")
+            check_model_takes(ae, to_device(self._first_batch(self.test), home), "the held-out data")
             self.found = find_bottleneck(ae, self.example, bottleneck=options.bottleneck)
             # Every start converts at the same latent, the one the trained AE shows (an untrained one may tie).
             self.options = dataclasses.replace(options, bottleneck=self.found.node)
@@ -314,6 +317,9 @@ class _Study:
         self.began = _clock()
 
     # --- set-up ---------------------------------------------------------------------------------------
+
+    def _first_batch(self, samples: Samples) -> tuple[Any, ...]:
+        return samples.batch(torch.arange(min(len(samples), max(2, self.options.batch_size))))
 
     def _hold_out(self, data: _Data, count: int) -> None:
         """The training and held-out samples, the split's description, and a warning where the AE may have
