@@ -26,10 +26,7 @@ REPOSITORY_MODULE = re.compile(
 """A model or module of the repository, as a command's MODEL or a Python import."""
 
 AWAITING_FIX = {
-    "docs/cli.md": "tests/cli_models.py models in its examples",
-    "docs/compare-your-model.md": "tests/digits.py models in its examples",
     "docs/discrete.md": "tests/cli_models.py models in its examples",
-    "docs/evaluate.md": "tests/cli_models.py models in its examples",
 }
 """Pages that still load a model from the repository. Each is xfail(strict): fixing the page makes its test
 pass, which fails the run until the page is taken off this list."""
