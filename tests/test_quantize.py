@@ -289,3 +289,38 @@ def test_the_vq_codes_do_not_depend_on_the_search_block() -> None:
     assert torch.equal(whole, torch.addmm((book * book).sum(1), z, book.T, alpha=-2).argmin(1))
     vq.search_block = 100
     assert torch.equal(vq.codes(z), whole)
+
+
+def _uneven_rows() -> list[torch.Tensor]:
+    """Two ranks' rows for each of three steps, 5 and 11 rows: the ranks' batches differ in length."""
+    generator = torch.Generator().manual_seed(5)
+    return [torch.randn(16, 3, generator=generator) for _ in range(3)]
+
+
+def _uneven_worker(rank: int, port: int, out: str) -> None:
+    from tests.helpers import gloo_group
+
+    with gloo_group(rank, port, DDP_WORLD):
+        torch.manual_seed(0)
+        vq = fxvae.VectorQuantize(8, 3, decay=0.8, dead_code_threshold=0.5).train()
+        torch.manual_seed(rank)
+        for rows in _uneven_rows():
+            vq(rows[:5] if rank == 0 else rows[5:])
+        torch.save(vq.state_dict(), f"{out}/rank{rank}.pt")
+
+
+def test_ranks_with_batches_of_different_lengths_hold_the_single_process_codebook(tmp_path) -> None:
+    import torch.multiprocessing as mp
+
+    from tests.helpers import free_port
+
+    mp.spawn(_uneven_worker, args=(free_port(), str(tmp_path)), nprocs=DDP_WORLD, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(DDP_WORLD)]
+    torch.manual_seed(0)
+    single = fxvae.VectorQuantize(8, 3, decay=0.8, dead_code_threshold=0.5).train()
+    torch.manual_seed(0)  # rank 0's stream
+    for rows in _uneven_rows():
+        single(rows)
+    for key, expected in single.state_dict().items():
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+        torch.testing.assert_close(ranks[0][key], expected, atol=1e-6, rtol=1e-5, msg=key)
