@@ -313,8 +313,10 @@ class FiniteScalarQuantize(Quantizer):
     it are clamped first (bounded rounding). Where the latent's ``width`` differs from ``len(levels)``, a
     ``project_down`` Linear maps each code to ``len(levels)`` dimensions and a ``project_up`` Linear maps the
     rounded values back. ``fit`` sets the projections to the latent's principal components and the ranges to
-    the data's, so that a converted model's first distortion is only the dropped components and the rounding.
-    There is no training term: :meth:`loss` is 0.
+    the data's, so that a converted model's first distortion is only the dropped components and the rounding;
+    ``convert`` keeps the fit only where it reconstructs the calibration data better than the start without data
+    (on a latent with heavy tails the data's extremes make every step wide). There is no training term:
+    :meth:`loss` is 0.
 
     >>> fsq = fxvae.FiniteScalarQuantize((8, 5, 5, 5), 4).eval()
     >>> z = torch.randn(32, 4)
