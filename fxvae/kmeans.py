@@ -114,7 +114,8 @@ def nearest(
     order, one elementwise operation at a time, so that its value is the same whatever the blocks (a blocked
     matmul rounds differently from a whole one). The nearest is the candidate at the least of these
     distances, and of equal ones **the lowest index**. The result does not depend on ``block``: it is the
-    whole search's, ties included. Memory: the block's scores, plus the rows and centres themselves.
+    whole search's, ties included. Memory: the block's scores and the candidates' features (one per row,
+    unless codes are equally near), plus the rows and centres themselves.
 
     >>> nearest(torch.tensor([[0.0, 0.0], [3.0, 4.0]]), torch.tensor([[0.0, 0.0], [3.0, 0.0]]))
     (tensor([0, 1]), tensor([ 0., 16.]))
