@@ -251,30 +251,62 @@ def _fit(
 ) -> QuantizerInfo:
     """Fit the quantiser to the calibration data's latents, and measure the reconstruction error there
     before and after quantising (the AE's decoder on the latent, and on the quantised latent), in data space:
-    the likelihood's mean (pixel probabilities for Bernoulli logits)."""
+    the likelihood's mean (pixel probabilities for Bernoulli logits).
+
+    FSQ keeps its fit only where it measures better than its start without data: the data's extremes set
+    every rounding step, and on a latent with heavy tails that can cost more than the no-data range [-1, 1]
+    clamping the tails. The comparison is the reconstruction error on the calibration data (the quantised
+    latent's own error where the output is not comparable with the data)."""
     encoder, decoder = split(gm)
     taken = decoder_conditions(gm, decoder, len(inputs[0]))
     with eval_mode(gm), eval_mode(encoder), eval_mode(decoder), torch.no_grad():
         latents = [encoder(*batch) for batch in inputs]
         if not all(torch.isfinite(latent).all() for latent in latents):
             raise InputError("the autoencoder's latent is NaN or inf on the calibration data: pass finite data")
+
+        def distortion() -> list[tuple[float | None, float | None, float]]:
+            """Per batch: the AE's squared error, the quantised model's, and the quantiser's in latent space."""
+            rows = []
+            for latent, batch in zip(latents, inputs, strict=True):
+                quantized = quantizer(latent)
+                conditions = [batch[i] for i in taken]
+                rows.append(
+                    (
+                        _squared_error(decoder(latent, *conditions), batch[0], likelihood),
+                        _squared_error(decoder(quantized, *conditions), batch[0], likelihood),
+                        (quantized.double() - latent.double()).pow(2).sum().item(),
+                    )
+                )
+            return rows
+
+        unfitted = None
+        if isinstance(quantizer, FiniteScalarQuantize):
+            start = {k: v.clone() for k, v in quantizer.state_dict().items()}
+            unfitted = distortion()
         quantizer.fit(latents)
-        errors = [
-            (
-                _squared_error(decoder(latent, *(batch[i] for i in taken)), batch[0], likelihood),
-                _squared_error(decoder(quantizer(latent), *(batch[i] for i in taken)), batch[0], likelihood),
-            )
-            for latent, batch in zip(latents, inputs, strict=True)
-        ]
+        errors = distortion()
+        fit: Literal["kmeans", "data", "none"] = "kmeans" if isinstance(quantizer, VectorQuantize) else "data"
+        if unfitted is not None and _total(unfitted) < _total(errors):
+            quantizer.load_state_dict(start)
+            errors, fit = unfitted, "none"
     quantizer.latest = None
     elements = sum(batch[0].numel() for batch in inputs)
-    measured = all(e is not None for pair in errors for e in pair)
+    measured = all(a is not None and q is not None for a, q, _ in errors)
     return dataclasses.replace(
         info,
         samples=sum(len(batch[0]) for batch in inputs),
-        ae_mse=sum(a for a, _ in errors) / elements if measured else None,
-        quantized_mse=sum(q for _, q in errors) / elements if measured else None,
+        ae_mse=sum(a for a, _, _ in errors) / elements if measured else None,
+        quantized_mse=sum(q for _, q, _ in errors) / elements if measured else None,
+        fit=fit,
+        unfitted_mse=sum(q for _, q, _ in unfitted) / elements if unfitted is not None and measured else None,
     )
+
+
+def _total(errors: list[tuple[float | None, float | None, float]]) -> float:
+    """The quantised model's summed squared error in data space where it was measured, else in latent space."""
+    if all(q is not None for _, q, _ in errors):
+        return sum(q for _, q, _ in errors)
+    return sum(latent for _, _, latent in errors)
 
 
 def _squared_error(out: Any, x: torch.Tensor, likelihood: likelihoods.Likelihood) -> float | None:

@@ -18,6 +18,8 @@ from fxvae.errors import InputError
 
 BATCH_ROWS = 4096
 """Rows per mini-batch (and per block when assigning rows to centres)."""
+BLOCK_ELEMENTS = 1 << 22
+"""(row, centre) pairs the nearest-centre search scores at a time: 16 MiB of float32 scores."""
 
 
 @dataclass(frozen=True)
@@ -101,15 +103,76 @@ def plus_plus(rows: torch.Tensor, k: int, generator: torch.Generator) -> torch.T
     return seeds
 
 
-def nearest(rows: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's nearest centre and its squared distance: ||c||^2 - 2 x c^T as one matmul, then ||x||^2.
+def nearest(
+    rows: torch.Tensor, centroids: torch.Tensor, *, block: int = BLOCK_ELEMENTS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's nearest centre and its squared distance, in memory bounded by ``block`` scores at a time.
+
+    The search runs over blocks of at most ``block`` (row, centre) pairs: per block one matmul gives the scores
+    ||c||^2 - 2 x.c, and only the centres whose score is within the matmul's rounding bound of the row's best
+    so far are candidates. Each candidate's squared distance is then summed feature by feature, in a fixed
+    order, one elementwise operation at a time, so that its value is the same whatever the blocks (a blocked
+    matmul rounds differently from a whole one). The nearest is the candidate at the least of these
+    distances, and of equal ones **the lowest index**. The result does not depend on ``block``: it is the
+    whole search's, ties included. Memory: the block's scores and the candidates' features (one per row,
+    unless codes are equally near), plus the rows and centres themselves.
 
     >>> nearest(torch.tensor([[0.0, 0.0], [3.0, 4.0]]), torch.tensor([[0.0, 0.0], [3.0, 0.0]]))
     (tensor([0, 1]), tensor([ 0., 16.]))
+    >>> nearest(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0], [2.0, 0.0]]))[0]  # a tie: the lower index
+    tensor([0])
     """
-    scores = torch.addmm((centroids * centroids).sum(1), rows, centroids.T, alpha=-2)
-    best, index = scores.min(1)
-    return index, (best + (rows * rows).sum(1)).clamp_min(0.0)
+    n, k = len(rows), len(centroids)
+    rows, centroids = rows.detach(), centroids.detach()
+    work = torch.promote_types(rows.dtype, torch.float32)
+    norms = (centroids * centroids).sum(1)
+    # |computed score - exact score| <= about (features + 2) u (||x|| + ||c||)^2 for any summation order, and
+    # the fixed-order distance is as close to the exact one: twice both is a margin no rounding crosses.
+    reach = centroids.to(work).norm(dim=1).amax() if k else torch.zeros((), dtype=work, device=rows.device)
+    margin = 8 * (rows.shape[1] + 3) * _unit_roundoff(rows) * (rows.to(work).norm(dim=1) + reach) ** 2
+    index = torch.zeros(n, dtype=torch.int64, device=rows.device)
+    distance = torch.full((n,), torch.inf, dtype=work, device=rows.device)
+    # Blocks of whole codebooks where they fit, else one row against as many codes as fit; never a single row
+    # against a single code where the matrix is wider (a matrix-vector product is its own kernel).
+    codes_per = max(min(k, block), 2)
+    rows_per = max(block // codes_per, 2)
+    for first in range(0, n, rows_per):
+        chunk = slice(first, min(first + rows_per, n))
+        best = torch.full((chunk.stop - first,), torch.inf, dtype=norms.dtype, device=rows.device)
+        for start in range(0, k, codes_per):
+            scores = torch.addmm(
+                norms[start : start + codes_per], rows[chunk], centroids[start : start + codes_per].T, alpha=-2
+            )
+            best = torch.minimum(best, scores.amin(1))
+            row, code = (scores <= (best.to(work) + margin[chunk]).to(scores.dtype)[:, None]).nonzero(as_tuple=True)
+            exact = _squared_distance(rows[chunk][row], centroids[start + code], work)
+            # Per row, the least candidate distance, then the lowest code index at it.
+            low = torch.full_like(best, torch.inf, dtype=work).scatter_reduce(0, row, exact, "amin")
+            at = torch.where(exact == low[row], start + code, k)
+            lowest = torch.full_like(index[chunk], k).scatter_reduce(0, row, at, "amin")
+            # Blocks come in increasing code order: on a tie the earlier (lower) index stays.
+            better = low < distance[chunk]
+            index[chunk] = torch.where(better, lowest, index[chunk])
+            distance[chunk] = torch.where(better, low, distance[chunk])
+    return index, distance.to(rows.dtype)
+
+
+def _squared_distance(rows: torch.Tensor, centroids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """||x - c||^2 of paired rows, one feature at a time in a fixed order: each element is rounded the same
+    way whatever the number of pairs (a reduction kernel may order its sums by the tensor's shape)."""
+    difference = rows.to(dtype) - centroids.to(dtype)
+    total = difference[:, 0] * difference[:, 0] if difference.shape[1] else difference.new_zeros(len(difference))
+    for feature in range(1, difference.shape[1]):
+        total = total + difference[:, feature] * difference[:, feature]
+    return total
+
+
+def _unit_roundoff(rows: torch.Tensor) -> float:
+    """Half the machine epsilon of the matmul that scores ``rows``: TF32 or bfloat16 where CUDA allows them."""
+    eps = torch.finfo(rows.dtype).eps
+    if rows.dtype == torch.float32 and rows.is_cuda and torch.get_float32_matmul_precision() != "highest":
+        eps = torch.finfo(torch.bfloat16).eps
+    return eps / 2
 
 
 def objective(rows: torch.Tensor, centroids: torch.Tensor) -> float:

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from fxvae.errors import FxvaeError, InputError
-from fxvae.kmeans import kmeans
+from fxvae.kmeans import BLOCK_ELEMENTS, kmeans, nearest
 
 Family = Literal["vq", "fsq"]
 CodebookUpdate = Literal["ema", "gradient"]
@@ -167,7 +168,8 @@ class Quantizer(nn.Module):
 
 
 class VectorQuantize(Quantizer):
-    """z_q = the nearest of ``codebook_size`` learned codes to each code (squared Euclidean distance).
+    """z_q = the nearest of ``codebook_size`` learned codes to each code (squared Euclidean distance; of equally
+    near codes, the lowest index), searched in blocks of bounded memory (:attr:`search_block`).
 
     The training term is ``commitment * ||z - sg(z_q)||^2`` (beta, the commitment loss), plus
     ``||sg(z) - z_q||^2`` when the codebook learns by ``update="gradient"``; with ``"ema"`` each code is
@@ -175,6 +177,11 @@ class VectorQuantize(Quantizer):
     move. Codes whose moving-average use falls below ``dead_code_threshold`` times the average code's are
     restarted at random encoder outputs of the batch. Means are over the latent's elements, as for
     ``F.mse_loss``. ``fit`` initialises the codebook by k-means (:func:`fxvae.kmeans.kmeans`).
+
+    Under a process group (DistributedDataParallel) the moving averages are updated with every rank's codes:
+    the per-code counts and sums are summed over the ranks, and dead codes restart at rows of all the ranks'
+    batches drawn by rank 0, so every rank holds the codebook one process would on the ranks' batches together.
+    Every rank must then run each training-mode forward, as DistributedDataParallel's steps do.
 
     >>> vq = fxvae.VectorQuantize(16, 8).train()
     >>> z = torch.randn(32, 8, requires_grad=True)
@@ -184,6 +191,9 @@ class VectorQuantize(Quantizer):
     """
 
     family = "vq"
+    search_block: int = BLOCK_ELEMENTS
+    """(position, code) pairs the nearest-code search scores at a time (:func:`fxvae.kmeans.nearest`): its
+    memory is bounded by this, whatever the codebook and the batch; the codes do not depend on it."""
 
     def __init__(
         self,
@@ -217,9 +227,12 @@ class VectorQuantize(Quantizer):
         return self.codebook.shape[0]
 
     def _codes(self, rows: torch.Tensor) -> torch.Tensor:
-        book = self.codebook.detach()
-        # argmin ||x - c||^2 = argmin ||c||^2 - 2 x.c: one matmul, ||x||^2 is the same for every code.
-        return torch.addmm((book * book).sum(1), rows.detach(), book.T, alpha=-2).argmin(1)
+        if torch.compiler.is_exporting():
+            # An exported graph has a symbolic batch, which a loop over blocks of rows cannot be: one matmul,
+            # argmin ||x - c||^2 = argmin ||c||^2 - 2 x.c (||x||^2 is the same for every code).
+            book = self.codebook.detach()
+            return torch.addmm((book * book).sum(1), rows.detach(), book.T, alpha=-2).argmin(1)
+        return nearest(rows, self.codebook, block=self.search_block)[0]
 
     def _lookup(self, codes: torch.Tensor) -> torch.Tensor:
         return F.embedding(codes, self.codebook)
@@ -230,20 +243,31 @@ class VectorQuantize(Quantizer):
         return (rows + (quantized - rows).detach() if self.training else quantized), quantized, codes
 
     def _learn(self, rows: torch.Tensor, codes: torch.Tensor) -> None:
+        # Under a process group every rank adds its batch's statistics to the others' first: each rank then
+        # updates as one process would on the ranks' batches together, and the ranks' codebooks stay equal.
         counts = torch.zeros_like(self.usage).index_add_(0, codes, torch.ones_like(codes, dtype=self.usage.dtype))
+        if self.code_sum is None:
+            counts = _summed_over_ranks(counts)
+        else:
+            sums = torch.zeros_like(self.code_sum).index_add_(0, codes, rows)
+            both = _summed_over_ranks(torch.cat([counts[:, None], sums], 1))
+            counts, sums = both[:, 0], both[:, 1:]
         self.usage.lerp_(counts, 1 - self.decay)
         if self.code_sum is not None:
-            self.code_sum.lerp_(torch.zeros_like(self.code_sum).index_add_(0, codes, rows), 1 - self.decay)
+            self.code_sum.lerp_(sums, 1 - self.decay)
             means = self.code_sum / self.usage.clamp_min(torch.finfo(self.usage.dtype).tiny)[:, None]
             self.codebook.copy_(torch.where((counts > 0)[:, None], means, self.codebook))
         if self.dead_code_threshold > 0:
             self._restart_dead(rows)
 
     def _restart_dead(self, rows: torch.Tensor) -> None:
-        """Codes used far less than the average one start again at random rows of this batch."""
+        """Codes used far less than the average one start again at random rows of this batch (of every rank's
+        batch, drawn by rank 0, under a process group)."""
         average = self.usage.mean()
         dead = self.usage < self.dead_code_threshold * average
-        fresh = rows[torch.randint(len(rows), (self.codebook_size,), device=rows.device)]
+        rows = _gathered_over_ranks(rows)
+        picks = torch.randint(len(rows), (self.codebook_size,), device=rows.device)
+        fresh = rows[_broadcast_from_rank_0(picks)]
         self.codebook.copy_(torch.where(dead[:, None], fresh, self.codebook))
         self.usage.copy_(torch.where(dead, average, self.usage))
         if self.code_sum is not None:
@@ -289,8 +313,10 @@ class FiniteScalarQuantize(Quantizer):
     it are clamped first (bounded rounding). Where the latent's ``width`` differs from ``len(levels)``, a
     ``project_down`` Linear maps each code to ``len(levels)`` dimensions and a ``project_up`` Linear maps the
     rounded values back. ``fit`` sets the projections to the latent's principal components and the ranges to
-    the data's, so that a converted model's first distortion is only the dropped components and the rounding.
-    There is no training term: :meth:`loss` is 0.
+    the data's, so that a converted model's first distortion is only the dropped components and the rounding;
+    ``convert`` keeps the fit only where it reconstructs the calibration data better than the start without data
+    (on a latent with heavy tails the data's extremes make every step wide). There is no training term:
+    :meth:`loss` is 0.
 
     >>> fsq = fxvae.FiniteScalarQuantize((8, 5, 5, 5), 4).eval()
     >>> z = torch.randn(32, 4)
@@ -404,6 +430,36 @@ class FiniteScalarQuantize(Quantizer):
         with torch.no_grad():
             self.center.copy_((high + low) / 2)
             self.scale.copy_(((high - low) / 2).clamp_min(torch.finfo(self.scale.dtype).tiny))
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _summed_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over the ranks of the default process group (itself without one)."""
+    if _distributed():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def _gathered_over_ranks(rows: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``rows``, in rank order (the ranks' batches may differ in length)."""
+    if not _distributed():
+        return rows
+    lengths = [torch.zeros(1, dtype=torch.int64, device=rows.device) for _ in range(dist.get_world_size())]
+    dist.all_gather(lengths, torch.tensor([len(rows)], device=rows.device))
+    longest = int(max(lengths).item())
+    padded = [rows.new_empty(longest, rows.shape[1]) for _ in lengths]
+    dist.all_gather(padded, torch.cat([rows, rows.new_zeros(longest - len(rows), rows.shape[1])]))
+    return torch.cat([part[: int(n.item())] for part, n in zip(padded, lengths, strict=True)])
+
+
+def _broadcast_from_rank_0(tensor: torch.Tensor) -> torch.Tensor:
+    """Rank 0's ``tensor`` on every rank: one random draw that all ranks follow."""
+    if _distributed():
+        dist.broadcast(tensor, 0)
+    return tensor
 
 
 class QuantizerLoss(nn.Module):

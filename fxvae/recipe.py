@@ -216,6 +216,14 @@ class QuantizerInfo:
     ``likelihood="bernoulli"``, of the pixel probabilities the logits stand for)."""
     quantized_mse: float | None = None
     """The quantised model's, at step 0 (before any training), on the same data."""
+    fit: Literal["kmeans", "data", "none"] | None = None
+    """How the start was fitted to the calibration data: ``"kmeans"``, the VQ codebook at the k-means centres;
+    ``"data"``, FSQ's projections at the principal components and its ranges the data's; ``"none"``, FSQ's start
+    without data, kept because it measured a lower reconstruction error on the calibration data than the fit
+    (see ``unfitted_mse``); None without calibration data."""
+    unfitted_mse: float | None = None
+    """FSQ: the reconstruction error of the start without data on the calibration data, which the fit is kept
+    only if it beats."""
 
 
 @dataclass(frozen=True)
@@ -270,6 +278,19 @@ class Conversion:
 
     @property
     def head_kind(self) -> HeadKind:
+        """How the log-sigma head was made (``"layer"`` or ``"pointwise"``); a discrete latent has no head.
+
+        >>> vq, _ = fxvae.convert(ae, x, latent="fsq", levels=(5, 5, 5))
+        >>> fxvae.conversion(vq).head_kind  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        fxvae.errors.InputError: head_kind describes a Gaussian VAE's log-sigma head, and this conversion ...
+        """
+        if self.quantizer is not None:
+            raise InputError(
+                f"head_kind describes a Gaussian VAE's log-sigma head, and this conversion made latent="
+                f"{self.quantizer.family!r}, which has none: read .quantizer (its module {self.quantizer.module!r}), "
+                "or .bottleneck.head_kind for the head a Gaussian conversion would make"
+            )
         return self.bottleneck.head_kind
 
     def to_json(self) -> str:

@@ -317,3 +317,58 @@ def test_quantized_on_a_gaussian_vae_says_what_to_use_instead() -> None:
     vae, _ = fxvae.convert(build(MLP), MLP.inputs(4))
     with pytest.raises(fxvae.FxvaeError, match=r"fxvae.quantized needs a discrete latent.*latent='vq'"):
         fxvae.quantized(vae)
+
+
+def _heavy_tailed_ae(outliers: float) -> tuple[nn.Module, torch.Tensor]:
+    """An AE whose 2-d latent is the data's first two coordinates, and data whose latent lies mostly in [-1, 1]
+    with a few values at +-``outliers``: the data's extremes then set FSQ's steps."""
+    ae = nn.Sequential(nn.Linear(4, 2), nn.Linear(2, 4))
+    with torch.no_grad():
+        ae[0].weight.copy_(torch.eye(2, 4))
+        ae[1].weight.copy_(torch.eye(4, 2))
+        ae[0].bias.zero_()
+        ae[1].bias.zero_()
+    generator = torch.Generator().manual_seed(0)
+    data = torch.zeros(512, 4)
+    data[:, :2] = 0.4 * torch.randn(512, 2, generator=generator)
+    data[:4, :2] = outliers * torch.tensor([[1.0, -1.0], [-1.0, 1.0], [1.0, 1.0], [-1.0, -1.0]])
+    return ae, data
+
+
+def test_fsq_keeps_its_start_without_data_where_the_fit_reconstructs_worse() -> None:
+    ae, data = _heavy_tailed_ae(outliers=3.0)
+    model, _ = fxvae.convert(ae, data[:4], latent="fsq", levels=(5, 5), calibration=data)
+    info = fxvae.conversion(model).quantizer
+    fsq = model.get_submodule(info.module)
+    assert info.fit == "none" and info.quantized_mse == info.unfitted_mse
+    assert torch.equal(fsq.center, torch.zeros(2)) and torch.equal(fsq.scale, torch.ones(2))
+    with torch.no_grad():
+        assert info.quantized_mse == pytest.approx(_mse(model.eval()(data), data), rel=1e-6)
+
+
+def test_fsq_keeps_its_fit_where_it_reconstructs_better() -> None:
+    ae, data = _heavy_tailed_ae(outliers=1.5)
+    model, _ = fxvae.convert(ae, data[:4], latent="fsq", levels=(5, 5), calibration=5 * data)
+    info = fxvae.conversion(model).quantizer
+    assert info.fit == "data" and info.quantized_mse < info.unfitted_mse
+    latent = 5 * data[:, :2]
+    torch.testing.assert_close(model.get_submodule(info.module).scale, (latent.amax(0) - latent.amin(0)) / 2)
+
+
+@pytest.mark.parametrize("outliers", [1.0, 2.0, 4.0, 8.0, 16.0])
+@pytest.mark.parametrize("spread", [0.2, 1.0, 5.0])
+def test_the_fsq_start_reconstructs_the_calibration_data_no_worse_than_no_fit(outliers: float, spread: float) -> None:
+    ae, data = _heavy_tailed_ae(outliers)
+    model, _ = fxvae.convert(ae, data[:4], latent="fsq", levels=(8, 3), calibration=spread * data)
+    info = fxvae.conversion(model).quantizer
+    assert info.quantized_mse <= info.unfitted_mse
+    assert info.fit == ("data" if info.quantized_mse < info.unfitted_mse else "none")
+
+
+@pytest.mark.parametrize("latent", LATENTS)
+def test_head_kind_of_a_discrete_conversion_is_refused_naming_the_option(latent: str) -> None:
+    model, _ = convert(MLP, latent)
+    recipe = fxvae.conversion(model)
+    with pytest.raises(fxvae.InputError, match=rf"head_kind .* latent='{latent}', which has none: read .quantizer"):
+        _ = recipe.head_kind
+    assert recipe.bottleneck.head_kind in ("layer", "pointwise")  # the search's own finding stays readable

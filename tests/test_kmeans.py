@@ -75,3 +75,32 @@ def test_kmeans_refuses_more_centres_than_rows() -> None:
         fxvae.InputError, match=r"k-means needs at least k=8 rows of shape \(n, features\), got \[5, 2\]"
     ):
         kmeans(torch.randn(5, 2), 8)
+
+
+def _one_matmul_search(rows: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """The unchunked search: every score at once, ||c||^2 - 2 x.c, and its argmin."""
+    return torch.addmm((centroids * centroids).sum(1), rows, centroids.T, alpha=-2).argmin(1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nearest_gives_the_same_codes_and_distances_whatever_the_block(dtype: torch.dtype) -> None:
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randn(700, 5, generator=generator, dtype=dtype)
+    # Near ties, which blocked matmuls round either way: rows 0 to 99 lie half way between codes j and 100 + j.
+    step = 1e-3 * torch.randn(100, 5, generator=generator, dtype=dtype)
+    centroids = torch.cat([rows[:100] + step, rows[:100] - step, torch.randn(100, 5, generator=generator, dtype=dtype)])
+    whole, distance = nearest(rows, centroids, block=10**9)
+    far = slice(100, None)  # no near tie: the one-matmul search agrees
+    assert torch.equal(whole[far], _one_matmul_search(rows, centroids)[far])
+    for block in (150, 299, 301, 4096):
+        index, blocked = nearest(rows, centroids, block=block)
+        assert torch.equal(index, whole) and torch.equal(blocked, distance), block
+
+
+@pytest.mark.parametrize("block", [2, 3, 5, 10**9])
+def test_nearest_breaks_ties_by_the_lowest_index(block: int) -> None:
+    centroids = torch.tensor([[2.0, 0.0], [0.0, 0.0], [2.0, 0.0], [0.0, 0.0], [1.0, 5.0]])  # codes 2, 3 repeat 0, 1
+    rows = torch.tensor([[2.0, 0.0], [0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [3.0, 0.0]])  # row 2: codes 0 to 3 tie
+    index, distance = nearest(rows, centroids, block=block)
+    assert index.tolist() == [0, 1, 0, 1, 0]
+    assert distance.tolist() == [0.0, 0.0, 1.0, 1.0, 1.0]

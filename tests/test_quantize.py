@@ -156,6 +156,7 @@ def test_fsq_rounding_error_is_at_most_half_a_step_without_projection() -> None:
     encoder, _ = fxvae.split(model)
     with torch.no_grad():
         latent = encoder(*calibration(entry)[0])
+        fsq.fit([latent])  # the data fit itself (convert keeps it only where it reconstructs better)
         error = (fsq.eval()(latent) - latent).abs()
     half_step = fsq.scale / torch.tensor([6.0, 4.0, 2.0])
     assert (error <= half_step * (1 + 1e-5)).all()
@@ -173,3 +174,154 @@ def test_fsq_projections_start_at_the_principal_components() -> None:
     # Nothing is truncated: the distortion is the rounding, a small fraction of the data's spread.
     assert error.max() < 0.01 * latent.std(0).norm()
     assert torch.allclose(fsq.project_down.weight @ fsq.project_down.weight.T, torch.eye(3), atol=1e-5)
+
+
+DDP_WORLD, DDP_STEPS = 2, 4
+
+
+def _ddp_model(dead_code_threshold: float) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(6, 3),
+        fxvae.VectorQuantize(8, 3, decay=0.8, dead_code_threshold=dead_code_threshold),
+        torch.nn.Linear(3, 6),
+    ).train()
+
+
+def _ddp_batches() -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(11)
+    return [torch.randn(2 * 10, 6, generator=generator) for _ in range(DDP_STEPS)]
+
+
+def _ddp_train(model: torch.nn.Module, batches: list[torch.Tensor], shard: slice) -> list[dict[str, torch.Tensor]]:
+    """The quantiser's state after each step."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    vq = model.module[1] if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model[1]
+    states = []
+    for batch in batches:
+        x = batch[shard]
+        opt.zero_grad()
+        (F.mse_loss(model(x), x) + vq.loss()).backward()
+        opt.step()
+        states.append({k: v.clone() for k, v in vq.state_dict().items()})
+    return states
+
+
+def _ddp_worker(rank: int, port: int, out: str, dead_code_threshold: float) -> None:
+    from tests.helpers import gloo_group
+
+    with gloo_group(rank, port, DDP_WORLD):
+        model = _ddp_model(dead_code_threshold)
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        torch.manual_seed(rank)  # each rank's own random stream: restarts must follow rank 0's draw
+        size = 2 * 10 // DDP_WORLD
+        states = _ddp_train(ddp, _ddp_batches(), slice(rank * size, (rank + 1) * size))
+        torch.save(states, f"{out}/rank{rank}.pt")
+
+
+def _ddp_ranks_and_single_process(tmp_path, dead_code_threshold: float) -> tuple[list[list[dict]], list[dict]]:
+    """Each rank's quantiser state after each step, and a single process's on the ranks' batches together."""
+    import torch.multiprocessing as mp
+
+    from tests.helpers import free_port
+
+    mp.spawn(_ddp_worker, args=(free_port(), str(tmp_path), dead_code_threshold), nprocs=DDP_WORLD, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(DDP_WORLD)]
+    single = _ddp_model(dead_code_threshold)
+    torch.manual_seed(0)  # rank 0's stream
+    return ranks, _ddp_train(single, _ddp_batches(), slice(None))
+
+
+def test_under_ddp_the_ema_codebook_is_the_single_process_one_on_the_ranks_batches_together(tmp_path) -> None:
+    ranks, single = _ddp_ranks_and_single_process(tmp_path, dead_code_threshold=0.0)
+    for step, expected in enumerate(single):
+        for rank in ranks:
+            for key in ("codebook", "usage", "code_sum"):
+                torch.testing.assert_close(rank[step][key], expected[key], atol=1e-6, rtol=1e-5, msg=f"{key} {step}")
+
+
+def test_under_ddp_dead_codes_restart_alike_on_every_rank(tmp_path) -> None:
+    ranks, single = _ddp_ranks_and_single_process(tmp_path, dead_code_threshold=0.5)
+    # Codes restart in the first steps (5, 3, 0 and 1 of the 8), each rank drawing from its own random stream.
+    for step, expected in enumerate(single):
+        for key in ("codebook", "usage", "code_sum"):
+            assert torch.equal(ranks[0][step][key], ranks[1][step][key]), f"{key} {step}"
+            torch.testing.assert_close(ranks[0][step][key], expected[key], atol=1e-6, rtol=1e-5, msg=f"{key} {step}")
+
+
+_BOUNDED_SEARCH = """
+import resource, sys, torch
+import fxvae
+torch.manual_seed(0)
+vq = fxvae.VectorQuantize(65536, 8).eval()
+z = torch.randn(8192, 8)
+size = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize:")) * 1024
+# 1 GiB more than the process holds now; every score at once would take 8192 x 65536 x 4 bytes = 2 GiB.
+resource.setrlimit(resource.RLIMIT_AS, (size + 2**30, resource.RLIM_INFINITY))
+codes = vq.codes(z)
+assert codes.shape == (8192,) and codes.min() >= 0 and codes.max() < 65536
+vq.search_block = 2**40  # the unchunked search: the limit must bind for the test to mean anything
+try:
+    vq.codes(z)
+except RuntimeError as err:
+    assert "memory" in str(err), err
+else:
+    sys.exit("the unchunked search fitted under the limit")
+print("bounded")
+"""
+
+
+def test_a_65536_code_search_on_a_large_batch_stays_within_a_memory_limit() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", _BOUNDED_SEARCH], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "bounded", done.stderr[-2000:] + done.stdout
+
+
+def test_the_vq_codes_do_not_depend_on_the_search_block() -> None:
+    torch.manual_seed(0)
+    vq = fxvae.VectorQuantize(1000, 4).eval()
+    z = torch.randn(600, 4)
+    whole = vq.codes(z)
+    book = vq.codebook
+    assert torch.equal(whole, torch.addmm((book * book).sum(1), z, book.T, alpha=-2).argmin(1))
+    vq.search_block = 100
+    assert torch.equal(vq.codes(z), whole)
+
+
+def _uneven_rows() -> list[torch.Tensor]:
+    """Two ranks' rows for each of three steps, 5 and 11 rows: the ranks' batches differ in length."""
+    generator = torch.Generator().manual_seed(5)
+    return [torch.randn(16, 3, generator=generator) for _ in range(3)]
+
+
+def _uneven_worker(rank: int, port: int, out: str) -> None:
+    from tests.helpers import gloo_group
+
+    with gloo_group(rank, port, DDP_WORLD):
+        torch.manual_seed(0)
+        vq = fxvae.VectorQuantize(8, 3, decay=0.8, dead_code_threshold=0.5).train()
+        torch.manual_seed(rank)
+        for rows in _uneven_rows():
+            vq(rows[:5] if rank == 0 else rows[5:])
+        torch.save(vq.state_dict(), f"{out}/rank{rank}.pt")
+
+
+def test_ranks_with_batches_of_different_lengths_hold_the_single_process_codebook(tmp_path) -> None:
+    import torch.multiprocessing as mp
+
+    from tests.helpers import free_port
+
+    mp.spawn(_uneven_worker, args=(free_port(), str(tmp_path)), nprocs=DDP_WORLD, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(DDP_WORLD)]
+    torch.manual_seed(0)
+    single = fxvae.VectorQuantize(8, 3, decay=0.8, dead_code_threshold=0.5).train()
+    torch.manual_seed(0)  # rank 0's stream
+    for rows in _uneven_rows():
+        single(rows)
+    for key, expected in single.state_dict().items():
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+        torch.testing.assert_close(ranks[0][key], expected, atol=1e-6, rtol=1e-5, msg=key)
