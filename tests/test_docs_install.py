@@ -25,12 +25,6 @@ REPOSITORY_MODULE = re.compile(
 )
 """A model or module of the repository, as a command's MODEL or a Python import."""
 
-AWAITING_FIX = {
-    "docs/discrete.md": "tests/cli_models.py models in its examples",
-}
-"""Pages that still load a model from the repository. Each is xfail(strict): fixing the page makes its test
-pass, which fails the run until the page is taken off this list."""
-
 
 def _runnable_blocks(page: Path) -> list[DocsBlock]:
     return [b for b in docs_blocks(page.read_text(encoding="utf-8"), page.name) if b.runs and b.skip is None]
@@ -73,18 +67,7 @@ def test_other_text_in_a_block_is_not_a_repository_module(text: str) -> None:
     assert REPOSITORY_MODULE.search(text) is None
 
 
-@pytest.mark.parametrize(
-    "page",
-    [
-        pytest.param(
-            page.relative_to(ROOT).as_posix(),
-            marks=[pytest.mark.xfail(strict=True, reason=AWAITING_FIX[page.relative_to(ROOT).as_posix()])]
-            if page.relative_to(ROOT).as_posix() in AWAITING_FIX
-            else [],
-        )
-        for page in docs_markdown_files(ROOT)
-    ],
-)
+@pytest.mark.parametrize("page", [page.relative_to(ROOT).as_posix() for page in docs_markdown_files(ROOT)])
 def test_no_runnable_block_loads_a_model_from_the_repository(page: str) -> None:
     assert _repository_modules(ROOT / page) == []
 
