@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -121,10 +122,10 @@ def test_every_runs_final_model_is_read_by_evaluate(files: dict[str, str]) -> No
     for start in ("warm", "ae"):
         model_file = str(Path(files["out"]) / "models" / f"{start}-seed0.safetensors")
         code, out, err = run(
-            "evaluate", model_file, "--model", MODEL, "--data", files["data"], "--likelihood", "bernoulli"
+            "evaluate", model_file, "--model", MODEL, "--data", files["data"], "--likelihood", "bernoulli", "--json"
         )
         assert code == 0, err
-        assert ("VAE" if start == "warm" else "autoencoder") in out
+        assert [record["kind"] for record in json.loads(out)] == ["vae" if start == "warm" else "ae"]
 
 
 def test_progress_reaches_stderr_as_lines_when_it_is_no_terminal(files: dict[str, str]) -> None:
