@@ -4,6 +4,8 @@ and a run's steps, random stream and checkpoint, each checked against a value co
 from __future__ import annotations
 
 import math
+import pickle
+import time
 from pathlib import Path
 
 import pytest
@@ -221,10 +223,21 @@ def test_an_epoch_steps_through_every_batch_and_returns_their_mean_loss() -> Non
     losses = []
     original = run.loss
     run.loss = lambda args: losses.append(original(args)) or losses[-1]  # type: ignore[method-assign]
+    began = time.perf_counter()
     mean = run.train_epoch(Samples(DATA), CPU, rank=0, world=1)
+    wall = time.perf_counter() - began
     assert (run.epoch, run.step, run.total_steps) == (1, 3, 6)
-    assert mean == pytest.approx(sum(loss.item() for loss in losses) / 3) and run.losses == [mean]
-    assert len(run.epoch_seconds) == 1 and run.seconds == run.epoch_seconds[0] > 0
+    # Summed in float64: the mean of the float32 losses, as Python's floats add them.
+    assert mean == sum(loss.item() for loss in losses) / 3 and run.losses == [mean]
+    assert len(run.epoch_seconds) == 1 and 0 < run.seconds == run.epoch_seconds[0] <= wall
+
+
+def test_an_epoch_of_one_batch_returns_its_loss() -> None:
+    run = _run(CompareOptions(batch_size=32), steps_per_epoch=1)
+    losses = []
+    original = run.loss
+    run.loss = lambda args: losses.append(original(args)) or losses[-1]  # type: ignore[method-assign]
+    assert run.train_epoch(Samples(DATA), CPU, rank=0, world=1) == losses[0].item()
 
 
 def test_a_rank_trains_on_its_shard_of_each_batch_and_all_skip_a_batch_smaller_than_the_world() -> None:
@@ -238,6 +251,25 @@ def test_a_rank_trains_on_its_shard_of_each_batch_and_all_skip_a_batch_smaller_t
     order = loop.batch_order(17, 8, run.seed, 1)
     assert seen == [order[0][1::2].tolist(), order[1][1::2].tolist()] and run.step == 2
     assert mean == pytest.approx(sum(v.item() for v in losses) / 2)
+
+
+def test_a_last_batch_as_large_as_the_world_is_shared_out_and_counted() -> None:
+    run = _run(CompareOptions(batch_size=8), steps_per_epoch=3)
+    seen, losses = [], []
+    samples = Samples(DATA[:18])  # batches of 8, 8 and 2
+    batch, loss = samples.batch, run.loss
+    samples.batch = lambda indices: seen.append(indices.tolist()) or batch(indices)  # type: ignore[method-assign]
+    run.loss = lambda args: losses.append(loss(args)) or losses[-1]  # type: ignore[method-assign]
+    mean = run.train_epoch(samples, CPU, rank=0, world=2)
+    assert seen[-1] == loop.batch_order(18, 8, run.seed, 1)[2][0::2].tolist() and run.step == 3
+    assert mean == pytest.approx(sum(v.item() for v in losses) / 3)
+
+
+def test_a_constant_rate_still_warms_up_over_the_first_epoch_by_default() -> None:
+    options = CompareOptions(batch_size=4, schedule="constant", lr=0.01)
+    run = _run(options, steps_per_epoch=10)  # a warm-up of 10 steps; the epoch below takes 5
+    run.train_epoch(Samples(DATA), CPU, rank=0, world=1)
+    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * 6 / 10)
 
 
 def test_a_schedule_moves_the_learning_rate_every_step_and_a_constant_rate_only_counts() -> None:
@@ -298,6 +330,13 @@ def test_a_run_continues_exactly_from_its_checkpoint(tmp_path: Path) -> None:
         assert torch.equal(resumed.model.state_dict()[name], value), name
 
 
+def test_a_checkpoint_is_read_without_running_pickled_code(tmp_path: Path) -> None:
+    path = tmp_path / "run.pt"
+    torch.save({"model": Samples(DATA)}, path)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        loop.load_checkpoint(_run(CompareOptions()), path)
+
+
 def test_steps_per_second_is_the_median_epochs_leaving_out_the_first() -> None:
     run = _run(CompareOptions(), steps_per_epoch=10)
     assert run.steps_per_s() is None
@@ -305,4 +344,6 @@ def test_steps_per_second_is_the_median_epochs_leaving_out_the_first() -> None:
     assert run.steps_per_s() == pytest.approx(10 / 9)
     run.epoch_seconds = [9.0, 1.0, 4.0, 2.0]
     assert run.steps_per_s() == pytest.approx(10 / 2)
+    run.epoch_seconds = [9.0, 1.0, 4.0, 2.0, 8.0]  # of an even count, the upper of the two middle ones
+    assert run.steps_per_s() == pytest.approx(10 / 4)
     assert (run.name, run.model) == ("warm", run.begun.model)
