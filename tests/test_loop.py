@@ -156,6 +156,19 @@ def test_the_cosine_schedule_falls_from_lr_to_zero_over_the_run() -> None:
     assert got == pytest.approx([1.0, 0.5 + 0.5 * math.cos(math.pi / 4), 0.5, 0.5 - 0.5 * math.cos(math.pi / 4), 0, 0])
 
 
+def test_a_run_of_one_step_or_none_starts_at_lr_and_ends_at_the_schedules_end() -> None:
+    options = CompareOptions(schedule="cosine")
+    assert [loop.lr_factor(0, 1, options), loop.lr_factor(1, 1, options)] == pytest.approx([1.0, 0.0])
+    assert loop.lr_factor(0, 0, options) == 1.0
+
+
+def test_a_cosine_schedule_spans_every_epoch_of_the_run() -> None:
+    options = CompareOptions(batch_size=4, epochs=2, schedule="cosine", lr=0.01, lr_warmup=0)
+    run = _run(options, steps_per_epoch=5)
+    run.train_epoch(Samples(DATA), CPU, rank=0, world=1)  # half-way through the run's 10 steps
+    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(0.005)
+
+
 def test_the_one_cycle_schedule_rises_from_lr_over_25_for_30_percent_then_falls_to_lr_over_1e4() -> None:
     options = CompareOptions(schedule="one-cycle")
     rise = [loop.lr_factor(s, 100, options) for s in (0, 15, 30)]
@@ -198,6 +211,7 @@ def test_the_optimiser_is_the_one_named_at_lr(name: str, cls: type) -> None:
 def test_sgd_runs_with_momentum_0_9() -> None:
     opt = loop.optimiser(_begun().model, CompareOptions(optimizer="sgd", lr=0.02))
     assert type(opt) is torch.optim.SGD and opt.param_groups[0]["momentum"] == 0.9
+    assert opt.param_groups[0]["lr"] == 0.02
 
 
 def test_the_log_sigma_head_learns_at_log_sigma_lr_times_lr_in_a_group_of_its_own() -> None:
@@ -307,6 +321,17 @@ def test_a_runs_stream_is_seeded_by_its_seed_and_rank() -> None:
 
     assert torch.equal(first_draw(2, 1), torch.rand(3, generator=torch.Generator().manual_seed(2 * 7919 + 1)))
     assert not torch.equal(first_draw(2, 0), first_draw(2, 1))
+    assert _run(CompareOptions()).cuda_rng is None  # a CPU run has no CUDA stream
+
+
+def test_a_process_group_of_one_trains_the_model_itself_without_a_ddp_wrapper() -> None:
+    dist = torch.distributed
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        run = _run(CompareOptions())
+    finally:
+        dist.destroy_process_group()
+    assert run.trained is run.model
 
 
 def test_a_run_continues_exactly_from_its_checkpoint(tmp_path: Path) -> None:
