@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import fxvae.ops.kl as kl_module
-from fxvae.ops.kl import _chunk, _tiles, _triton_problem
+from fxvae.errors import KLError
+from fxvae.ops.kl import _chunk, _tiles, _triton_problem, kl_divergence
 
 
 @pytest.mark.parametrize(
@@ -45,3 +46,13 @@ def test_a_device_other_than_cpu_or_cuda_is_refused_and_cuda_is_refused_only_for
     assert _triton_problem(torch.device("meta")) == "the tensors are on meta and the kernels run on cuda only"
     cuda = _triton_problem(torch.device("cuda"))
     assert cuda is None or cuda.startswith("triton cannot be imported")
+
+
+def test_scalars_are_refused_with_the_shape_to_pass() -> None:
+    with pytest.raises(KLError, match=r"^mu and log_sigma are scalars; pass tensors of shape \(batch, \.\.\.\)$"):
+        kl_divergence(torch.tensor(0.0), torch.tensor(0.0))
+
+
+def test_inputs_on_two_devices_are_refused_naming_both() -> None:
+    with pytest.raises(KLError, match=r"^mu is on meta but log_sigma is on cpu; move them to one device$"):
+        kl_divergence(torch.zeros(2, 3, device="meta"), torch.zeros(2, 3))
