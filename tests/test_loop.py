@@ -372,3 +372,20 @@ def test_steps_per_second_is_the_median_epochs_leaving_out_the_first() -> None:
     run.epoch_seconds = [9.0, 1.0, 4.0, 2.0, 8.0]  # of an even count, the upper of the two middle ones
     assert run.steps_per_s() == pytest.approx(10 / 4)
     assert (run.name, run.model) == ("warm", run.begun.model)
+
+
+def test_on_a_cuda_device_an_epoch_swaps_the_runs_cuda_stream_in_and_the_callers_back(monkeypatch) -> None:
+    # The calls, recorded on a machine without a GPU: get and set of each stream on the run's device.
+    calls = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: calls.append(("get", device)) or f"now@{device}")
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: calls.append(("set", state, device)))
+    run = _run(CompareOptions())
+    run.cuda_rng = "run's"
+    cuda = torch.device("cuda", 1)
+    with loop._RandomState(run, cuda):
+        assert calls == [("get", cuda), ("set", "run's", cuda)]
+    assert calls[2:] == [("get", cuda), ("set", "now@cuda:1", cuda)] and run.cuda_rng == "now@cuda:1"
+    calls.clear()
+    run.cuda_rng = None  # a run that has not drawn on the device yet starts from the device's stream
+    with loop._RandomState(run, cuda):
+        assert calls == [("get", cuda)]
