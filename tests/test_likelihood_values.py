@@ -347,3 +347,62 @@ def test_fit_warns_when_a_gaussian_mean_is_further_from_the_data_than_its_spread
         warnings.simplefilter("error")
         likelihoods.fit(Gaussian(), [(x + 0.4, x)])
         likelihoods.fit(Laplace(), [(x + 0.6, x)])
+
+
+@pytest.mark.parametrize(
+    "lik", [Gaussian(0.1), Gaussian(), Laplace(0.1), Gaussian(torch.full((2,), 0.1, dtype=torch.float64))]
+)
+def test_a_scale_is_read_in_the_reconstructions_dtype(lik) -> None:
+    recon, x = torch.tensor([[0.3, -0.2]], dtype=torch.float64), torch.tensor([[0.0, 0.1]], dtype=torch.float64)
+    assert lik.log_prob(recon.float(), x.float()).dtype == torch.float32
+    exact = lik.log_prob(recon, x)
+    assert exact.dtype == torch.float64
+    sigma = math.sqrt(((0.3 - 0.0) ** 2 + (-0.2 - 0.1) ** 2) / 2) if lik.needs_fit else 0.1
+    if isinstance(lik, Laplace):
+        expected = -(0.3 + 0.3) / 0.1 - 2 * math.log(2 * 0.1)
+    else:
+        expected = -0.5 * (0.3**2 + 0.3**2) / sigma**2 - 2 * math.log(sigma) - math.log(2 * math.pi)
+    assert exact.item() == pytest.approx(expected, rel=1e-12)
+    assert lik.nll(recon, x).item() == pytest.approx(-expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("lik", [Gaussian(0.5), Gaussian(), PROBS], ids=["gaussian", "optimal", "probs"])
+def test_the_training_loss_reads_targets_of_another_dtype_in_the_reconstructions(lik) -> None:
+    recon, x = torch.tensor([[0.25, 0.75]]), torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    assert lik.nll(recon, x).dtype == torch.float32
+    assert lik.nll(recon, x).item() == pytest.approx(lik.nll(recon, x.float()).item())
+
+
+def test_a_value_that_is_neither_a_name_nor_callable_is_refused() -> None:
+    with pytest.raises(fxvae.InputError, match=r"^likelihood=3\.0 is not one of"):
+        likelihoods.get(3.0)
+
+
+def test_a_scale_given_with_a_likelihood_object_is_refused() -> None:
+    message = r"^sigma= goes with a likelihood name; a likelihood object carries its own scale$"
+    with pytest.raises(fxvae.InputError, match=message):
+        likelihoods.get(Gaussian(1.0), sigma=0.5)
+
+
+def test_the_warnings_say_what_to_pass_in_full() -> None:
+    with pytest.warns(UserWarning) as caught:
+        Bernoulli().check_output(torch.linspace(0, 1, 16))
+        likelihoods.fit(Gaussian(), [(torch.tensor([[5.0, 5.0]]), torch.tensor([[0.0, 1.0]]))])
+    assert [str(w.message) for w in caught] == [
+        "likelihood='bernoulli' reads the reconstruction as logits, but every value lies in [0, 1]: if the "
+        "decoder ends in a sigmoid (probabilities), pass likelihood='bernoulli-probs'",
+        "the reconstruction is further from the data than the data's own spread, so it is not a Gaussian mean "
+        "of it; if the decoder returns logits, pass likelihood='bernoulli'",
+    ]
+    with pytest.raises(fxvae.InputError, match=r"^there is no data to fit the likelihood's scale to$"):
+        likelihoods.fit(Gaussian(), [])
+
+
+@pytest.mark.parametrize(("offset", "warns"), [(1.1, True), (1.0, False), (0.9, False)])
+def test_the_spread_that_a_gaussian_fit_warns_past_is_that_of_all_the_batches(offset: float, warns: bool) -> None:
+    # Batches [1, 1] and [3, 3]: each alone has no spread, together a variance of 1.
+    pairs = [(x + offset, x) for x in (torch.ones(1, 2, dtype=torch.float64), torch.full((1, 2), 3.0).double())]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        likelihoods.fit(Gaussian(), pairs)
+    assert len(caught) == warns
