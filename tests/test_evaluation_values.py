@@ -241,3 +241,52 @@ def test_a_discrete_models_perplexity_and_code_use_are_those_of_its_codes_histog
         f"  rate: {result.rate_bits:.4g} bits per sample; codebook perplexity {result.perplexity:.4g}, "
         f"{100 * result.codes_used:.1f}% of the codes used"
     )
+
+
+def test_an_autoencoders_record_says_how_many_samples_with_which_seed_and_no_scale_for_a_callable() -> None:
+    entry = BY_NAME["mlp_sigmoid"]
+    lik = fxvae.likelihoods.LogProb(lambda recon, x: -(recon - x).abs().sum(1))
+    result = fxvae.evaluate(build(entry), entry.inputs(9)[0], likelihood=lik, seed=5)
+    assert (result.n, result.seed, result.scale, result.likelihood) == (9, 5, None, "custom(<lambda>)")
+
+
+def test_a_discrete_models_optimal_sigma_is_fitted_to_its_deterministic_reconstruction() -> None:
+    entry = BY_NAME["conv_latent"]
+    data = entry.inputs(24)[0]
+    model, _ = fxvae.convert(build(entry), data[:4], latent="fsq", levels=(4, 4, 3))
+    result = fxvae.evaluate(model, data, seed=3)
+    with torch.no_grad(), fxvae.modules.eval_mode(model):
+        rmse = (model(data) - data).pow(2).mean().sqrt().item()
+    assert result.scale == pytest.approx(rmse, rel=1e-5) and result.likelihood == f"gaussian(sigma={rmse:.4g}, optimal)"
+    assert (result.seed, result.n) == (3, 24)
+    with pytest.raises(fxvae.FxvaeError, match=r"^'nll' was not measured for this fsq; measured: recon, kl, neg_elbo$"):
+        result.per_dim()
+
+
+def test_a_conditional_discrete_models_decoder_gets_the_condition() -> None:
+    entry = BY_NAME["conditional"]
+    x, label = entry.inputs(32)
+    model, _ = fxvae.convert(build(entry), (x[:4], label[:4]), latent="fsq", levels=(4, 4, 3))
+    same = fxvae.evaluate(model, [(x, label)], likelihood="gaussian", sigma=1.0)
+    other = fxvae.evaluate(model, [(x, (label + 1) % 10)], likelihood="gaussian", sigma=1.0)
+    with torch.no_grad(), fxvae.modules.eval_mode(model):
+        expected = -torch.distributions.Normal(model(x, label), 1.0).log_prob(x).sum(1).mean()
+    assert same.recon.value == pytest.approx(expected.item(), rel=1e-5)
+    assert other.recon.value != pytest.approx(same.recon.value)
+
+
+def test_the_unit_variance_of_two_samples_divides_by_one() -> None:
+    vae, x = _vae(2)
+    mu, _ = _posterior(vae, x)
+    result = fxvae.evaluate(vae, x, likelihood="gaussian", sigma=1.0)
+    assert result.unit_variance == pytest.approx((mu[0] - mu[1]).pow(2).div(2).tolist(), rel=1e-9)
+
+
+def test_per_dimension_values_default_to_the_nll_and_an_unknown_name_is_an_fxvae_error() -> None:
+    vae, x = _vae(8)
+    result = fxvae.evaluate(vae, x, likelihood="gaussian", sigma=1.0, k=2)
+    assert result.per_dim() == result.per_dim("nll") and result.bits_per_dim() == result.bits_per_dim("nll")
+    with pytest.raises(fxvae.FxvaeError, match=r"^'elbo' was not measured for this vae; measured: recon, kl, "):
+        result.per_dim("elbo")
+    header = str(result).splitlines()[1]
+    assert header.split() == ["nats/sample", "nats/dim", "bits/dim"] and header.startswith(" " * 15)
