@@ -290,3 +290,21 @@ def test_per_dimension_values_default_to_the_nll_and_an_unknown_name_is_an_fxvae
         result.per_dim("elbo")
     header = str(result).splitlines()[1]
     assert header.split() == ["nats/sample", "nats/dim", "bits/dim"] and header.startswith(" " * 15)
+
+
+def test_a_vaes_optimal_sigma_is_fitted_on_one_draw_per_sample_from_the_seeds_second_stream() -> None:
+    vae, x = _vae(30)
+    mu, log_sigma = _posterior(vae, x)
+    _, decoder = fxvae.split(vae)
+    eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(6 + 1), dtype=torch.float64)
+    with torch.no_grad():
+        rmse = (decoder(mu + torch.exp(log_sigma) * eps) - x).pow(2).mean().sqrt().item()
+    assert fxvae.evaluate(vae, x, seed=6).scale == pytest.approx(rmse, rel=1e-12)
+
+
+def test_a_one_dimensional_latent_is_measured() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(16, 4)
+    vae, _ = fxvae.convert(nn.Sequential(nn.Linear(4, 1), nn.Linear(1, 4)).eval(), x[:4])
+    result = fxvae.evaluate(vae, x, likelihood="gaussian", sigma=1.0, k=3)
+    assert result.latent_dims == 1 and result.nll.value <= result.neg_elbo.value
