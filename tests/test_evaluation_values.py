@@ -43,6 +43,7 @@ def test_an_estimate_is_the_mean_and_the_sample_standard_deviation_over_root_n()
     assert estimate.value == pytest.approx(4.0)
     assert estimate.stderr == pytest.approx(values.double().std().item() / 2)
     assert math.isnan(Estimate.of(torch.tensor([3.0])).stderr) and Estimate.of(torch.tensor([3.0])).value == 3.0
+    assert Estimate.of(torch.tensor([1.0, 3.0])).stderr == pytest.approx(math.sqrt(2) / math.sqrt(2))
     assert Estimate(2.0, 0.5).scaled(3) == Estimate(6.0, 1.5)
     assert str(Estimate(24.3149, 0.4219)) == "24.31 ± 0.42"
 
