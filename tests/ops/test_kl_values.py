@@ -12,13 +12,14 @@ from fxvae.ops.kl import _chunk, _tiles, _triton_problem, kl_divergence
 
 
 @pytest.mark.parametrize(
-    ("threads", "elements"), [(1, 1 << 17), (2, 1 << 17), (4, 1 << 18), (24, 24 << 16), (64, 1 << 22)]
+    ("threads", "elements"), [(1, 1 << 17), (2, 1 << 17), (4, 1 << 18), (24, 24 << 16), (64, 1 << 22), (128, 1 << 22)]
 )
 def test_a_cpu_tile_is_2_to_the_16_elements_per_thread_between_2_to_the_17_and_2_to_the_22(threads, elements) -> None:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        assert _chunk(torch.device("cpu")) == elements
+        chunk = _chunk(torch.device("cpu"))
+        assert chunk == elements and isinstance(chunk, int)
     finally:
         torch.set_num_threads(before)
 
