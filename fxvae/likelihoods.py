@@ -21,10 +21,11 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import FunctionCtx, once_differentiable
 
 from fxvae.errors import InputError
 
@@ -35,8 +36,12 @@ Scale = float | torch.Tensor | Literal["optimal"]
 
 _UNIT_SAMPLE = 16
 """A logits output needs at least this many values, all inside [0, 1], before it looks like probabilities."""
+_LOG_FLOOR = -100.0
+"""``bernoulli-probs`` clamps log p and log(1 - p) here, as ``torch.nn.functional.binary_cross_entropy`` does."""
+_GRAD_EPS = 1e-12
+"""The floor of p (1 - p) in the ``bernoulli-probs`` gradient (torch's), which keeps it finite at p = 0 or 1."""
 _PROBABILITY_EPS = 1e-6
-"""Probabilities are clamped this far from 0 and 1, so that a saturated sigmoid gives a finite log."""
+"""A probability's Fisher weight 1 / (p (1 - p)) reads p clamped this far from 0 and 1."""
 
 
 class Likelihood:
@@ -90,9 +95,20 @@ class Bernoulli(Likelihood):
     Targets may be soft (any value in [0, 1]); the value is then the cross-entropy against the soft targets,
     whose floor is their own binary entropy, not a log-likelihood of binary data.
 
+    Probabilities (``logits=False``) have each log clamped at -100 nats, log p -> max(log p, -100) and the same
+    for log(1 - p), as ``torch.nn.functional.binary_cross_entropy`` computes them (with log1p for log(1 - p)).
+    That is exact for every p and 1 - p above e^-100 (about 3.7e-44): a saturated decoder's p = 2.7e-11 costs
+    2.7e-11 nats on a pixel that is 0, the full 24.3 nats on one that is 1 and 12.2 on a grey 0.5. Only a p
+    that rounded to exactly 0 or 1 (a float32 sigmoid past |logit| of about 17 towards 1, 104 towards 0) pays
+    the capped 100 nats. The gradient is torch's, (p - x) / max(p (1 - p), 1e-12); NaN stays NaN. Logits
+    (the default) need no clamp: they are read in log space throughout.
+
     >>> lik = fxvae.likelihoods.Bernoulli()
     >>> lik.log_prob(torch.zeros(1, 4), torch.ones(1, 4))  # 4 pixels at p = 1/2: 4 log 2
     tensor([-2.7726])
+    >>> probs = fxvae.likelihoods.Bernoulli(logits=False)
+    >>> probs.log_prob(torch.tensor([[2.7e-11, 2.7e-11, 0.0]]), torch.tensor([[0.0, 1.0, 1.0]]))  # -(0 + 24.3 + 100)
+    tensor([-124.3352])
     """
 
     def __init__(self, *, logits: bool = True) -> None:
@@ -103,8 +119,7 @@ class Bernoulli(Likelihood):
         if self.logits:
             per_element = F.binary_cross_entropy_with_logits(recon, x.to(recon.dtype), reduction="none")
         else:
-            p = recon.clamp(_PROBABILITY_EPS, 1 - _PROBABILITY_EPS)
-            per_element = -(x * torch.log(p) + (1 - x) * torch.log1p(-p))
+            per_element = _BinaryCrossEntropy.apply(recon, x.to(recon.dtype))
         return -per_element.flatten(1).sum(1)
 
     def nll(self, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -145,6 +160,35 @@ class Bernoulli(Likelihood):
 
     def mean(self, recon: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(recon) if self.logits else recon
+
+
+class _BinaryCrossEntropy(torch.autograd.Function):
+    """-(x log p + (1 - x) log(1 - p)) per element with each log clamped at -100: the values and gradients of
+    ``F.binary_cross_entropy(p, x, reduction="none")``, which instead raises on NaN (asserts on a GPU)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(p, x)
+        log_p, log_q = _clamped_logs(p)
+        return -(x * log_p + (1 - x) * log_q)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        p, x = ctx.saved_tensors
+        grad_p = grad_x = None
+        if ctx.needs_input_grad[0]:
+            # The unclamped loss's slope, bounded: a saturated pixel on the wrong side is still pushed back.
+            grad_p = grad * (p - x) / (p * (1 - p)).clamp(min=_GRAD_EPS)
+        if ctx.needs_input_grad[1]:
+            log_p, log_q = _clamped_logs(p)
+            grad_x = grad * (log_q - log_p)
+        return grad_p, grad_x
+
+
+def _clamped_logs(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p and log(1 - p), each at least -100 (NaN stays NaN)."""
+    return torch.log(p).clamp(min=_LOG_FLOOR), torch.log1p(-p).clamp(min=_LOG_FLOOR)
 
 
 class _Scaled(Likelihood):

@@ -209,7 +209,14 @@ class RecurrentExported(nn.Module):
 def test_split_keeps_tensors_made_from_the_batch_size(build, tmp_path: Path) -> None:
     torch.manual_seed(0)
     shape = (16,) if build is ZerosFromBatch else (6, 3)
-    _roundtrip(build(), torch.randn(3, *shape), tmp_path)
+    model = build().eval()
+    _roundtrip(model, torch.randn(3, *shape), tmp_path)
+    # Converted and split at a batch of 3, run at 5 and 1: the decoder reads the batch size from z, not the trace.
+    encoder, decoder = fxvae.split(fxvae.convert(model, torch.randn(3, *shape))[0].eval())
+    for batch in (5, 1):
+        x = torch.randn(batch, *shape)
+        with torch.no_grad():
+            assert torch.equal(recon(decoder(encoder(x)[0])), recon(model(x)))
 
 
 # --- the encoder's output, not the first narrow node ----------------------------------------------------------
