@@ -124,12 +124,12 @@ class _Reads:
 def check_model_takes(model: nn.Module, args: tuple[Any, ...], what: str) -> None:
     """Refuse data that ``model`` cannot take, naming the shape given and the shape the model accepts.
 
-    The model runs once on the batch ``args``, in eval mode and without gradients (its mode and weights are left
-    as they were; the whole batch, as a model may be built for one batch size). Where it fails, the data is at fault when the first layer
-    that reads it (a Linear's ``in_features``, a convolution's ``in_channels``) does not accept its shape,
-    when a later layer gets another width than it reads (data of another size), or when its dtype is not the
-    weights'; that is an :class:`~fxvae.InputError`. Any other failure is the model's: its exception is raised
-    as it came. ``what`` names the data in the message (``"--data held.pt"``).
+    The model runs once on the whole batch ``args`` (a model may be built for one batch size), in eval mode and
+    without gradients; its mode and weights are left as they were. Where it fails, the data is at fault when the
+    first layer that reads it (a Linear's ``in_features``, a convolution's ``in_channels``) does not accept its
+    shape, when a later layer gets another width than it reads (data of another size), or when its dtype is not
+    the weights'; that is an :class:`~fxvae.InputError`. Any other failure is the model's: its exception is
+    raised as it came. ``what`` names the data in the message (``"--data held.pt"``).
 
     >>> fxvae.data.check_model_takes(nn.Sequential(nn.Linear(16, 4)), (torch.zeros(8, 12),), "held.pt")
     Traceback (most recent call last):
