@@ -37,12 +37,17 @@ def _epoch_lines(path: Path) -> int:
     return sum('"type": "epoch"' in line for line in path.read_text().splitlines())
 
 
+def _save(ae: torch.nn.Module, data: torch.Tensor, folder: Path) -> None:
+    """The AE checkpoint and the data as a command line reads them: ``ae.pt`` and ``data.pt`` in ``folder``."""
+    torch.save(ae.state_dict(), folder / "ae.pt")
+    torch.save(data, folder / "data.pt")
+
+
 def test_a_comparison_killed_with_sigkill_keeps_its_epochs_and_resumes_to_the_same_numbers(
     trained: tuple, tmp_path: Path
 ) -> None:
     ae, data = trained
-    torch.save(ae.state_dict(), tmp_path / "ae.pt")
-    torch.save(data, tmp_path / "data.pt")
+    _save(ae, data, tmp_path)
     (tmp_path / "run.py").write_text(SCRIPT.format(options=OPTIONS))
     out = tmp_path / "report"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -80,8 +85,7 @@ def _rank(rank: int, port: int, folder: str) -> None:
 
 def test_two_processes_train_each_start_with_ddp_to_the_numbers_of_one(trained: tuple, tmp_path: Path) -> None:
     ae, data = trained
-    torch.save(ae.state_dict(), tmp_path / "ae.pt")
-    torch.save(data, tmp_path / "data.pt")
+    _save(ae, data, tmp_path)
     mp.spawn(_rank, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
     assert ranks[0] == ranks[1]  # the same weights on every rank, measured on the same held-out data
@@ -110,9 +114,7 @@ main()
 def test_two_comparisons_started_together_into_one_out_run_one_and_refuse_the_other(
     trained: tuple, tmp_path: Path
 ) -> None:
-    ae, data = trained
-    torch.save(ae.state_dict(), tmp_path / "ae.pt")
-    torch.save(data, tmp_path / "data.pt")
+    _save(*trained, tmp_path)
     out = tmp_path / "report"
     command = ["compare", f"{ROOT / 'tests' / 'digits.py'}:DigitsAE", "--checkpoint", str(tmp_path / "ae.pt")]
     command += ["--data", str(tmp_path / "data.pt"), "--out", str(out), "--starts", "warm,scratch", "--quick"]

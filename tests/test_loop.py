@@ -254,13 +254,20 @@ def test_an_epoch_of_one_batch_returns_its_loss() -> None:
     assert run.train_epoch(Samples(DATA), CPU, rank=0, world=1) == losses[0].item()
 
 
-def test_a_rank_trains_on_its_shard_of_each_batch_and_all_skip_a_batch_smaller_than_the_world() -> None:
-    run = _run(CompareOptions(batch_size=8), steps_per_epoch=2)
-    seen, losses = [], []
-    samples = Samples(DATA[:17])  # batches of 8, 8 and 1
+def _recorded(run: loop.Run, samples: Samples) -> tuple[list[list[int]], list[torch.Tensor]]:
+    """Lists that fill as ``run`` trains on ``samples``: the indices of every batch read, and every loss."""
+    seen: list[list[int]] = []
+    losses: list[torch.Tensor] = []
     batch, loss = samples.batch, run.loss
     samples.batch = lambda indices: seen.append(indices.tolist()) or batch(indices)  # type: ignore[method-assign]
     run.loss = lambda args: losses.append(loss(args)) or losses[-1]  # type: ignore[method-assign]
+    return seen, losses
+
+
+def test_a_rank_trains_on_its_shard_of_each_batch_and_all_skip_a_batch_smaller_than_the_world() -> None:
+    run = _run(CompareOptions(batch_size=8), steps_per_epoch=2)
+    samples = Samples(DATA[:17])  # batches of 8, 8 and 1
+    seen, losses = _recorded(run, samples)
     mean = run.train_epoch(samples, CPU, rank=1, world=2)
     order = loop.batch_order(17, 8, run.seed, 1)
     assert seen == [order[0][1::2].tolist(), order[1][1::2].tolist()] and run.step == 2
@@ -269,11 +276,8 @@ def test_a_rank_trains_on_its_shard_of_each_batch_and_all_skip_a_batch_smaller_t
 
 def test_a_last_batch_as_large_as_the_world_is_shared_out_and_counted() -> None:
     run = _run(CompareOptions(batch_size=8), steps_per_epoch=3)
-    seen, losses = [], []
     samples = Samples(DATA[:18])  # batches of 8, 8 and 2
-    batch, loss = samples.batch, run.loss
-    samples.batch = lambda indices: seen.append(indices.tolist()) or batch(indices)  # type: ignore[method-assign]
-    run.loss = lambda args: losses.append(loss(args)) or losses[-1]  # type: ignore[method-assign]
+    seen, losses = _recorded(run, samples)
     mean = run.train_epoch(samples, CPU, rank=0, world=2)
     assert seen[-1] == loop.batch_order(18, 8, run.seed, 1)[2][0::2].tolist() and run.step == 3
     assert mean == pytest.approx(sum(v.item() for v in losses) / 3)
