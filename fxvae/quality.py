@@ -26,8 +26,11 @@ The kernel is a mean of three Gaussians whose bandwidths are 1/2, 1 and 2 times 
 the reference (the median heuristic, widened so that one bandwidth is not a bet), so k(a, a) = 1 and MMD^2 <= 2.
 The standard error is the square root of the leading-order variance of the two-sample U-statistic,
 4 zeta_x / m + 4 zeta_y / n, with zeta_x = Var_x(E_x' k(x, x') - E_y k(x, y)) and zeta_y likewise, estimated from
-the kernel matrix's row means. When the samples do follow the reference's distribution this term vanishes (the
-statistic is degenerate and its spread is of order 1/n): the p-value is then the number to read.
+the kernel matrix's row means. Those row means carry their own sampling noise, of order 1/n, so the estimate
+errs on the side of caution: over 100 resamples of 150 digits against 150, it is 1.0x the value's spread for
+pure noise and 1.2x for blurred digits. When the samples do follow the reference's distribution the leading
+term vanishes (the statistic is degenerate, its spread of order 1/n) and the estimate, then 1.7x the spread,
+is that noise: the p-value is the number to read there.
 A set measured against itself reads slightly below 0, the estimator's floor (-2 (1 - mean k) / n).
 
 On CPU, one thread, 2,000 samples against 2,000 of 784 dimensions take about 2 s with 200 permutations.
@@ -72,7 +75,8 @@ class SampleQuality:
     """The permutation test's p-value that samples and reference come from one distribution (NaN without
     permutations); at least 1 / (permutations + 1)."""
     features: str
-    """What the distance was measured on: ``"the data, flattened"`` or the name of the ``features`` callable."""
+    """What the distance was measured on: ``"the data, flattened"``, or the ``features`` callable's ``__name__``
+    (its class name for a module or other callable object)."""
     n_samples: int
     n_reference: int
 
@@ -205,7 +209,7 @@ def _features(data: torch.Tensor, features: Callable[[torch.Tensor], torch.Tenso
 
 
 def _name(features: Callable[..., Any]) -> str:
-    return getattr(features, "__qualname__", None) or getattr(features, "__name__", None) or type(features).__name__
+    return getattr(features, "__name__", None) or type(features).__name__
 
 
 def _kernel_matrix(z: torch.Tensor, m: int) -> torch.Tensor:
