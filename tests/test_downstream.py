@@ -4,6 +4,8 @@ anomalies score 1, and labels that do not match the data raise."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -99,3 +101,24 @@ def test_tied_scores_count_half() -> None:
 def test_bad_auroc_inputs_raise(scores: torch.Tensor, labels: torch.Tensor, match: str) -> None:
     with pytest.raises(InputError, match=match):
         auroc(scores, labels)
+
+
+def test_importing_the_measures_loads_neither_scikit_learn_nor_torchmetrics() -> None:
+    code = "import sys, fxvae.downstream, fxvae.fidelity, fxvae.quality; print(sorted(m for m in ('sklearn', "
+    code += "'torchmetrics') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_without_scikit_learn_the_probe_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "sklearn.linear_model", None)
+    z = codes()
+    labels = (z[:, 0] > 0).long()
+    with pytest.raises(InputError, match=r"needs scikit-learn: pip install 'fxvae\[metrics\]'"):
+        linear_probe(z[:600], labels[:600], z[600:], labels[600:])
+
+
+def test_without_torchmetrics_the_auroc_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torchmetrics.functional.classification", None)
+    with pytest.raises(InputError, match=r"needs torchmetrics: pip install 'fxvae\[metrics\]'"):
+        auroc(torch.tensor([0.1, 0.9]), torch.tensor([0, 1]))

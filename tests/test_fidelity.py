@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 import torch
@@ -93,3 +94,9 @@ def test_shapes_that_differ_raise_naming_both() -> None:
 def test_an_empty_data_range_raises() -> None:
     with pytest.raises(InputError, match=r"data_range=\(1.0, 1.0\)"):
         ssim(torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8), data_range=(1.0, 1.0))
+
+
+def test_without_torchmetrics_psnr_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torchmetrics.functional.image", None)
+    with pytest.raises(InputError, match=r"need torchmetrics: pip install 'fxvae\[metrics\]'"):
+        psnr(torch.rand(2, 4), torch.rand(2, 4), data_range=(0.0, 1.0))

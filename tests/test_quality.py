@@ -131,6 +131,16 @@ def test_features_run_without_gradients() -> None:
     assert seen == [False, False]
 
 
+def test_a_module_as_features_runs_in_eval_mode_and_keeps_its_flags() -> None:
+    extractor = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Dropout(0.9)).train()
+    samples, reference = torch.rand(50, 16), torch.rand(60, 16)
+    result = sample_quality(samples, reference, features=extractor, permutations=0)
+    assert extractor.training and extractor[1].training
+    with torch.no_grad():
+        direct = sample_quality(extractor.eval()(samples), extractor(reference), permutations=0)
+    assert result.distance == direct.distance
+
+
 def test_a_module_as_features_is_named_by_its_class() -> None:
     extractor = torch.nn.Linear(16, 4)
     assert sample_quality(torch.rand(50, 16), torch.rand(50, 16), features=extractor).features == "Linear"
