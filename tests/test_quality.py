@@ -176,6 +176,23 @@ def test_the_p_value_is_never_below_one_over_permutations_plus_one() -> None:
     assert math.isnan(sample_quality(torch.rand(40, 2), torch.rand(40, 2), permutations=0).p_value)
 
 
+def test_p_values_of_samples_from_the_reference_distribution_are_uniform() -> None:
+    generator = torch.Generator().manual_seed(4)
+    p_values = torch.tensor(
+        [
+            sample_quality(
+                torch.randn(30, 2, generator=generator),
+                torch.randn(40, 2, generator=generator),
+                permutations=99,
+                seed=i,
+            ).p_value
+            for i in range(200)
+        ]
+    )
+    assert 0.05 < (p_values <= 0.1).double().mean() < 0.15
+    assert 0.42 < (p_values <= 0.5).double().mean() < 0.58
+
+
 def test_the_result_round_trips_through_json() -> None:
     result = SampleQuality(Estimate(0.012, 0.003), 0.02, DATA_FEATURES, 1000, 900)
     assert SampleQuality.from_dict(json.loads(json.dumps(result.to_dict()))) == result
