@@ -131,8 +131,8 @@ def _is_autoencoder(model: nn.Module) -> bool:
 def _sample_density(
     model: nn.Module, n: int, conditions: tuple[Any, ...], generator: torch.Generator | None, density: Density
 ) -> Any:
-    """Decode ``n`` draws of ``density`` with the model's decoder (an AE's is captured on a zero batch of the
-    data's shape, with the conditions given)."""
+    """Decode ``n`` draws of ``density`` with the model's decoder (an AE's is captured on a standard normal batch
+    of the data's shape, with the conditions given)."""
     from fxvae.density import Density, coder
 
     if not isinstance(density, Density):
@@ -150,7 +150,9 @@ def _sample_density(
     with torch.no_grad():
         z = density.sample(n, generator=generator, dtype=dtype, device=device)
         if _is_autoencoder(model):
-            example = torch.zeros((max(n, 1), *density.input_shape), dtype=dtype, device=device)
+            # The hooks tier finds the latent by perturbing a batch, which a constant batch would not show.
+            noise = torch.Generator().manual_seed(0)
+            example = torch.randn((max(n, 1), *density.input_shape), generator=noise, dtype=dtype).to(device)
             _, decoder = coder(model, (example, *conditions))
         else:
             _, decoder = coder(model, ())
