@@ -97,12 +97,24 @@ class Density:
                 f"{list(self.latent_shape)}: pass codes of shape [batch, {', '.join(map(str, self.latent_shape))}]"
             )
         flat = z.reshape(len(z), self.dims).double()
-        factor = self._cholesky.to(flat.device)
-        centred = (flat[None] - self.means.to(flat.device)[:, None]).transpose(1, 2)  # [C, D, N]
+        factor, means, offset = self._on(flat.device)
+        centred = (flat[None] - means[:, None]).transpose(1, 2)  # [C, D, N]
         whitened = torch.linalg.solve_triangular(factor, centred, upper=False)
-        log_det = 2 * torch.log(torch.diagonal(factor, dim1=1, dim2=2)).sum(1)
-        log_normal = -0.5 * (whitened.pow(2).sum(1) + (log_det + self.dims * _LOG_2PI)[:, None])  # [C, N]
-        return torch.logsumexp(torch.log(self.weights.to(flat.device))[:, None] + log_normal, 0)
+        return torch.logsumexp(offset[:, None] - 0.5 * whitened.pow(2).sum(1), 0)
+
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Cholesky factors, means, log w_c - 1/2 log det(2 pi S_c)) on ``device``, kept per device: evaluate
+        calls log_prob once per chunk of draws."""
+        if device not in self._devices:
+            factor = self._cholesky
+            log_det = 2 * torch.log(torch.diagonal(factor, dim1=1, dim2=2)).sum(1)
+            offset = torch.log(self.weights) - 0.5 * (log_det + self.dims * _LOG_2PI)
+            self._devices[device] = (factor.to(device), self.means.to(device), offset.to(device))
+        return self._devices[device]
+
+    @functools.cached_property
+    def _devices(self) -> dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        return {}
 
     def sample(
         self,

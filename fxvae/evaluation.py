@@ -84,7 +84,8 @@ class Evaluation:
     """What :func:`evaluate` measured, in nats per sample, and what it was computed with.
 
     ``per_dim(name)`` and ``bits_per_dim(name)`` give a value per data dimension (for images: per pixel and
-    channel). For an autoencoder (``kind="ae"``) only ``recon`` is measured; the other values are None.
+    channel). For an autoencoder (``kind="ae"``) only ``recon`` is measured, and with a density on its codes
+    ``neg_elbo`` and ``nll`` too (see :func:`evaluate`); the other values are None.
 
     >>> result = fxvae.evaluate(vae, torch.randn(64, 64), likelihood="gaussian", sigma=1.0, k=8)
     >>> result.kind, result.n, result.k, result.likelihood

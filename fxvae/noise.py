@@ -10,7 +10,8 @@ same noise for the same sample (common random numbers, for paired differences):
 (u1, u2) --[Box-Muller, float64]--> (r cos t, r sin t): elements 2j and 2j + 1
 ```
 The 32-bit arithmetic runs in int64 with every product kept below 2^63 (multiplications split into 16-bit
-halves), so the numbers are the same on every device and need no unsigned integer type.
+halves), so the uniforms are the same on every device (the normals to float64 rounding) and no unsigned
+integer type is needed.
 """
 
 from __future__ import annotations
