@@ -144,7 +144,7 @@ def test_a_one_component_gmm_equals_the_gaussian_density() -> None:
     torch.testing.assert_close(gmm.covariances, gaussian.covariances, rtol=1e-9, atol=1e-12)
     z = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(gmm.log_prob(z), gaussian.log_prob(z), rtol=1e-9, atol=1e-9)
-    assert gmm.describe() == "gmm (1 components, full covariance) on 300 codes"
+    assert gmm.describe() == "gmm (1 component, full covariance) on 300 codes"
 
 
 def test_a_mixtures_log_prob_and_marginal_variance_are_those_of_its_components() -> None:
@@ -379,6 +379,14 @@ def test_a_density_must_be_a_density() -> None:
         fxvae.evaluate(ae, x, density={"kind": "gaussian"})
 
 
-def test_density_tensors_of_the_wrong_shape_are_refused() -> None:
-    with pytest.raises(fxvae.InputError, match=r"Density means has shape \[1, 3\], but 1 component\(s\) on a latent"):
-        Density("gaussian", 1, (2,), 0, torch.ones(1), torch.zeros(1, 3), torch.eye(2)[None])
+@pytest.mark.parametrize(
+    ("weights", "means", "message"),
+    [
+        (torch.ones(1), torch.zeros(1, 3), r"Density means has shape \[1, 3\], but 1 component\(s\) on a latent"),
+        (torch.full((1,), 0.5), torch.zeros(1, 2), r"Density weights \[0\.5\] must be non-negative and sum to 1"),
+    ],
+    ids=["shape", "weights"],
+)
+def test_a_density_of_inconsistent_tensors_is_refused(weights: torch.Tensor, means: torch.Tensor, message: str) -> None:
+    with pytest.raises(fxvae.InputError, match=message):
+        Density("gaussian", 1, (2,), 0, weights, means, torch.eye(2)[None])
