@@ -204,6 +204,14 @@ def test_per_sample_values_are_the_same_for_any_chunk_and_batch_size(chunk: int 
             torch.testing.assert_close(other.per_sample[name], values, rtol=1e-12, atol=1e-12, msg=name)
 
 
+def test_the_aes_proposal_is_fitted_on_the_first_512_samples_whatever_the_batching() -> None:
+    ae, density, x, _ = linear_gaussian(600)
+    by_100 = fxvae.evaluate(ae, x, likelihood="gaussian", sigma=NOISE, density=density, batch_size=100, per_sample=True)
+    by_256 = fxvae.evaluate(ae, x, likelihood="gaussian", sigma=NOISE, density=density, batch_size=256, per_sample=True)
+    assert by_100.proposal == by_256.proposal and "on the first 512 samples" in by_100.proposal
+    torch.testing.assert_close(by_100.per_sample["nll"], by_256.per_sample["nll"], rtol=1e-12, atol=1e-12)
+
+
 def test_a_vae_converted_from_the_ae_shares_the_aes_noise_under_one_seed() -> None:
     ae, density, x, _ = linear_gaussian(30)
     # Widths set to the AE's fitted proposal widths: the two models then make the same draws of z per sample.
