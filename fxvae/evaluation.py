@@ -47,6 +47,9 @@ CHUNK_ELEMENTS = 2**18
 """The default chunk of draws decodes about this many reconstruction elements per decoder call: more made a
 conv decoder slower on CPU (1,344 images a call took 2x the time of 32 at a time), as its activations left the
 caches."""
+NOISE_ELEMENTS = 2**21
+"""Posterior draws' elements made per :func:`fxvae.noise.normal` call (about 50 MB of its float64 and int64
+intermediates)."""
 _LOG_2PI = math.log(2 * math.pi)
 _MI_ROWS = 512
 
@@ -615,20 +618,19 @@ class _Draws:
         """
         x, density = self.x, self.density
         size = chunk or max(1, CHUNK_ELEMENTS // max(1, x.numel()))
+        # The noise is made for many chunks at once: each call has a fixed cost, which small chunks would repeat.
+        block = size * max(1, NOISE_ELEMENTS // (size * mu.numel()))
         log_w_sum = torch.zeros(len(x), dtype=torch.float64, device=mu.device)
         gap_sum = torch.zeros_like(log_w_sum)
         log_mean = None
         for start in range(0, k, size):
             draws_here = min(size, k - start)
-            eps = noise.normal(
-                self.seed,
-                POSTERIOR_STREAM,
-                self.rows,
-                range(start, start + draws_here),
-                tuple(mu.shape[1:]),
-                dtype=mu.dtype,
-                device=mu.device,
-            )
+            if start % block == 0:
+                made = range(start, min(start + block, k))
+                noise_block = noise.normal(
+                    self.seed, POSTERIOR_STREAM, self.rows, made, tuple(mu.shape[1:]), dtype=mu.dtype, device=mu.device
+                )
+            eps = noise_block[start - made.start : start - made.start + draws_here]
             z = (mu + sigma * eps).flatten(0, 1)
             tiled = [_tile(value, draws_here) for value in self.conditions]
             target = _tile(x, draws_here)

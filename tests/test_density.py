@@ -204,6 +204,17 @@ def test_per_sample_values_are_the_same_for_any_chunk_and_batch_size(chunk: int 
             torch.testing.assert_close(other.per_sample[name], values, rtol=1e-12, atol=1e-12, msg=name)
 
 
+@pytest.mark.parametrize("noise_elements", [1, 200])
+def test_noise_made_a_few_chunks_at_a_time_gives_the_same_values(monkeypatch, noise_elements: int) -> None:
+    ae, density, x, _ = linear_gaussian(30)
+    vae, _ = fxvae.convert(ae, x[:4], log_sigma_init=-1.0)
+    whole = fxvae.evaluate(vae, x, density=density, k=7, chunk=2, seed=1, per_sample=True)
+    monkeypatch.setattr(fxvae.evaluation, "NOISE_ELEMENTS", noise_elements)
+    blocks = fxvae.evaluate(vae, x, density=density, k=7, chunk=2, seed=1, per_sample=True)
+    for name, values in whole.per_sample.items():
+        torch.testing.assert_close(blocks.per_sample[name], values, rtol=0, atol=0, msg=name)
+
+
 def test_the_aes_proposal_is_fitted_on_the_first_512_samples_whatever_the_batching() -> None:
     ae, density, x, _ = linear_gaussian(600)
     by_100 = fxvae.evaluate(ae, x, likelihood="gaussian", sigma=NOISE, density=density, batch_size=100, per_sample=True)
