@@ -279,6 +279,19 @@ def test_sampling_an_ae_decodes_the_densitys_draws_with_its_decoder() -> None:
         torch.testing.assert_close(images, model.dec(z))
 
 
+def test_sampling_a_vae_with_a_density_decodes_the_densitys_draws_instead_of_the_priors() -> None:
+    entry = BY_NAME["mlp_sigmoid"]
+    x = entry.inputs(100)[0]
+    vae, _ = fxvae.convert(build(entry), x[:4])
+    density = fxvae.fit_density(vae, x)
+    images = fxvae.sample(vae, 6, density=density, generator=torch.Generator().manual_seed(4))
+    _, decoder = fxvae.split(vae)
+    with torch.no_grad():
+        torch.testing.assert_close(images, decoder(density.sample(6, generator=torch.Generator().manual_seed(4))))
+        prior = fxvae.sample(vae, 6, generator=torch.Generator().manual_seed(4))
+    assert not torch.allclose(images, prior)
+
+
 def test_a_conditional_ae_is_fitted_sampled_and_measured_with_its_labels() -> None:
     entry = BY_NAME["conditional"]
     model = build(entry)
