@@ -373,6 +373,17 @@ def test_a_density_of_another_latent_shape_is_refused_by_evaluate() -> None:
         fxvae.evaluate(build(entry), entry.inputs(8)[0], density=density)
 
 
+def test_sampling_with_a_density_of_another_latent_shape_is_refused() -> None:
+    entry = BY_NAME["mlp_sigmoid"]
+    density = Density("gaussian", 1, (3,), 0, torch.ones(1), torch.zeros(1, 3), torch.eye(3)[None], (64,))
+    vae, _ = fxvae.convert(build(entry), entry.inputs(4)[0])
+    for model in (build(entry), vae):
+        with pytest.raises(
+            fxvae.InputError, match=r"latent has shape \[8\], but the density is on latents of shape \[3\]"
+        ):
+            fxvae.sample(model, 2, density=density)
+
+
 def test_sampling_an_autoencoder_without_a_density_names_fit_density() -> None:
     with pytest.raises(fxvae.InputError, match=r"pass density=fxvae\.fit_density\(ae, train\)"):
         fxvae.sample(build(BY_NAME["mlp_sigmoid"]), 4)
