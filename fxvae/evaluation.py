@@ -191,6 +191,10 @@ class Evaluation:
                 f"  rate: {self.rate_bits:.4g} bits per sample; codebook perplexity {self.perplexity:.4g}, "
                 f"{100 * (self.codes_used or 0):.1f}% of the codes used"
             )
+        if self.density is not None:
+            lines.append(f"  prior p(z): {self.density}")
+        if self.proposal is not None:
+            lines.append(f"  proposal q(z | x): {self.proposal}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:

@@ -105,6 +105,10 @@ def test_the_aes_recon_with_a_density_is_its_deterministic_reconstruction_term()
     assert (with_density.kind, with_density.k, with_density.kl) == ("ae", 3, None)
     assert with_density.density == "gaussian (full covariance), set by hand" and plain.density is None
     assert with_density.nll.value <= with_density.neg_elbo.value
+    assert str(with_density).splitlines()[-2:] == [
+        "  prior p(z): gaussian (full covariance), set by hand",
+        f"  proposal q(z | x): {with_density.proposal}",
+    ]
 
 
 def test_a_standard_normal_density_gives_a_vae_its_own_nll_and_a_monte_carlo_kl() -> None:
