@@ -24,6 +24,7 @@ from fxvae.io import convert_checkpoint, load, load_ae_state_dict, save
 from fxvae.latent import DiagonalGaussian, KLDivergence, Reparameterize
 from fxvae.onnx import export_onnx
 from fxvae.ops import kl_divergence
+from fxvae.quality import SampleQuality, sample_quality
 from fxvae.quantize import FiniteScalarQuantize, Quantized, QuantizerLoss, VectorQuantize
 from fxvae.recipe import CalibrationInfo, Conversion, Options, QuantizerInfo, conversion, posterior, quantized
 from fxvae.split import sample, split
@@ -55,6 +56,7 @@ __all__ = [
     "QuantizerLoss",
     "Reparameterize",
     "RewriteError",
+    "SampleQuality",
     "TraceError",
     "VectorQuantize",
     "__version__",
@@ -74,6 +76,7 @@ __all__ = [
     "posterior",
     "quantized",
     "sample",
+    "sample_quality",
     "save",
     "split",
     "split_tokens",

@@ -9,7 +9,19 @@ import fxvae
 
 
 def test_import_fxvae_loads_no_optional_dependency() -> None:
-    optional = ("triton", "onnx", "onnxscript", "onnxruntime", "matplotlib", "typer", "rich", "sympy", "safetensors")
+    optional = (
+        "triton",
+        "onnx",
+        "onnxscript",
+        "onnxruntime",
+        "matplotlib",
+        "typer",
+        "rich",
+        "sympy",
+        "safetensors",
+        "sklearn",
+        "torchmetrics",
+    )
     code = f"import sys, fxvae; print(sorted(m for m in {optional!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
