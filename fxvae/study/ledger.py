@@ -18,7 +18,7 @@ from typing import Any
 
 from fxvae.errors import InputError
 from fxvae.evaluation import Evaluation
-from fxvae.study.comparison import Comparison, Point, RunRecord
+from fxvae.study.comparison import Axes, Comparison, Point, RunRecord
 
 FILE = "metrics.jsonl"
 LOCK = ".lock"
@@ -147,6 +147,8 @@ def comparison_of(lines: list[dict[str, Any]], where: str = "the records") -> Co
                 run.samples = record.get("samples")
                 run.mse = record.get("mse")
                 run.model_file = record.get("model_file")
+                run.axes = Axes.from_dict(record["axes"]) if record.get("axes") else None
+                run.pictures = record.get("pictures")
         elif kind == "throughput":
             comparison.throughput = {k: v for k, v in record.items() if k != "type"}
         elif kind == "stopped":
