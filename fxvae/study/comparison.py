@@ -356,6 +356,8 @@ class Comparison:
                 models.append(Model(start))
                 continue
             kinds = {k for a in measured for k in (*a.nll, *a.samples, *a.latent, *a.densities) if k != "prior"}
+            # An AE without a density (none was fitted) still has its reconstruction, latent and cost columns.
+            kinds = kinds or {"prior"}
             models += [Model(start, kind) for kind in sorted(kinds, key=lambda k: (k != "gaussian", k))]
         return models
 
@@ -378,12 +380,15 @@ class Comparison:
         combined. Over several seeds the standard error is the larger of the seeds' spread of the difference
         / sqrt(seeds) and the measurements' own; with one seed, the measurement's (None where it has none).
 
-        >>> from fxvae.study.ledger import comparison_of
-        >>> from tests.report_records import ae_vs_vae_records
-        >>> c = comparison_of(ae_vs_vae_records())
+        >>> final = Evaluation("vae", 3, 1, "gaussian", 0, 4, recon=Estimate(1.0, 0.1))
+        >>> def run(start, source, nll):
+        ...     axes = Axes(nll={source: Estimate.of(torch.tensor(nll))}, paired_nll={source: nll})
+        ...     return RunRecord(start, 0, final=final, axes=axes)
+        >>> c = Comparison({}, [run("ae", "gmm", [30.0, 20.0, 25.0]), run("warm", "prior", [29.0, 19.1, 24.0])])
         >>> nll = next(a for a in ae_vs_vae_axes(c) if a.name.startswith("NLL"))
-        >>> c.difference(Model("ae", "gmm"), Model("warm"), nll).paired
-        True
+        >>> d = c.difference(Model("ae", "gmm"), Model("warm"), nll)
+        >>> round(d.value, 2), d.paired, d.beyond  # unpaired, its standard error would be 3 nats
+        (0.97, True, True)
         """
         one, two = self.measured(a, axis), self.measured(b, axis)
         seeds = sorted(set(one) & set(two))
@@ -458,8 +463,8 @@ class Comparison:
                 gains.append(gain)
             elif ranked == "ae":
                 costs.append(cost)
-            elif ranked is None and key == "NLL" and not ae and self.measured_any(vaes, axis[key]):
-                gains.append("a likelihood (the AE has no density to give it one)")
+            elif key == "NLL" and ae and not self.measured_any(ae, axis[key]) and self.measured_any(vaes, axis[key]):
+                gains.append("a likelihood (the AE has none without a density)")
             lines += say(axis[key], ae, vaes)
         ranked = self._vae_against_ae(axis["MSE (eval)"], ae, vaes)
         if ranked == "ae":
@@ -563,7 +568,7 @@ class Comparison:
             listed = ", ".join(f"{v.name} {d.text()}" for v, d in diffs)
             lines.append(f"NLL of {model.name} minus each VAE's, in nats per sample, {how}{over}: {listed}.")
         best_vae, best_ae = self._best(vaes, axis), self._best(ae, axis)
-        if best_vae is not None and best_ae is None:
+        if best_vae is not None and best_ae is None and ae:
             lines.append(
                 f"The AE has no NLL (no density was fitted to its codes); {best_vae.name}'s is "
                 f"{self._mean(best_vae, axis):.2f} nats."
