@@ -486,10 +486,45 @@ def _source_title(source: str) -> str:
     return "from its prior N(0, I)" if source == "prior" else f"from an ex-post {source} fitted to its codes"
 
 
+def _strip(ax: Any, samples: torch.Tensor, kind: str, limits: tuple[float, float], image_shape: Any) -> list[float]:
+    """``samples`` side by side in one axes (one axes per sample makes a picture of many samples several times
+    slower to lay out and save): images and heat maps as one mosaic with a blank column between samples,
+    signals one after another along x with a faint line between them. The x of each sample's middle."""
+    viewed = [_viewed(sample, image_shape) for sample in samples]
+    if kind == "signal":
+        length = viewed[0].shape[-1]
+        for i, sample in enumerate(viewed):
+            start = i * (length + 1)
+            for c, channel in enumerate(sample.reshape(-1, length)):
+                ax.plot(range(start, start + length), channel.tolist(), lw=0.8, color=f"C{c}")
+            if i:
+                ax.axvline(start - 1, color="0.85", lw=0.8)
+        ax.set_ylim(*limits)
+        ax.set_xlim(-0.5, len(viewed) * (length + 1) - 1.5)
+        ax.set_xticks([])
+        ax.tick_params(labelsize=6)
+        return [i * (length + 1) + (length - 1) / 2 for i in range(len(viewed))]
+    if kind == "image":
+        tiles = [sample if sample.dim() == 2 else sample.permute(1, 2, 0) for sample in viewed]
+        tiles = [((t - limits[0]) / max(limits[1] - limits[0], 1e-12)).clamp(0, 1) for t in tiles]
+        tiles = [t.squeeze(-1) if t.dim() == 3 and t.shape[-1] == 1 else t for t in tiles]
+        colour = dict(cmap="gray", vmin=0.0, vmax=1.0)
+    else:
+        tiles = [s.reshape(s.shape[0], -1) if s.dim() > 1 else s.reshape(1, -1) for s in viewed]
+        colour = dict(cmap="viridis", vmin=limits[0], vmax=limits[1])
+    gap = torch.ones_like(tiles[0][:, :1]) if tiles[0].dim() == 3 else torch.full_like(tiles[0][:, :1], math.nan)
+    mosaic = torch.cat([part for tile in tiles for part in (tile, gap)][:-1], dim=1)
+    ax.imshow(mosaic.numpy(), aspect="equal" if kind == "image" else "auto", interpolation="nearest", **colour)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    width = tiles[0].shape[1]
+    return [i * (width + 1) + (width - 1) / 2 for i in range(len(tiles))]
+
+
 def sources_figure(comparison: Comparison) -> Any:
-    """Each model's samples side by side: a row per start, a block of columns per source (its prior N(0, I),
-    then each density fitted to its training codes), :data:`_PER_SOURCE` samples each. Each axes is labelled
-    ``"start|source|index"`` (``Axes.get_label()``) for a reader of the figure.
+    """Each model's samples side by side: a row per start, a column per source (its prior N(0, I), then each
+    density fitted to its training codes), up to :data:`_PER_SOURCE` samples in each cell. Each cell's axes is
+    labelled ``"start|source"`` (``Axes.get_label()``) for a reader of the figure.
 
     >>> from fxvae.study.comparison import RunRecord
     >>> drawn = {"prior": [[0.0, 1.0, 2.0, 3.0]] * 2, "gmm": [[3.0, 2.0, 1.0, 0.0]] * 2}
@@ -497,7 +532,7 @@ def sources_figure(comparison: Comparison) -> Any:
     ...         RunRecord("warm", 0, pictures={"samples": drawn})]
     >>> fig = sources_figure(Comparison({}, runs))
     >>> [ax.get_label() for ax in fig.axes if ax.get_label()]
-    ['ae|gmm|0', 'ae|gmm|1', 'warm|prior|0', 'warm|prior|1', 'warm|gmm|0', 'warm|gmm|1']
+    ['ae|gmm', 'warm|prior', 'warm|gmm']
     """
     plt = _pyplot()
     sources = _sources(comparison)
@@ -512,28 +547,28 @@ def sources_figure(comparison: Comparison) -> Any:
     starts = [s for s in comparison.starts if any((s, source) in grid for source in sources)]
     per = max(len(v) for v in grid.values())
     kind, limits, image_shape = _layout(comparison, list(grid.values()))
-    size = 1.0 if kind == "image" else 1.6
-    columns = len(sources) * per
+    size = 0.9 if kind == "image" else 1.4
     fig, axes = plt.subplots(
-        len(starts), columns, figsize=(size * columns + 1.4, size * 0.85 * len(starts) + 1.0), squeeze=False
+        len(starts),
+        len(sources),
+        figsize=(size * per * len(sources) + 1.4, size * len(starts) + 1.0),
+        squeeze=False,
     )
     for r, start in enumerate(starts):
-        for b, source in enumerate(sources):
+        for c, source in enumerate(sources):
+            ax = axes[r][c]
             values = grid.get((start, source))
-            for i in range(per):
-                ax = axes[r][b * per + i]
-                if values is not None and i < len(values):
-                    _draw(ax, _viewed(values[i], image_shape), kind, limits)
-                    ax.set_label(f"{start}|{source}|{i}")
-                else:
-                    _blank(ax)
-                    if values is None and i == 0:
-                        why = "an AE has no prior" if start == "ae" and source == "prior" else "not recorded"
-                        ax.text(0.0, 0.5, why, fontsize=7, color="0.4", va="center", transform=ax.transAxes)
-                if r == 0 and i == 0:
-                    ax.set_title(_source_title(source), fontsize=8, loc="left")
-                if b == 0 and i == 0:
-                    ax.set_ylabel(start, fontsize=8, rotation=0, ha="right", va="center")
+            if values is not None:
+                _strip(ax, values, kind, limits, image_shape)
+                ax.set_label(f"{start}|{source}")
+            else:
+                _blank(ax)
+                why = "an AE has no prior" if start == "ae" and source == "prior" else "not recorded"
+                ax.text(0.5, 0.5, why, fontsize=7, color="0.4", ha="center", va="center", transform=ax.transAxes)
+            if r == 0:
+                ax.set_title(_source_title(source), fontsize=8)
+            if c == 0:
+                ax.set_ylabel(start, fontsize=8, rotation=0, ha="right", va="center")
     fig.suptitle(
         "samples decoded from each model's prior and from densities fitted to its training codes "
         "(the AE's own samples are its density's)",
@@ -544,43 +579,33 @@ def sources_figure(comparison: Comparison) -> Any:
 
 def interpolation_figure(comparison: Comparison) -> Any:
     """Interpolation strips: per start, up to :data:`_STRIPS` straight lines between two held-out codes, decoded
-    at evenly spaced points (a column per point, t = 0 at the first code, 1 at the second). Each axes is labelled
-    ``"start|strip|point"``.
+    at evenly spaced points, each line a row (t = 0 at the first code, 1 at the second, under each point). Each
+    row's axes is labelled ``"start|line"``.
 
     >>> from fxvae.study.comparison import RunRecord
     >>> strip = [[t / 4] * 4 for t in range(5)]
     >>> fig = interpolation_figure(Comparison({}, [RunRecord("warm", 0, pictures={"interpolation": [strip]})]))
-    >>> [ax.get_title() for ax in fig.axes]
-    ['t = 0', 't = 0.25', 't = 0.5', 't = 0.75', 't = 1']
+    >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    ['t = 0', '0.25', '0.5', '0.75', '1']
     """
     plt = _pyplot()
     strips = _strips(comparison)
     if not strips:
         raise InputError("the comparison's final records hold no interpolation strips: nothing to draw")
     rows = [
-        (start, j, torch.tensor(strip, dtype=torch.float32))
-        for start, ss in strips.items()
-        for j, strip in enumerate(ss)
+        (s, j, torch.tensor(strip, dtype=torch.float32)) for s, lines in strips.items() for j, strip in enumerate(lines)
     ]
     points = max(len(values) for *_, values in rows)
     kind, limits, image_shape = _layout(comparison, [values for *_, values in rows])
-    size = 1.0 if kind == "image" else 1.6
-    fig, axes = plt.subplots(
-        len(rows), points, figsize=(size * points + 1.4, size * 0.85 * len(rows) + 1.0), squeeze=False
-    )
+    size = 0.9 if kind == "image" else 1.4
+    fig, axes = plt.subplots(len(rows), 1, figsize=(size * points + 1.4, size * len(rows) + 1.0), squeeze=False)
     for r, (start, j, values) in enumerate(rows):
-        for i in range(points):
-            ax = axes[r][i]
-            if i < len(values):
-                _draw(ax, _viewed(values[i], image_shape), kind, limits)
-                ax.set_label(f"{start}|{j}|{i}")
-            else:
-                _blank(ax)
-            if r == 0:
-                ax.set_title(f"t = {i / max(points - 1, 1):.2g}", fontsize=8)
-            if i == 0:
-                ax.set_ylabel(
-                    start if j == 0 else f"{start} ({j + 1})", fontsize=8, rotation=0, ha="right", va="center"
-                )
+        ax = axes[r][0]
+        middles = _strip(ax, values, kind, limits, image_shape)
+        ax.set_label(f"{start}|{j}")
+        ax.set_ylabel(start if j == 0 else f"{start} ({j + 1})", fontsize=8, rotation=0, ha="right", va="center")
+        ax.set_xticks(middles)
+        t = [f"{i / max(len(values) - 1, 1):.2g}" for i in range(len(values))]
+        ax.set_xticklabels([f"t = {t[0]}", *t[1:]], fontsize=7)
     fig.suptitle("decoded along straight lines between two held-out codes (in each model's own latent)", fontsize=9)
     return fig
