@@ -204,6 +204,13 @@ def test_the_price_in_reconstruction_is_in_the_datas_units_against_the_ae_with_p
     assert "the AE 0.01;" in line and "warm 0.012 (1.20x, +0.002 ± 0.00011)" in line
 
 
+def test_images_add_the_psnr_of_each_model_to_the_reconstruction_sentence() -> None:
+    psnr = {"ae": 20.0, "scratch": 17.0, "warm": 19.0, "calibrated": 19.5}
+    changes = {s: {"psnr": {"eval": v, "sampled": None}} for s, v in psnr.items()}
+    line = _line(_comparison(changes=changes).ae_vs_vae_verdict(), "Reconstruction in the data's units")
+    assert line.endswith("PSNR in dB: the AE 20.00, scratch 17.00, warm 19.00, calibrated 19.50.")
+
+
 def test_a_slower_vae_step_is_a_cost_with_its_rate() -> None:
     verdict = _comparison().ae_vs_vae_verdict()
     assert "A VAE training step runs at 0.90x the AE's rate (90.0 against 100.0 steps/s)." in verdict

@@ -611,7 +611,9 @@ class Comparison:
         extra = ""
         if self.measured(reference, psnr):
             values = ", ".join(
-                f"{m.name} {self._mean(m, psnr):.2f}" for m in (reference, *vaes) if self.measured(m, psnr)
+                f"{'the AE' if m.is_ae else m.name} {self._mean(m, psnr):.2f}"
+                for m in (reference, *vaes)
+                if self.measured(m, psnr)
             )
             extra = f" PSNR in dB: {values}."
         return [
