@@ -228,3 +228,12 @@ def test_labels_add_the_probe_and_anomaly_sentences() -> None:
     assert "Linear-probe accuracy on held-out codes (logistic regression on the training codes): ae 0.900, " \
         "warm 0.900." in verdict  # fmt: skip
     assert any(line.startswith("Anomaly AUROC") and line.endswith("ae 0.700, warm 0.700.") for line in verdict)
+
+
+def test_without_an_ae_start_the_verdict_asks_for_one_instead_of_judging() -> None:
+    comparison = ledger.comparison_of([r for r in ae_vs_vae_records() if r.get("start") != "ae"])
+    assert [m.name for m in comparison.models()] == ["scratch", "warm", "calibrated"]
+    assert comparison.ae_vs_vae_verdict() == [
+        "The comparison ran no ae start: add ae to the starts to compare the AE against its VAEs on these axes "
+        "(the table compares the VAE starts alone)."
+    ]

@@ -342,11 +342,23 @@ class Comparison:
 
     @property
     def has_axes(self) -> bool:
-        """Whether the final records hold the AE-against-VAE measurements (records older than them do not)."""
+        """Whether the final records hold the AE-against-VAE measurements (records older than them do not).
+
+        >>> Comparison({}, [RunRecord("warm", 0)]).has_axes
+        False
+        """
         return any(r.axes is not None for r in self.runs)
 
     def models(self) -> list[Model]:
-        """The AE-vs-VAE table's rows: the AE with each density it was measured with, then each VAE start."""
+        """The AE-vs-VAE table's rows: the AE with each density it was measured with, then each VAE start.
+
+        >>> final = Evaluation("vae", 60, 8, "bernoulli", 0, 64, recon=Estimate(24.0, 0.3))
+        >>> nll = {"gaussian": Estimate(27.0, 0.3), "gmm": Estimate(26.0, 0.3)}
+        >>> runs = [RunRecord("ae", 0, final=final, axes=Axes(nll=nll)),
+        ...         RunRecord("warm", 0, final=final, axes=Axes(nll={"prior": Estimate(25.0, 0.3)}))]
+        >>> [m.name for m in Comparison({}, runs).models()]
+        ['ae + gaussian', 'ae + gmm', 'warm']
+        """
         models = []
         for start in self.starts:
             measured = [r.axes for r in self.of(start) if r.axes is not None]
@@ -362,12 +374,25 @@ class Comparison:
         return models
 
     def ex_post_kind(self) -> str | None:
-        """The density the VAEs' second samples column draws from: a gmm where measured, else a gaussian."""
+        """The density the VAEs' second samples column draws from: a gmm where measured, else a gaussian (None:
+        the VAEs' samples were measured from their prior only).
+
+        >>> far = Distance(Estimate(0.05, 0.002))
+        >>> runs = [RunRecord("warm", 0, axes=Axes(samples={"prior": far, "gaussian": far, "gmm": far}))]
+        >>> Comparison({}, runs).ex_post_kind()
+        'gmm'
+        """
         kinds = {k for r in self.runs if r.is_vae and r.axes for k in r.axes.samples if k != "prior"}
         return next((k for k in ("gmm", "gaussian", *sorted(kinds)) if k in kinds), None)
 
     def measured(self, model: Model, axis: Axis) -> dict[int, Measured]:
-        """Per seed: ``model``'s value on ``axis``."""
+        """Per seed: ``model``'s value on ``axis`` (runs without a final measurement left out).
+
+        >>> final = Evaluation("vae", 60, 8, "bernoulli", 0, 64, recon=Estimate(24.0, 0.3))
+        >>> c = Comparison({}, [RunRecord("warm", 3, final=final, axes=Axes(nll={"prior": Estimate(25.0, 0.3)}))])
+        >>> c.measured(Model("warm"), next(a for a in ae_vs_vae_axes(c) if a.name.startswith("NLL")))
+        {3: Measured(value=25.0, stderr=0.3, per_sample=None)}
+        """
         out = {}
         for run in self.of(model.start):
             if run.final is not None and (value := axis.read(run, model.source)) is not None:
@@ -416,7 +441,16 @@ class Comparison:
         return Difference(mean, stderr, paired and None not in errors, len(seeds))
 
     def better(self, a: Model, b: Model, axis: Axis) -> bool:
-        """Whether ``a`` is better than ``b`` on ``axis`` beyond the standard error of their difference."""
+        """Whether ``a`` is better than ``b`` on ``axis`` beyond the standard error of their difference.
+
+        >>> final = Evaluation("vae", 60, 8, "bernoulli", 0, 64, recon=Estimate(24.0, 0.3))
+        >>> runs = [RunRecord("ae", 0, final=final, axes=Axes(nll={"gmm": Estimate(26.0, 0.3)})),
+        ...         RunRecord("warm", 0, final=final, axes=Axes(nll={"prior": Estimate(25.0, 0.3)}))]
+        >>> c = Comparison({}, runs)
+        >>> nll = next(a for a in ae_vs_vae_axes(c) if a.name.startswith("NLL"))
+        >>> c.better(Model("warm"), Model("ae", "gmm"), nll), c.better(Model("ae", "gmm"), Model("warm"), nll)
+        (True, False)
+        """
         d = self.difference(a, b, axis)
         if axis.better is None or d is None or not d.beyond:
             return False
@@ -425,7 +459,16 @@ class Comparison:
     def ae_vs_vae_table(self) -> list[dict[str, Any]]:
         """One row per model (see :meth:`models`): ``{"model": name, axis name: {"values": [per seed],
         "bold": bool}}``, a cell bold where it is better than every other row that measures something else
-        beyond the standard error of the difference (:meth:`better`). Columns no row measured are left out."""
+        beyond the standard error of the difference (:meth:`better`). Columns no row measured are left out.
+
+        >>> final = Evaluation("vae", 60, 8, "bernoulli", 0, 64, recon=Estimate(24.0, 0.3))
+        >>> nll = {"gaussian": Estimate(27.0, 0.3), "gmm": Estimate(25.8, 0.3)}
+        >>> runs = [RunRecord("ae", 0, final=final, axes=Axes(nll=nll)),
+        ...         RunRecord("warm", 0, final=final, axes=Axes(nll={"prior": Estimate(25.0, 0.3)}))]
+        >>> table = Comparison({}, runs).ae_vs_vae_table()
+        >>> [(row["model"], row["NLL (k=?)"]["values"], row["NLL (k=?)"]["bold"]) for row in table]
+        [('ae + gaussian', [27.0], False), ('ae + gmm', [25.8], False), ('warm', [25.0], True)]
+        """
         models, axes = self.models(), ae_vs_vae_axes(self)
         cells = {(m, a.name): [v.value for v in self.measured(m, a).values()] for m in models for a in axes}
         axes = [a for a in axes if any(cells[m, a.name] for m in models)]
@@ -441,12 +484,27 @@ class Comparison:
 
     def ae_vs_vae_verdict(self) -> list[str]:
         """Sentences computed from the AE-vs-VAE table's numbers: what the VAE gains and costs (first), then the
-        evidence per axis, each difference with its standard error (:meth:`difference`)."""
+        evidence per axis, each difference with its standard error (:meth:`difference`).
+
+        >>> final = Evaluation("vae", 60, 8, "bernoulli", 0, 64, recon=Estimate(24.0, 0.3))
+        >>> runs = [RunRecord("ae", 0, final=final, axes=Axes(nll={"gmm": Estimate(27.0, 0.3)})),
+        ...         RunRecord("warm", 0, final=final, axes=Axes(nll={"prior": Estimate(25.0, 0.3)}))]
+        >>> verdict = Comparison({}, runs).ae_vs_vae_verdict()
+        >>> verdict[0]
+        'What the VAE gains on this model and data: a likelihood; what it costs: nothing beyond the standard errors.'
+        >>> verdict[1]
+        "NLL of ae + gmm minus each VAE's, in nats per sample, unpaired: warm +2.00 ± 0.42."
+        """
         models = self.models()
         ae = [m for m in models if m.is_ae]
         vaes = [m for m in models if not m.is_ae]
         if not vaes:
             return []
+        if not ae:
+            return [
+                "The comparison ran no ae start: add ae to the starts to compare the AE against its VAEs on these "
+                "axes (the table compares the VAE starts alone)."
+            ]
         by_name = {a.name: a for a in ae_vs_vae_axes(self)}
         axis = {key: next(a for n, a in by_name.items() if n.startswith(key)) for key in ("MSE (eval)", "NLL")}
         axis |= {k: by_name[k] for k in ("samples (own prior or density)", "interpolation", "steps/s")}
@@ -463,7 +521,7 @@ class Comparison:
                 gains.append(gain)
             elif ranked == "ae":
                 costs.append(cost)
-            elif key == "NLL" and ae and not self.measured_any(ae, axis[key]) and self.measured_any(vaes, axis[key]):
+            elif key == "NLL" and ae and not self._measured_any(ae, axis[key]) and self._measured_any(vaes, axis[key]):
                 gains.append("a likelihood (the AE has none without a density)")
             lines += say(axis[key], ae, vaes)
         ranked = self._vae_against_ae(axis["MSE (eval)"], ae, vaes)
@@ -484,7 +542,7 @@ class Comparison:
         )
         return [summary, *lines]
 
-    def measured_any(self, models: Sequence[Model], axis: Axis) -> bool:
+    def _measured_any(self, models: Sequence[Model], axis: Axis) -> bool:
         return any(self.measured(m, axis) for m in models)
 
     def _best(self, models: Sequence[Model], axis: Axis) -> Model | None:
@@ -1066,7 +1124,11 @@ class Model:
 @dataclass(frozen=True)
 class Measured:
     """One model's value on one axis under one seed: its standard error where measured, and its per-sample
-    values where recorded (paired with another model's of the same seed)."""
+    values where recorded (paired with another model's of the same seed).
+
+    >>> Measured(24.3, 0.4).per_sample is None
+    True
+    """
 
     value: float
     stderr: float | None = None
@@ -1103,7 +1165,12 @@ class Difference:
 class Axis:
     """A column of the AE-vs-VAE table: how to read it from a run for one row, which way is better
     (None: neither, never bold), whether it is a property of the run shared by all its rows (the AE's MSE is
-    the same whatever density it samples from), and its decimals (None: significant digits)."""
+    the same whatever density it samples from), and its decimals (None: significant digits).
+
+    >>> mse = ae_vs_vae_axes(Comparison({}, []))[0]
+    >>> mse.name, mse.better, mse.key(Model("ae", "gmm"))
+    ('MSE (eval)', 'lower', ('ae',))
+    """
 
     name: str
     read: Callable[[RunRecord, str], Measured | None]
@@ -1160,7 +1227,11 @@ def _ex_post(kind: str) -> Callable[[RunRecord, str], Measured | None]:
 
 
 def ae_vs_vae_axes(comparison: Comparison) -> list[Axis]:
-    """The AE-vs-VAE table's columns, in order (see :meth:`Comparison.ae_vs_vae_table`)."""
+    """The AE-vs-VAE table's columns, in order (see :meth:`Comparison.ae_vs_vae_table`).
+
+    >>> [a.name for a in ae_vs_vae_axes(Comparison({"options": {"final_k": 100}}, []))][3:6]
+    ['SSIM', 'NLL (k=100)', 'samples (own prior or density)']
+    """
     final_k = comparison.config.get("options", {}).get("final_k", "?")
     kind = comparison.ex_post_kind()
     axes = [

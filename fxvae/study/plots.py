@@ -106,7 +106,11 @@ class YRange:
 
     def ticks(self, most: int = 9) -> list[float]:
         """Round values for the y-axis: evenly spread on a log scale above :attr:`floor` (at most ``most``),
-        else none (matplotlib's own)."""
+        else none (matplotlib's own).
+
+        >>> YRange(-15.0, 1000.0, floor=-15.2).ticks()
+        [-15.0, -14.0, -10.0, 0.0, 30.0, 200.0, 1000.0]
+        """
         if self.floor is None:
             return []
         floor = self.floor
