@@ -905,39 +905,41 @@ class Comparison:
         dims = next((r.axes.latent_dims for r in self.runs if r.axes and r.axes.latent_dims), None)
         kind = self.ex_post_kind()
         said = {
-            "MSE (eval)": "MSE: held-out mean squared error per element in the data's units, in eval mode (the AE "
-            "on its code, a VAE on z = its posterior mean)",
-            "MSE (z sampled)": "with z sampled as in training (VAEs)",
-            "PSNR (dB)": "PSNR and SSIM of the eval-mode reconstructions",
-            "NLL": f"NLL: the importance-weighted bound on -log p(x) with k = {final_k}, in nats per sample; for the "
-            "AE, of the generative model density, then its decoder, then the likelihood, with a proposal centred on "
-            "its code",
-            "samples (own prior or density)": "samples: the kernel MMD² (Gretton et al. 2012) of decoded draws "
+            "MSE (eval)": "**MSE**: held-out mean squared error per element in the data's units, in eval mode (the "
+            "AE on its code, a VAE on z = its posterior mean), and with z sampled as in training (VAEs)",
+            "PSNR (dB)": "**PSNR**, **SSIM**: of the eval-mode reconstructions",
+            "NLL": f"**NLL**: the importance-weighted bound on -log p(x) with k = {final_k}, in nats per sample; for "
+            "the AE, of the generative model density, then its decoder, then the likelihood, with a proposal "
+            "centred on its code",
+            "samples (own prior or density)": "**samples**: the kernel MMD² (Gretton et al. 2012) of decoded draws "
             f"against held-out data (features: {features}), from the row's prior or density"
             + (
-                f", and for a VAE from an ex-post {kind} fitted to its training codes (Ghosh et al. 2020)"
+                f"; **samples (ex-post {kind})**: a VAE's decoder on draws of a {kind} fitted to its training codes "
+                "(Ghosh et al. 2020)"
                 if kind
                 else ""
             ),
-            "latent to prior": "latent to prior: the MMD² of held-out codes against draws of that prior or density",
-            "active units": "active units: latent elements whose posterior mean varies over the data"
+            "latent to prior": "**latent to prior**: the MMD² of held-out codes against draws of that prior or "
+            "density, in latent space",
+            "active units": "**active units**: latent elements whose posterior mean varies over the data"
             + (f" (of {dims})" if dims else ""),
-            "interpolation": "interpolation: the MMD² of decoded midpoints of straight lines between held-out codes "
-            "against held-out data",
-            "probe accuracy": "probe accuracy: a logistic regression on the training codes, scored on held-out codes",
-            "anomaly AUROC": "anomaly AUROC: the AE scored by its reconstruction error, a VAE by its per-sample NLL",
-            "steps/s": "steps/s: training steps per second",
+            "interpolation": "**interpolation**: the MMD² of decoded midpoints of straight lines between held-out "
+            "codes against held-out data",
+            "probe accuracy": "**probe accuracy**: a logistic regression on the training codes, scored on held-out "
+            "codes",
+            "anomaly AUROC": "**anomaly AUROC**: the AE scored by its reconstruction error, a VAE by its per-sample "
+            "NLL",
+            "steps/s": "**steps/s**: training steps per second",
         }
-        parts = [text for name, text in said.items() if any(a.name.startswith(name) for a in axes)]
         higher = [a.name for a in axes if a.better == "higher"]
         lines = [
             "## AE vs VAE",
             "",
             "One row per model: the AE with each density fitted to its training codes (it samples by decoding draws "
-            "of it), and each VAE start with its prior N(0, I). Mean ± sd over the seeds. " + "; ".join(parts) + ". "
-            f"Lower is better{', except ' + ', '.join(higher) if higher else ''}. **Bold**: better than every other "
-            "row by more than the standard error of the difference (paired per held-out sample where the records "
-            "hold per-sample values; over seeds, at least the seeds' spread of the difference / sqrt(seeds)).",
+            "of it), and each VAE start with its prior N(0, I); mean ± sd over the seeds. Lower is better"
+            f"{', except ' + ', '.join(higher) if higher else ''}. **Bold**: better than every other row by more "
+            "than the standard error of the difference (paired per held-out sample where the records hold "
+            "per-sample values; over seeds, at least the seeds' spread of the difference / sqrt(seeds)).",
             "",
             "| model | " + " | ".join(a.name for a in axes) + " |",
             "| --- | " + " | ".join("---:" for _ in axes) + " |",
@@ -949,6 +951,8 @@ class Comparison:
                 text = _fmt_sig(values) if axis.digits is None else _fmt(values, axis.digits)
                 cells.append(f"**{text}**" if row[axis.name]["bold"] else text)
             lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
+        lines.append("")
+        lines += [f"- {text}." for name, text in said.items() if any(a.name.startswith(name) for a in axes)]
         lines += ["", "### Verdict: AE vs VAE", ""]
         lines += [f"- {line}" for line in self.ae_vs_vae_verdict()]
         for name in figures:
