@@ -237,3 +237,12 @@ def test_without_an_ae_start_the_verdict_asks_for_one_instead_of_judging() -> No
         "The comparison ran no ae start: add ae to the starts to compare the AE against its VAEs on these axes "
         "(the table compares the VAE starts alone)."
     ]
+
+
+def test_the_columns_are_defined_under_the_table_naming_the_features_used() -> None:
+    report = _comparison().to_markdown()
+    table_end = report.index("| calibrated |")
+    definitions = report[table_end : report.index("### Verdict: AE vs VAE")]
+    assert "- **samples**: the kernel MMD² (Gretton et al. 2012) of decoded draws against held-out data (features: " \
+        "the data, flattened)" in definitions  # fmt: skip
+    assert "- **active units**: latent elements whose posterior mean varies over the data (of 8)." in definitions
