@@ -138,9 +138,7 @@ class YRange:
         ]
         parts = ["log scale"] if self.log else []
         if self.floor is not None:
-            parts.append(
-                f"log scale of the height above {self.floor:.4g}, so that curves ending close together stay apart"
-            )
+            parts.append(f"log scale of the height above {self.floor:.4g}")
         if cut:
             parts.append("y-axis cut: " + "; ".join(cut))
         return "; ".join(parts)
@@ -246,7 +244,7 @@ def curves_figure(comparison: Comparison) -> Any:
         if limits.log:
             ax.set_yscale("log")
         if limits.floor is not None:
-            _log_above(ax, limits)
+            _log_above(ax, limits.floor, limits.ticks())
         ax.set_ylim(limits.low, limits.high)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (0: before any step)")
@@ -258,13 +256,12 @@ def curves_figure(comparison: Comparison) -> Any:
     return fig
 
 
-def _log_above(ax: Any, limits: YRange) -> None:
-    """The y-axis on a log scale of the height above ``limits.floor``, ticked at round values."""
+def _log_above(ax: Any, floor: float, ticks: Sequence[float]) -> None:
+    """The y-axis on a log scale of the height above ``floor``, ticked at ``ticks`` (round values)."""
     import numpy as np
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-    floor = limits.floor
-    assert floor is not None
+    # Heights at or below the floor (none is drawn there) are mapped just above it, never to log(0).
     tiny = 1e-12 * max(1.0, abs(floor))
     ax.set_yscale(
         "function",
@@ -273,7 +270,7 @@ def _log_above(ax: Any, limits: YRange) -> None:
             lambda t: floor + 10.0 ** np.asarray(t),
         ),
     )
-    ax.yaxis.set_major_locator(FixedLocator(limits.ticks()))
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
     ax.yaxis.set_minor_locator(NullLocator())
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
