@@ -1,4 +1,6 @@
-"""What a comparison measured, and the report it makes: a table per start, a verdict in words, pictures.
+"""What a comparison measured, and the report it makes: the AE against its VAEs on the same axes (a row per model,
+a cell bold only beyond the standard error of its difference, a verdict computed from them), then a table per
+start, a verdict in words, pictures.
 
 Everything here is rebuilt from the records of ``metrics.jsonl`` alone (:func:`fxvae.study.ledger.read`), so
 a report can be made again, or from a comparison that was stopped, without training anything.
