@@ -2,8 +2,9 @@
 
 A line is ``{"type": ...}``: ``config`` (what was run, first), ``shown`` (the held-out samples the pictures
 show), ``epoch`` (a run's held-out measurement after an epoch), ``final`` (its measurement at the final k and
-its pictures; a Gaussian comparison's also holds the AE-against-VAE ``axes`` and their ``pictures``), ``throughput``, ``stopped`` (a budget ended it) and ``resumed``. Where a resumed comparison
-measures again, the later line stands. A stopped comparison keeps every line it wrote; :func:`read`
+its pictures; a Gaussian comparison's also holds the AE-against-VAE ``axes`` and their ``pictures``),
+``throughput``, ``stopped`` (a budget ended it) and ``resumed``. Where a resumed comparison measures again, the
+later line stands. A stopped comparison keeps every line it wrote; :func:`read`
 rebuilds the :class:`~fxvae.study.Comparison` from them alone.
 """
 
