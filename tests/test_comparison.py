@@ -212,3 +212,15 @@ def test_a_discrete_comparisons_best_run_is_the_lowest_distortion() -> None:
 def test_records_without_model_files_name_no_file() -> None:
     verdict = _comparison({"scratch": [[40, 24]], "warm": [[30, 23]]}).verdict()
     assert not any("fxvae.load" in line for line in verdict)
+
+
+# --- records older than the AE-against-VAE measurements -------------------------------------------------------
+
+
+def test_records_without_axes_report_as_before_without_an_ae_vs_vae_section() -> None:
+    result = _comparison(_FOUR, fields=_MSE)
+    report = result.to_markdown(["curves.png"])
+    assert not result.has_axes and result.models() == []
+    assert report.startswith("# AE: the AE's VAE against one trained from scratch\n")
+    assert "## AE vs VAE" not in report and "## Results" in report and "\n## Verdict\n" in report
+    assert any(line.startswith("Held-out MSE per element") for line in result.verdict())

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fxvae.study import ledger, plots
-from tests.report_records import records
+from tests.report_records import ae_vs_vae_records, records
 
 pytest.importorskip("matplotlib")
 
@@ -172,3 +172,123 @@ def test_a_diverged_point_is_cut_and_a_missing_one_ignored() -> None:
 
 def test_no_values_give_a_unit_range() -> None:
     assert plots.robust_range([]) == plots.YRange(0.0, 1.0)
+
+
+# --- the reconstruction panel whatever the spread ------------------------------------------------------------
+
+
+def test_the_reconstruction_panel_cuts_an_epoch_zero_outlier_among_values_near_minus_15() -> None:
+    # The case: scratch's reconstruction term starts near 990 nats; the others end near -15.
+    curves = {
+        "ae": [[-14.5, -15.0, -15.02, -15.03]],
+        "scratch": [[990.0, -10.0, -12.5, -12.9]],
+        "warm": [[-13.0, -14.2, -14.4, -14.5]],
+        "calibrated": [[-14.0, -14.6, -14.7, -14.8]],
+    }
+    _, right = plots.curves_figure(_comparison(curves)).axes
+    low, high = right.get_ylim()
+    assert -15.5 < low < -15.03 and -12.9 < high < -9.0
+    assert "y-axis cut: 1 point above" in right.get_title()
+
+
+def _pixel(ax, value: float) -> float:
+    return ax.transData.transform((0.0, value))[1]
+
+
+def test_curves_ending_close_together_below_a_slow_descent_stay_apart_on_a_log_scale_above_a_floor() -> None:
+    epochs = range(40)
+    curves = {
+        "ae": [[-15.03 + 2 * 0.8**e for e in epochs]],
+        "scratch": [[-12.9 + 1003 * 0.93**e for e in epochs]],
+        "warm": [[-14.5 + 0.8**e for e in epochs]],
+        "calibrated": [[-14.8 + 0.5 * 0.8**e for e in epochs]],
+    }
+    fig = plots.curves_figure(_comparison(curves))
+    fig.canvas.draw()
+    _, right = fig.axes
+    assert "log scale of the height above" in right.get_title()
+    height = _pixel(right, right.get_ylim()[1]) - _pixel(right, right.get_ylim()[0])
+    # The three ends near -15, 0.23 and 0.3 nats apart, at least 5% of the axis apart; scratch's start drawn.
+    assert _pixel(right, -14.8) - _pixel(right, -15.03) > 0.05 * height
+    assert _pixel(right, -14.5) - _pixel(right, -14.8) > 0.05 * height
+    assert right.get_ylim()[1] > 990.0
+
+
+def test_a_log_scale_above_a_floor_is_ticked_at_round_values_inside_the_axis() -> None:
+    limits = plots.robust_range([[990.0, 500.0, 200.0, 80.0], [-15.0, -15.0, -15.0, -15.03], [-14.8] * 4])
+    ticks = limits.ticks()
+    assert limits.floor is not None and limits.floor < -15.03
+    assert all(limits.low <= t <= limits.high for t in ticks)
+    assert {-15.0, 0.0, 100.0} <= set(ticks) and len(ticks) <= 9
+
+
+def test_curves_ending_apart_keep_a_linear_axis() -> None:
+    assert plots.robust_range([[990.0, 27.0, 25.0, 24.0], [26.0, 25.0, 24.5, 24.2]]).floor is None
+
+
+# --- the AE against its VAEs: samples per source and interpolation strips ---------------------------------------
+
+
+def _ae_vs_vae(**kwargs):
+    return ledger.comparison_of(ae_vs_vae_records(**kwargs))
+
+
+def _cells(fig) -> dict[str, object]:
+    return {ax.get_label(): ax for ax in fig.axes if ax.get_label()}
+
+
+def test_each_models_samples_from_its_prior_and_its_ex_post_density_are_side_by_side() -> None:
+    cells = _cells(plots.sources_figure(_ae_vs_vae()))
+    prior, gmm = cells["warm|prior"].get_subplotspec(), cells["warm|gmm"].get_subplotspec()
+    assert prior.rowspan == gmm.rowspan and prior.colspan.start < gmm.colspan.start
+    assert set(cells) == {f"{s}|{source}" for s in ("scratch", "warm", "calibrated") for source in ("prior", "gmm")} | {
+        "ae|gaussian",
+        "ae|gmm",
+    }
+
+
+def test_every_recorded_sample_of_a_source_is_drawn() -> None:
+    # Three signals of 16 steps each, one line each.
+    assert len(_cells(plots.sources_figure(_ae_vs_vae()))["warm|gmm"].get_lines()) == 3 + 2  # and 2 separators
+
+
+def test_the_samples_picture_titles_each_source() -> None:
+    fig = plots.sources_figure(_ae_vs_vae())
+    assert [ax.get_title() for ax in fig.axes[:3]] == [
+        "from its prior N(0, I)",
+        "from an ex-post gaussian fitted to its codes",
+        "from an ex-post gmm fitted to its codes",
+    ]
+
+
+def test_the_ae_row_says_it_has_no_prior_instead_of_drawing_one() -> None:
+    fig = plots.sources_figure(_ae_vs_vae())
+    first = fig.axes[0]
+    assert first.get_label() != "ae|prior" and first.get_ylabel() == "ae"
+    assert [t.get_text() for t in first.texts] == ["an AE has no prior"]
+
+
+def test_interpolation_strips_show_each_models_lines_from_t_0_to_1() -> None:
+    fig = plots.interpolation_figure(_ae_vs_vae())
+    assert [ax.get_label() for ax in fig.axes[:3]] == ["ae|0", "ae|1", "scratch|0"] and len(fig.axes) == 4 * 2
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["t = 0", "0.25", "0.5", "0.75", "1"]
+    assert [ax.get_ylabel() for ax in fig.axes[:2]] == ["ae", "ae (2)"]
+
+
+def test_an_interpolation_tick_stands_under_the_middle_of_its_image() -> None:
+    options = {"starts": ["ae", "scratch", "warm", "calibrated"], "image_shape": [4, 4]}
+    ax = plots.interpolation_figure(_ae_vs_vae(config={"options": options})).axes[0]
+    # Images 4 wide with a blank column between them: the middles at 1.5, 6.5, 11.5, ...
+    assert list(ax.get_xticks()) == [1.5, 6.5, 11.5, 16.5, 21.5]
+
+
+def test_images_of_one_picture_share_one_grey_scale() -> None:
+    options = {"starts": ["ae", "scratch", "warm", "calibrated"], "image_shape": [4, 4]}
+    fig = plots.interpolation_figure(_ae_vs_vae(config={"options": options}))
+    assert {ax.images[0].get_clim() for ax in fig.axes} == {(0.0, 1.0)}
+
+
+def test_plot_all_writes_the_ae_vs_vae_pictures_where_the_records_hold_them(tmp_path: Path) -> None:
+    written = [p.name for p in plots.plot_all(_ae_vs_vae(), tmp_path)]
+    assert written == ["curves.png", "ae_vs_vae_samples.png", "ae_vs_vae_interpolation.png"]
+    assert [p.name for p in plots.plot_all(_ae_vs_vae(pictures=False), tmp_path / "none")] == ["curves.png"]

@@ -2,8 +2,9 @@
 
 A line is ``{"type": ...}``: ``config`` (what was run, first), ``shown`` (the held-out samples the pictures
 show), ``epoch`` (a run's held-out measurement after an epoch), ``final`` (its measurement at the final k and
-its pictures), ``throughput``, ``stopped`` (a budget ended it) and ``resumed``. Where a resumed comparison
-measures again, the later line stands. A stopped comparison keeps every line it wrote; :func:`read`
+its pictures; a Gaussian comparison's also holds the AE-against-VAE ``axes`` and their ``pictures``),
+``throughput``, ``stopped`` (a budget ended it) and ``resumed``. Where a resumed comparison measures again, the
+later line stands. A stopped comparison keeps every line it wrote; :func:`read`
 rebuilds the :class:`~fxvae.study.Comparison` from them alone.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 
 from fxvae.errors import InputError
 from fxvae.evaluation import Evaluation
-from fxvae.study.comparison import Comparison, Point, RunRecord
+from fxvae.study.comparison import Axes, Comparison, Point, RunRecord
 
 FILE = "metrics.jsonl"
 LOCK = ".lock"
@@ -147,6 +148,8 @@ def comparison_of(lines: list[dict[str, Any]], where: str = "the records") -> Co
                 run.samples = record.get("samples")
                 run.mse = record.get("mse")
                 run.model_file = record.get("model_file")
+                run.axes = Axes.from_dict(record["axes"]) if record.get("axes") else None
+                run.pictures = record.get("pictures")
         elif kind == "throughput":
             comparison.throughput = {k: v for k, v in record.items() if k != "type"}
         elif kind == "stopped":

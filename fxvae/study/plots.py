@@ -6,7 +6,8 @@ a few long channels as signals (a line per channel), anything else as a heat map
 flattened data as images.
 
 Each picture is a function that returns its figure (:func:`curves_figure`, :func:`grid_figure`,
-:func:`kl_figure`), so that a caller can keep, restyle or inspect it; :func:`plot_all` writes them as PNGs.
+:func:`kl_figure`, and for the AE against its VAEs :func:`sources_figure` and :func:`interpolation_figure`), so
+that a caller can keep, restyle or inspect it; :func:`plot_all` writes them as PNGs.
 
 >>> from fxvae.study import plots
 >>> result = fxvae.compare(ae, torch.randn(120, 64), epochs=2, k=1, final_k=2, progress=False)
@@ -19,6 +20,7 @@ Each picture is a function that returns its figure (:func:`curves_figure`, :func
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections.abc import Sequence
@@ -29,7 +31,7 @@ from typing import Any
 import torch
 
 from fxvae.errors import InputError
-from fxvae.study.comparison import NEAR_NATS, Comparison, Point
+from fxvae.study.comparison import AE_VS_VAE_FIGURES, NEAR_NATS, Comparison, Point
 
 _KL_BARS = 64
 """Latent dimensions shown in the KL picture (the largest first)."""
@@ -40,6 +42,9 @@ STRETCH = 3.0
 that span, above and below (so at most 1 + 2 x STRETCH times it); the others are cut (see :func:`robust_range`)."""
 LOG_RATIO = 10.0
 """A curve panel whose positive values span this ratio or more is drawn on a log scale."""
+SQUEEZED = 0.02
+"""Curves whose last values lie closer together than this share of a linear axis's height cannot be told apart:
+the panel is then drawn on a log scale of the height above a floor just below the lowest point."""
 
 
 def _pyplot() -> Any:
@@ -63,6 +68,11 @@ def plot_all(comparison: Comparison, directory: Path) -> list[Path]:
         written.append(_save(grid_figure(comparison, "samples"), directory / "samples.png"))
     if any(r.final is not None and r.final.kl_per_dim for r in comparison.runs):
         written.append(_save(kl_figure(comparison), directory / "kl_per_dim.png"))
+    samples, interpolation = AE_VS_VAE_FIGURES
+    if _sources(comparison):
+        written.append(_save(sources_figure(comparison), directory / samples))
+    if _strips(comparison):
+        written.append(_save(interpolation_figure(comparison), directory / interpolation))
     return written
 
 
@@ -88,9 +98,36 @@ class YRange:
     above: int = 0
     below: int = 0
     log: bool = False
+    floor: float | None = None
+    """Set: the axis is logarithmic in the height above ``floor`` (below every value drawn)."""
 
     def clip(self, value: float) -> float:
         return min(max(value, self.low), self.high)
+
+    def ticks(self, most: int = 9) -> list[float]:
+        """Round values for the y-axis: evenly spread on a log scale above :attr:`floor` (at most ``most``),
+        else none (matplotlib's own).
+
+        >>> YRange(-15.0, 1000.0, floor=-15.2).ticks()
+        [-15.0, -14.0, -10.0, 0.0, 30.0, 200.0, 1000.0]
+        """
+        if self.floor is None:
+            return []
+        floor = self.floor
+        lowest, highest = math.log10(self.low - floor), math.log10(self.high - floor)
+        found = set()
+        for decade in range(math.floor(lowest), math.ceil(highest) + 1):
+            for step in (1, 2, 5):
+                unit = 10.0**decade
+                found.add(round(round((floor + step * unit) / unit) * unit, 12))
+        inside = sorted(v for v in found if self.low <= v <= self.high)
+        kept: list[float] = []
+        # No two ticks closer than a share of the axis, measured where they are drawn: on the log scale.
+        gap = (highest - lowest) / most
+        for value in inside:
+            if not kept or math.log10(value - floor) - math.log10(kept[-1] - floor) >= gap:
+                kept.append(value)
+        return kept
 
     def note(self) -> str:
         """What the axis does to the values, for the panel's title ("" for a plain linear axis)."""
@@ -100,6 +137,8 @@ class YRange:
             if n
         ]
         parts = ["log scale"] if self.log else []
+        if self.floor is not None:
+            parts.append(f"log scale of the height above {self.floor:.4g}")
         if cut:
             parts.append("y-axis cut: " + "; ".join(cut))
         return "; ".join(parts)
@@ -110,10 +149,15 @@ def robust_range(curves: Sequence[Sequence[float]], keep: Sequence[float] = ()) 
     as a target line), plus every other point within :data:`STRETCH` times that span of it; the points beyond are
     counted as cut. An epoch-0 -ELBO of 990 nats next to curves near 24 is cut; a gentle descent is shown whole.
     Where the positive values shown span :data:`LOG_RATIO` or more from the lowest to the highest, the scale is
-    logarithmic, so that a curve far below the others keeps its shape.
+    logarithmic, so that a curve far below the others keeps its shape. Where the curves' last values would still
+    lie within :data:`SQUEEZED` of the axis's height of each other (a start that descends slowly from far above the
+    others), every finite point is shown, on a log scale of the height above a floor just below the lowest point
+    (``floor``).
 
     >>> robust_range([[990.0, 27.0, 25.0, 24.0], [26.0, 25.0, 24.5, 24.2]])
-    YRange(low=23.85, high=27.15, above=1, below=0, log=False)
+    YRange(low=23.85, high=27.15, above=1, below=0, log=False, floor=None)
+    >>> robust_range([[990.0, 500.0, 200.0, 80.0], [-15.0, -15.0, -15.0, -15.03], [-14.8] * 4]).floor
+    -15.145
     >>> robust_range([[130.0, 120.0, 116.0], [3.9, 3.8, 3.7]]).log
     True
 
@@ -135,7 +179,20 @@ def robust_range(curves: Sequence[Sequence[float]], keep: Sequence[float] = ()) 
         pad = (high / low) ** 0.05
         return YRange(round(low / pad, 12), round(high * pad, 12), above, below, log=True)
     pad = 0.05 * max(high - low, span)
-    return YRange(round(low - pad, 12), round(high + pad, 12), above, below)
+    linear = YRange(round(low - pad, 12), round(high + pad, 12), above, below)
+    ends = sorted({c[-1] for c in curves if c and math.isfinite(c[-1])})
+    gaps = [b - a for a, b in itertools.pairwise(ends)]
+    if not gaps or min(gaps) >= SQUEEZED * (linear.high - linear.low):
+        return linear
+    # The closest two ends half a gap above the floor (and the others at least that), each further decade of
+    # height compressed alike: the outliers are drawn, not cut.
+    lift = max(min(gaps), 1e-3 * (ends[-1] - ends[0])) / 2
+    floor = min(finite) - lift
+    top = max(finite)
+    infinite = (sum(v == math.inf for v in values), sum(v == -math.inf for v in values))
+    return YRange(
+        round(floor + lift / 2, 12), round(floor + (top - floor) * 1.3, 12), *infinite, floor=round(floor, 12)
+    )
 
 
 def curves_figure(comparison: Comparison) -> Any:
@@ -186,6 +243,8 @@ def curves_figure(comparison: Comparison) -> Any:
             ax.axhline(target, color="0.4", ls="--", lw=0.8, label=f"scratch final + {NEAR_NATS:g} nat")
         if limits.log:
             ax.set_yscale("log")
+        if limits.floor is not None:
+            _log_above(ax, limits.floor, limits.ticks())
         ax.set_ylim(limits.low, limits.high)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (0: before any step)")
@@ -195,6 +254,25 @@ def curves_figure(comparison: Comparison) -> Any:
         ax.legend(fontsize=8)
     fig.suptitle(f"{comparison.config.get('model')}: {comparison.config.get('likelihood')}", fontsize=9)
     return fig
+
+
+def _log_above(ax: Any, floor: float, ticks: Sequence[float]) -> None:
+    """The y-axis on a log scale of the height above ``floor``, ticked at ``ticks`` (round values)."""
+    import numpy as np
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    # Heights at or below the floor (none is drawn there) are mapped just above it, never to log(0).
+    tiny = 1e-12 * max(1.0, abs(floor))
+    ax.set_yscale(
+        "function",
+        functions=(
+            lambda y: np.log10(np.maximum(np.asarray(y) - floor, tiny)),
+            lambda t: floor + 10.0 ** np.asarray(t),
+        ),
+    )
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
 def _objective(point: Point) -> float:
@@ -231,7 +309,7 @@ def _draw(ax: Any, sample: torch.Tensor, kind: str, limits: tuple[float, float])
         image = sample if sample.dim() == 2 else sample.permute(1, 2, 0)
         image = ((image - limits[0]) / max(limits[1] - limits[0], 1e-12)).clamp(0, 1)
         image = image.squeeze(-1) if image.dim() == 3 and image.shape[-1] == 1 else image
-        ax.imshow(image.numpy(), cmap="gray")
+        ax.imshow(image.numpy(), cmap="gray", vmin=0.0, vmax=1.0)
         ax.set_xticks([])
         ax.set_yticks([])
     elif kind == "signal":
@@ -357,4 +435,178 @@ def kl_figure(comparison: Comparison) -> Any:
     ax.set_title("KL per latent dimension at the end (mean over seeds)", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+_PER_SOURCE = 6
+"""Samples shown per model and source in the AE-vs-VAE samples picture."""
+_STRIPS = 2
+"""Interpolation strips shown per model."""
+
+
+def _first_pictures(comparison: Comparison, start: str) -> dict[str, Any]:
+    """The AE-vs-VAE pictures of ``start``'s first seed that recorded them ({} where none did)."""
+    return next((r.pictures for r in comparison.of(start) if r.pictures), {})
+
+
+def _sources(comparison: Comparison) -> list[str]:
+    """What the models sample from, in the picture's column order: the prior, then each density kind."""
+    kinds = {k for s in comparison.starts for k in (_first_pictures(comparison, s).get("samples") or {})}
+    return sorted(kinds, key=lambda k: (k != "prior", k != "gaussian", k))
+
+
+def _strips(comparison: Comparison) -> dict[str, list[Any]]:
+    """Per start with interpolation strips: its first :data:`_STRIPS` strips."""
+    found = {s: (_first_pictures(comparison, s).get("interpolation") or [])[:_STRIPS] for s in comparison.starts}
+    return {s: strips for s, strips in found.items() if strips}
+
+
+def _layout(comparison: Comparison, values: Sequence[torch.Tensor]) -> tuple[str, tuple[float, float], Any]:
+    """How the pictures' samples are drawn (see :func:`_kind`), their shared value range (the shown held-out
+    samples' where recorded) and the image shape to view them with."""
+    image_shape = comparison.config.get("options", {}).get("image_shape")
+    image_shape = tuple(image_shape) if image_shape else None
+    first = values[0][0]
+    viewed = _viewed(first, image_shape)
+    kind = _kind(tuple(viewed.shape), viewed.shape != first.shape)
+    if comparison.shown is not None:
+        shown = torch.tensor(comparison.shown, dtype=torch.float32)
+        return kind, (float(shown.min()), float(shown.max())), image_shape
+    return kind, (min(float(v.min()) for v in values), max(float(v.max()) for v in values)), image_shape
+
+
+def _blank(ax: Any) -> None:
+    """An empty cell that still shows its row's label (``axis("off")`` would hide it)."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _source_title(source: str) -> str:
+    return "from its prior N(0, I)" if source == "prior" else f"from an ex-post {source} fitted to its codes"
+
+
+def _strip(ax: Any, samples: torch.Tensor, kind: str, limits: tuple[float, float], image_shape: Any) -> list[float]:
+    """``samples`` side by side in one axes (one axes per sample makes a picture of many samples several times
+    slower to lay out and save): images and heat maps as one mosaic with a blank column between samples,
+    signals one after another along x with a faint line between them. The x of each sample's middle."""
+    viewed = [_viewed(sample, image_shape) for sample in samples]
+    if kind == "signal":
+        length = viewed[0].shape[-1]
+        for i, sample in enumerate(viewed):
+            start = i * (length + 1)
+            for c, channel in enumerate(sample.reshape(-1, length)):
+                ax.plot(range(start, start + length), channel.tolist(), lw=0.8, color=f"C{c}")
+            if i:
+                ax.axvline(start - 1, color="0.85", lw=0.8)
+        ax.set_ylim(*limits)
+        ax.set_xlim(-0.5, len(viewed) * (length + 1) - 1.5)
+        ax.set_xticks([])
+        ax.tick_params(labelsize=6)
+        return [i * (length + 1) + (length - 1) / 2 for i in range(len(viewed))]
+    if kind == "image":
+        tiles = [sample if sample.dim() == 2 else sample.permute(1, 2, 0) for sample in viewed]
+        tiles = [((t - limits[0]) / max(limits[1] - limits[0], 1e-12)).clamp(0, 1) for t in tiles]
+        tiles = [t.squeeze(-1) if t.dim() == 3 and t.shape[-1] == 1 else t for t in tiles]
+        colour = dict(cmap="gray", vmin=0.0, vmax=1.0)
+    else:
+        tiles = [s.reshape(s.shape[0], -1) if s.dim() > 1 else s.reshape(1, -1) for s in viewed]
+        colour = dict(cmap="viridis", vmin=limits[0], vmax=limits[1])
+    gap = torch.ones_like(tiles[0][:, :1]) if tiles[0].dim() == 3 else torch.full_like(tiles[0][:, :1], math.nan)
+    mosaic = torch.cat([part for tile in tiles for part in (tile, gap)][:-1], dim=1)
+    ax.imshow(mosaic.numpy(), aspect="equal" if kind == "image" else "auto", interpolation="nearest", **colour)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    width = tiles[0].shape[1]
+    return [i * (width + 1) + (width - 1) / 2 for i in range(len(tiles))]
+
+
+def sources_figure(comparison: Comparison) -> Any:
+    """Each model's samples side by side: a row per start, a column per source (its prior N(0, I), then each
+    density fitted to its training codes), up to :data:`_PER_SOURCE` samples in each cell. Each cell's axes is
+    labelled ``"start|source"`` (``Axes.get_label()``) for a reader of the figure.
+
+    >>> from fxvae.study.comparison import RunRecord
+    >>> drawn = {"prior": [[0.0, 1.0, 2.0, 3.0]] * 2, "gmm": [[3.0, 2.0, 1.0, 0.0]] * 2}
+    >>> runs = [RunRecord("ae", 0, pictures={"samples": {"gmm": drawn["gmm"]}}),
+    ...         RunRecord("warm", 0, pictures={"samples": drawn})]
+    >>> fig = sources_figure(Comparison({}, runs))
+    >>> [ax.get_label() for ax in fig.axes if ax.get_label()]
+    ['ae|gmm', 'warm|prior', 'warm|gmm']
+    """
+    plt = _pyplot()
+    sources = _sources(comparison)
+    if not sources:
+        raise InputError("the comparison's final records hold no samples per source: nothing to draw")
+    grid: dict[tuple[str, str], torch.Tensor] = {}
+    for start in comparison.starts:
+        samples = _first_pictures(comparison, start).get("samples") or {}
+        for source in sources:
+            if samples.get(source):
+                grid[start, source] = torch.tensor(samples[source], dtype=torch.float32)[:_PER_SOURCE]
+    starts = [s for s in comparison.starts if any((s, source) in grid for source in sources)]
+    per = max(len(v) for v in grid.values())
+    kind, limits, image_shape = _layout(comparison, list(grid.values()))
+    size = 0.9 if kind == "image" else 1.4
+    fig, axes = plt.subplots(
+        len(starts),
+        len(sources),
+        figsize=(size * per * len(sources) + 1.4, size * len(starts) + 1.0),
+        squeeze=False,
+    )
+    for r, start in enumerate(starts):
+        for c, source in enumerate(sources):
+            ax = axes[r][c]
+            values = grid.get((start, source))
+            if values is not None:
+                _strip(ax, values, kind, limits, image_shape)
+                ax.set_label(f"{start}|{source}")
+            else:
+                _blank(ax)
+                why = "an AE has no prior" if start == "ae" and source == "prior" else "not recorded"
+                ax.text(0.5, 0.5, why, fontsize=7, color="0.4", ha="center", va="center", transform=ax.transAxes)
+            if r == 0:
+                ax.set_title(_source_title(source), fontsize=8)
+            if c == 0:
+                ax.set_ylabel(start, fontsize=8, rotation=0, ha="right", va="center")
+    fig.suptitle(
+        "samples decoded from each model's prior and from densities fitted to its training codes "
+        "(the AE's own samples are its density's)",
+        fontsize=9,
+    )
+    return fig
+
+
+def interpolation_figure(comparison: Comparison) -> Any:
+    """Interpolation strips: per start, up to :data:`_STRIPS` straight lines between two held-out codes, decoded
+    at evenly spaced points, each line a row (t = 0 at the first code, 1 at the second, under each point). Each
+    row's axes is labelled ``"start|line"``.
+
+    >>> from fxvae.study.comparison import RunRecord
+    >>> strip = [[t / 4] * 4 for t in range(5)]
+    >>> fig = interpolation_figure(Comparison({}, [RunRecord("warm", 0, pictures={"interpolation": [strip]})]))
+    >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    ['t = 0', '0.25', '0.5', '0.75', '1']
+    """
+    plt = _pyplot()
+    strips = _strips(comparison)
+    if not strips:
+        raise InputError("the comparison's final records hold no interpolation strips: nothing to draw")
+    rows = [
+        (s, j, torch.tensor(strip, dtype=torch.float32)) for s, lines in strips.items() for j, strip in enumerate(lines)
+    ]
+    points = max(len(values) for *_, values in rows)
+    kind, limits, image_shape = _layout(comparison, [values for *_, values in rows])
+    size = 0.9 if kind == "image" else 1.4
+    fig, axes = plt.subplots(len(rows), 1, figsize=(size * points + 1.4, size * len(rows) + 1.0), squeeze=False)
+    for r, (start, j, values) in enumerate(rows):
+        ax = axes[r][0]
+        middles = _strip(ax, values, kind, limits, image_shape)
+        ax.set_label(f"{start}|{j}")
+        ax.set_ylabel(start if j == 0 else f"{start} ({j + 1})", fontsize=8, rotation=0, ha="right", va="center")
+        ax.set_xticks(middles)
+        t = [f"{i / max(len(values) - 1, 1):.2g}" for i in range(len(values))]
+        ax.set_xticklabels([f"t = {t[0]}", *t[1:]], fontsize=7)
+    fig.suptitle("decoded along straight lines between two held-out codes (in each model's own latent)", fontsize=9)
     return fig
