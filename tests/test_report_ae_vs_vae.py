@@ -102,16 +102,22 @@ def test_image_labels_and_anomaly_labels_add_their_columns() -> None:
         assert f" {column} |" in header.splitlines()[0]
 
 
-# --- bold: better beyond the standard error -------------------------------------------------------------------
+# --- bold: better beyond twice the standard error---------------------------------------------------------------
 
 
-def test_a_cell_within_the_standard_error_of_the_next_is_not_bold() -> None:
+def test_a_cell_within_twice_the_standard_error_of_the_next_is_not_bold() -> None:
     # warm 0.030 and calibrated 0.031, each with a standard error of 0.002.
     assert _bold(_comparison(), "interpolation") == []
 
 
-def test_a_cell_beyond_the_standard_error_of_every_other_is_bold() -> None:
+def test_a_cell_less_than_twice_the_standard_error_ahead_is_not_bold() -> None:
+    # warm 0.030 against scratch's 0.035, each with a standard error of 0.002: 1.8 standard errors apart.
     comparison = _comparison(changes={"calibrated": {"interpolation": 0.040}})
+    assert _bold(comparison, "interpolation") == []
+
+
+def test_a_cell_beyond_twice_the_standard_error_of_every_other_is_bold() -> None:
+    comparison = _comparison(changes={"calibrated": {"interpolation": 0.040}, "scratch": {"interpolation": 0.040}})
     assert _bold(comparison, "interpolation") == ["warm"]
     assert "| **0.03** |" in comparison.to_markdown()
 
