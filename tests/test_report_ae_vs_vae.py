@@ -169,20 +169,23 @@ def test_one_seed_of_a_value_without_a_standard_error_is_never_bold() -> None:
 
 def test_the_verdict_opens_with_what_the_vae_gains_and_what_it_costs() -> None:
     assert _comparison().ae_vs_vae_verdict()[0] == (
-        "What the VAE gains on this model and data: a likelihood, a smoother latent; what it costs: reconstruction "
+        "What the VAE gains on this model and data: a better likelihood, a smoother latent; what it costs: "
+        "reconstruction "
         "in the data's units, step rate."
     )
 
 
 def test_an_ae_with_a_gmm_that_samples_as_well_as_the_best_vae_is_said_to() -> None:
     line = _line(_comparison().ae_vs_vae_verdict(), "ae + gmm samples")
-    assert line.startswith("ae + gmm samples as well as calibrated (-0.001 ± 0.0028, within its standard error)")
+    assert line.startswith("ae + gmm samples as well as calibrated (-0.001 ± 0.0028, within twice its standard error)")
     assert "Ghosh et al. (2020)" in line
 
 
 def test_prior_samples_closer_than_every_ae_density_are_a_gain_of_the_vae() -> None:
     verdict = _comparison(changes={"ae": {"samples": {"gaussian": 0.05, "gmm": 0.04}}}).ae_vs_vae_verdict()
-    assert verdict[0].startswith("What the VAE gains on this model and data: sampling, a likelihood")
+    assert verdict[0].startswith(
+        "What the VAE gains on this model and data: samples closer to the data, a better likelihood"
+    )
     assert any(line.startswith("the VAE gains sampling: calibrated samples closer than ae + gmm") for line in verdict)
 
 

@@ -495,7 +495,7 @@ class Comparison:
         ...         RunRecord("warm", 0, final=final, axes=Axes(nll={"prior": Estimate(25.0, 0.3)}))]
         >>> verdict = Comparison({}, runs).ae_vs_vae_verdict()
         >>> verdict[0]
-        'What the VAE gains on this model and data: a likelihood; what it costs: nothing beyond the standard errors.'
+        'What the VAE gains on this model and data: a better likelihood; what it costs: nothing beyond the standard errors.'
         >>> verdict[1]
         "NLL of ae + gmm minus each VAE's, in nats per sample, unpaired: warm +2.00 ± 0.42."
         """
@@ -516,8 +516,13 @@ class Comparison:
         costs: list[str] = []
         lines: list[str] = []
         for key, gain, cost, say in (
-            ("samples (own prior or density)", "sampling", "sampling", self._sampling_lines),
-            ("NLL", "a likelihood", "likelihood", self._likelihood_lines),
+            (
+                "samples (own prior or density)",
+                "samples closer to the data",
+                "samples further from the data than the AE's from its density",
+                self._sampling_lines,
+            ),
+            ("NLL", "a better likelihood", "a worse likelihood than the AE's with its density", self._likelihood_lines),
             ("interpolation", "a smoother latent", "a rougher latent", self._latent_lines),
         ):
             ranked = self._vae_against_ae(axis[key], ae, vaes)
@@ -578,7 +583,7 @@ class Comparison:
         if d.stderr is None:
             return f" ({d.text(digits)}; no standard error to judge it by)"
         word = "beyond" if d.beyond else "within"
-        return f" ({d.text(digits)}, {word} its standard error)"
+        return f" ({d.text(digits)}, {word} {_times(BEYOND)} its standard error)"
 
     def _sampling_lines(self, axis: Axis, ae: Sequence[Model], vaes: Sequence[Model]) -> list[str]:
         best_vae, best_ae = self._best(vaes, axis), self._best(ae, axis)
@@ -942,7 +947,7 @@ class Comparison:
             "One row per model: the AE with each density fitted to its training codes (it samples by decoding draws "
             "of it), and each VAE start with its prior N(0, I); mean ± sd over the seeds. Lower is better"
             f"{', except ' + ', '.join(higher) if higher else ''}. **Bold**: better than every other row by more "
-            "than the standard error of the difference (paired per held-out sample where the records hold "
+            f"than {_times(BEYOND)} the standard error of the difference (paired per held-out sample where the records hold "
             "per-sample values; over seeds, at least the seeds' spread of the difference / sqrt(seeds)).",
             "",
             "| model | " + " | ".join(a.name for a in axes) + " |",
@@ -1103,6 +1108,13 @@ def _loss_line(config: dict[str, Any]) -> str:
 
 AE_VS_VAE_FIGURES = ("ae_vs_vae_samples.png", "ae_vs_vae_interpolation.png")
 """The pictures the AE-vs-VAE section shows (:func:`fxvae.study.plots.plot_all` writes them)."""
+
+
+def _times(factor: float) -> str:
+    """``factor`` as a multiplier in a sentence: "twice", "3 times"."""
+    return {1.0: "once", 2.0: "twice"}.get(factor, f"{factor:g} times")
+
+
 BEYOND = 2.0
 """A cell of the AE-vs-VAE table is bold, and the verdict calls a difference real, where it exceeds this many
 standard errors of the difference: one standard error is passed by chance a third of the time with no
