@@ -494,8 +494,9 @@ class Comparison:
         >>> runs = [RunRecord("ae", 0, final=final, axes=Axes(nll={"gmm": Estimate(27.0, 0.3)})),
         ...         RunRecord("warm", 0, final=final, axes=Axes(nll={"prior": Estimate(25.0, 0.3)}))]
         >>> verdict = Comparison({}, runs).ae_vs_vae_verdict()
-        >>> verdict[0]
-        'What the VAE gains on this model and data: a better likelihood; what it costs: nothing beyond the standard errors.'
+        >>> print(verdict[0])
+        What the VAE gains on this model and data: a better likelihood; what it costs: nothing beyond the standard
+        errors.
         >>> verdict[1]
         "NLL of ae + gmm minus each VAE's, in nats per sample, unpaired: warm +2.00 ± 0.42."
         """
@@ -947,8 +948,8 @@ class Comparison:
             "One row per model: the AE with each density fitted to its training codes (it samples by decoding draws "
             "of it), and each VAE start with its prior N(0, I); mean ± sd over the seeds. Lower is better"
             f"{', except ' + ', '.join(higher) if higher else ''}. **Bold**: better than every other row by more "
-            f"than {_times(BEYOND)} the standard error of the difference (paired per held-out sample where the records hold "
-            "per-sample values; over seeds, at least the seeds' spread of the difference / sqrt(seeds)).",
+            f"than {_times(BEYOND)} the standard error of the difference (paired per held-out sample where the "
+            "records hold per-sample values; over seeds, at least the seeds' spread of the difference / sqrt(seeds)).",
             "",
             "| model | " + " | ".join(a.name for a in axes) + " |",
             "| --- | " + " | ".join("---:" for _ in axes) + " |",
