@@ -103,7 +103,7 @@ def app() -> None:
     convert   convert an AE checkpoint into a VAE file (and optionally ONNX)
     bench     throughput and peak memory of the AE and its VAE
     evaluate  -ELBO, KL, IWAE NLL of VAE files and AE checkpoints on held-out data, in one table
-    compare   train the converted VAE beside one from scratch on your data; write a report
+    compare   train the AE beside its VAE and one from scratch; measure them alike; write a report
 
     Errors are one line with an exit code (docs/cli.md); --debug shows the traceback.
     """
@@ -1116,7 +1116,9 @@ def compare(
     threads: int,
     debug: bool,
 ) -> None:
-    """Train MODEL's VAE (warm, calibrated) beside the same VAE from scratch, on your data; write a report.
+    """Train MODEL's VAE (warm, calibrated) beside the same VAE from scratch and the AE itself, on your data, and
+    measure them on the same axes (likelihood, samples, latent, reconstruction; a probe and an AUROC with
+    --labels and --anomaly-labels); write a report.
 
     Under torchrun (torchrun --nproc-per-node N -m fxvae.cli compare ...) every start trains with
     DistributedDataParallel and rank 0 writes the report. A second comparison into the same --out is refused
@@ -1134,6 +1136,8 @@ def compare(
             raise CliError(ExitCode.USAGE, f"--resume: {str(out)!r} holds no comparison to continue")
         if quick:
             options = dataclasses.replace(options, **QUICK)
+        classes = _labels_option(labels, test_labels, "--labels", test is not None)
+        anomalies = _labels_option(anomaly_labels, test_anomaly_labels, "--anomaly-labels", test is not None)
         if not checkpoint.is_file():
             raise CliError(ExitCode.CHECKPOINT, f"checkpoint {str(checkpoint)!r} does not exist")
         module = load_model(model)
@@ -1147,8 +1151,6 @@ def compare(
         if seen is not None:
             check_source(module, seen, f"--ae-train {ae_train}")
         untrained = load_factory(scratch) if scratch is not None else None
-        classes = _labels_option(labels, test_labels, "--labels", test is not None)
-        anomalies = _labels_option(anomaly_labels, test_anomaly_labels, "--anomaly-labels", test is not None)
         extractor = _features(features) if features is not None else None
         if first:
             _err.print(f"torch threads: {threads}", markup=False)

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import time
 import warnings
@@ -349,7 +350,7 @@ class _Study:
             # Every start converts at the same latent, the one the trained AE shows (an untrained one may tie).
             self.options = dataclasses.replace(options, bottleneck=self.found.node)
             self.likelihood = self._likelihood()
-        self.axes = _Axes(self, data.features) if options.latent == "gaussian" else None
+            self.axes = _Axes(self, data.features) if options.latent == "gaussian" else None
         self.measure_seconds: dict[tuple[str, int], float] = {}
         self.out = Path(out) if out is not None else None
         self.records: list[dict[str, Any]] = []
@@ -937,8 +938,8 @@ class _Axes:
         """PSNR and SSIM of the reconstructions (eval mode, and a Gaussian VAE's with z drawn) for images."""
         x = args[0]
         shape = self.study.options.image_shape
-        view = (x.shape[0], *([1] * (3 - len(shape))), *shape) if shape is not None and len(shape) >= 2 else x.shape
-        if not self.fidelity or len(view) != 4 or not fidelity.is_image(view) or view[1:].numel() != x[0].numel():
+        view = tuple(x.shape) if shape is None or len(shape) < 2 else (len(x), *([1] * (3 - len(shape))), *shape)
+        if not self.fidelity or not fidelity.is_image(view) or math.prod(view[1:]) != x[0].numel():
             return {"psnr": None, "ssim": None}
         span = (float(x.min()), float(x.max()))
         psnr, ssim = {}, {}
