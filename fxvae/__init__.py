@@ -9,6 +9,7 @@ from __future__ import annotations
 from fxvae.bottleneck import Bottleneck, Candidate
 from fxvae.calibration import calibrate
 from fxvae.convert import convert, find_bottleneck
+from fxvae.density import Density, fit_density
 from fxvae.errors import (
     BottleneckError,
     CheckpointError,
@@ -39,6 +40,7 @@ __all__ = [
     "CheckpointError",
     "Comparison",
     "Conversion",
+    "Density",
     "DiagonalGaussian",
     "Estimate",
     "Evaluation",
@@ -65,6 +67,7 @@ __all__ = [
     "evaluate",
     "export_onnx",
     "find_bottleneck",
+    "fit_density",
     "kl_divergence",
     "load",
     "load_ae_state_dict",

@@ -426,13 +426,20 @@ def _set_log_sigma(
 
 
 def auto_log_sigma(
-    decoder: nn.Module, codes: list[torch.Tensor], inputs: list[tuple[Any, ...]], likelihood: Likelihood
+    decoder: nn.Module,
+    codes: list[torch.Tensor],
+    inputs: list[tuple[Any, ...]],
+    likelihood: Likelihood | likelihoods.Likelihood,
+    prior_precision: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per latent element: 1/2 log(1 / (1 + F_j)), F_j = E[sum_i w_i (d recon_i / d z_j)^2] over the data.
 
     ``inputs`` are the data and the conditions the decoder takes, ``codes`` the latents of the same batches.
 
-    That is the variance of the Gaussian posterior of the linearised decoder under the N(0, 1) prior.
+    That is the variance of the Gaussian posterior of the linearised decoder under the N(0, 1) prior; with
+    ``prior_precision`` (1 / the prior's variance per latent element, broadcasting against one code) it is
+    1/2 log(1 / (F_j + precision_j)), the width :func:`fxvae.evaluate` gives an autoencoder's proposal under a
+    fitted density.
     w is the likelihood's Fisher weight on the reconstruction (:meth:`fxvae.likelihoods.Likelihood.fisher`):
     1 / (the AE's mean squared error) for a Gaussian, whose sigma is fitted to the AE's own error over the
     data; 1 / b^2 for a Laplace; p (1 - p) for Bernoulli logits, 1 / (p (1 - p)) for probabilities. The
@@ -462,7 +469,9 @@ def auto_log_sigma(
             total = total + grad.double().pow(2).sum(0) / _PROBES
         seen += len(z)
     fisher = total / seen
-    return (-0.5 * torch.log1p(fisher)).to(codes[0].dtype)
+    if prior_precision is None:
+        return (-0.5 * torch.log1p(fisher)).to(codes[0].dtype)
+    return (-0.5 * torch.log(fisher + prior_precision.to(fisher))).to(codes[0].dtype)
 
 
 def head_bias(target: torch.Tensor, bias_shape: tuple[int, ...], axis: int) -> torch.Tensor:

@@ -4,11 +4,14 @@ active units and the mutual information of x and z, each with its standard error
 ```
 x --[encoder]--> mu, log_sigma --(k draws z_i = mu + sigma * eps_i, in chunks folded into the batch)
   --[decoder, one call per chunk]--> recon_i --[likelihood]--> log p(x | z_i)
-log w_i = log p(x | z_i) + log N(z_i; 0, I) - log q(z_i | x)        NLL_k = -(logsumexp_i log w_i - log k)
+log w_i = log p(x | z_i) + log p(z_i) - log q(z_i | x)              NLL_k = -(logsumexp_i log w_i - log k)
 ```
-The encoder runs once per batch and the decoder once per chunk of draws; the sums are kept in float64.
-An autoencoder that fxvae did not convert has no ELBO: its row holds the reconstruction term alone, under
-the same likelihood, so that one table can hold AE and VAE rows.
+p(z) is N(0, I), or a fitted :class:`~fxvae.density.Density`. The encoder runs once per batch and the decoder
+once per chunk of draws; the sums are kept in float64. eps comes from :func:`fxvae.noise.normal`, keyed by the
+seed and the sample's index in the data and the draw's index, so the numbers do not depend on ``batch_size``
+or ``chunk``, and two models measured with one seed share their noise. An autoencoder that fxvae did not
+convert has no ELBO: its row holds the reconstruction term alone, under the same likelihood, so that one table
+can hold AE and VAE rows; given a density on its codes, it gets the importance-weighted bound too.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from fxvae import likelihoods
+from fxvae import likelihoods, noise
+from fxvae.calibration import auto_log_sigma
 from fxvae.data import batches, check_batch, to_device
+from fxvae.density import Density, coder
 from fxvae.errors import FxvaeError, InputError
 from fxvae.likelihoods import Likelihood, LikelihoodLike, Scale
 from fxvae.modules import eval_mode, first_tensor, input_count, input_names
@@ -124,10 +129,17 @@ class Evaluation:
     """A discrete latent's codebook use over the data: exp(entropy of the codes' histogram)."""
     codes_used: float | None = None
     """The fraction of a discrete latent's codes that the data used."""
+    density: str | None = None
+    """The prior p(z) in log w where it is a fitted density (its :meth:`~fxvae.density.Density.describe`)."""
+    proposal: str | None = None
+    """An autoencoder's proposal q(z | x) under a density: how its width was fitted, with the widths' range."""
+    per_sample: dict[str, torch.Tensor] | None = dataclasses.field(default=None, compare=False, repr=False)
+    """With ``per_sample=True``: each measured value per sample (float64, in data order); not in :meth:`to_dict`."""
 
     @property
     def latent_dims(self) -> int:
-        return len(self.kl_per_dim)
+        # A density's Monte Carlo KL has no per-dimension split; the unit variances still count the dimensions.
+        return len(self.kl_per_dim) or len(self.unit_variance)
 
     def per_dim(self, name: str = "nll") -> Estimate:
         """A measured value (``"recon"``, ``"kl"``, ``"neg_elbo"``, ``"nll"``) in nats per data dimension."""
@@ -178,8 +190,10 @@ class Evaluation:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready record; :meth:`from_dict` reads it back."""
-        return dataclasses.asdict(self)
+        """A JSON-ready record; :meth:`from_dict` reads it back (``per_sample`` stays out: it is tensors)."""
+        record = dataclasses.asdict(dataclasses.replace(self, per_sample=None))
+        del record["per_sample"]
+        return record
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -211,6 +225,8 @@ def evaluate(
     active_threshold: float = ACTIVE_THRESHOLD,
     mixture: int = MIXTURE,
     progress: bool = False,
+    density: Density | None = None,
+    per_sample: bool = False,
 ) -> Evaluation:
     """Measure a VAE made by :func:`fxvae.convert` (or an autoencoder's reconstruction) on ``data``.
 
@@ -239,6 +255,30 @@ def evaluate(
       compute it: E_x[log q(z|x) - log q(z)] with one draw z ~ q(z|x) per sample, and the aggregate posterior
       q(z) = (1/M) sum_j q(z | x_j) over the first M = min(n, ``mixture``) samples (so it is at most log M).
 
+    The posterior draws eps_i (and the ``"optimal"`` scale's pre-pass draw) are :func:`fxvae.noise.normal`
+    numbers keyed by ``seed``, the sample's index in the data and the draw's index: a sample's values do not
+    depend on ``batch_size`` or ``chunk``, and two models measured with one seed share their noise, so their
+    per-sample differences are paired (common random numbers).
+
+    ``density`` (a :class:`fxvae.Density`, from :func:`fxvae.fit_density`) replaces N(0, I) as the prior p(z):
+
+    - for a VAE it enters log w (``nll``, ``neg_elbo``), and ``kl`` becomes the Monte Carlo estimate
+      (1/k) sum_i [log q(z_i | x) - log p(z_i)] over the same draws (``kl_per_dim`` is then empty);
+    - for an autoencoder, ``nll`` and ``neg_elbo`` are those of the generative model "z ~ density, then the
+      AE's decoder, then the likelihood", with the proposal q(z | x) = N(code(x), diag s^2) centred on the
+      AE's code (at the bottleneck :func:`fxvae.density.coder` finds). Its width is the Laplace width of the
+      linearised decoder under the density: 1 / s_j^2 = F_j + 1 / v_j, F_j the decoder's Fisher-weighted
+      sensitivity to z_j (the probes of :func:`fxvae.calibration.auto_log_sigma`, as ``log_sigma_init="auto"``
+      uses them) over the first 512 samples of the data, v_j the density's marginal variance. Any width gives
+      a valid bound; this one makes it tight for a near-linear decoder (exact in the limit of large k, and
+      with a Gaussian density, a linear decoder and a Gaussian likelihood the posterior is Gaussian).
+      ``proposal`` records it with the widths' range. ``recon`` stays the AE's deterministic reconstruction
+      term and ``kl`` is not measured. The estimator, units and standard errors are the VAE's, so the AE's
+      ``nll`` row and a VAE's share one scale. The width needs a likelihood with a Fisher weight (a named one).
+
+    ``per_sample=True`` fills :attr:`Evaluation.per_sample` with each measured value per sample (``nll``,
+    ``neg_elbo``, ``recon``, ``kl``, as measured; an autoencoder's ``recon``), float64 in data order.
+
     A VQ or FSQ model (``latent="vq"`` or ``"fsq"``) is measured by its deterministic reconstruction: ``recon``,
     ``kl`` = positions x log K (its one-code posterior against a uniform prior over the K codes), ``neg_elbo``,
     and ``rate_bits``, ``perplexity`` and ``codes_used`` for its codes over the data.
@@ -252,6 +292,10 @@ def evaluate(
     ['kl', 'mutual_info', 'neg_elbo', 'nll', 'recon']
     >>> fxvae.evaluate(ae, torch.rand(32, 64), likelihood="bernoulli").measured
     ('recon',)
+    >>> density = fxvae.fit_density(ae, torch.rand(256, 64))
+    >>> row = fxvae.evaluate(ae, torch.rand(32, 64), likelihood="bernoulli", density=density, k=8, per_sample=True)
+    >>> row.measured, row.per_sample["nll"].shape
+    (('recon', 'neg_elbo', 'nll'), torch.Size([32]))
     """
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise InputError(f"k={k!r} must be a positive integer (posterior draws per sample; 1 gives the ELBO)")
@@ -261,15 +305,36 @@ def evaluate(
         raise InputError(f"mixture={mixture!r} must be a positive integer")
     if not isinstance(model, nn.Module):
         raise InputError(f"the model is a {type(model).__name__}, not a torch.nn.Module")
+    if density is not None and not isinstance(density, Density):
+        raise InputError(
+            f"density= takes a fxvae.Density, got a {type(density).__name__}: pass fxvae.fit_density(model, train)"
+        )
     lik = likelihoods.get(likelihood, sigma=sigma)
     recipe = _recipe(model)
+    if density is not None and recipe is not None and recipe.quantizer is not None:
+        raise InputError(
+            f"a {recipe.quantizer.family} model has a discrete latent, whose prior is uniform over its codes: "
+            "a density does not apply; leave density out"
+        )
     run = _Run(model, data, recipe, batch_size, seed, progress)
     with torch.random.fork_rng(devices=_cuda_devices(run.device)), torch.no_grad():
-        if recipe is None:
-            return _evaluate_ae(run, lik)
-        if recipe.quantizer is not None:
-            return _evaluate_discrete(run, lik)
-        return _evaluate_vae(run, lik, k, chunk, active_threshold, mixture)
+        if recipe is None and density is None:
+            result = _evaluate_ae(run, lik)
+        elif recipe is None:
+            result = _evaluate_ae_density(run, lik, k, chunk, density)
+        elif recipe.quantizer is not None:
+            result = _evaluate_discrete(run, lik)
+        else:
+            result = _evaluate_vae(run, lik, k, chunk, active_threshold, mixture, density)
+    return result if per_sample else dataclasses.replace(result, per_sample=None)
+
+
+POSTERIOR_STREAM = 0
+"""The :func:`fxvae.noise.normal` stream of the posterior draws."""
+SCALE_STREAM = 1
+"""The stream of the ``"optimal"`` scale's pre-pass draw."""
+PROPOSAL_SAMPLES = 512
+"""An autoencoder's proposal width is fitted on this many first samples of the data."""
 
 
 def _recipe(model: nn.Module) -> Conversion | None:
@@ -309,8 +374,9 @@ class _Run:
         except TypeError:
             return None
 
-    def passes(self, label: str) -> Iterator[tuple[Any, ...]]:
-        """The batches once more, checked; the first pass counts the samples."""
+    def passes(self, label: str) -> Iterator[tuple[torch.Tensor, tuple[Any, ...]]]:
+        """The batches once more, checked, each with its samples' indices in the data; the first pass counts
+        the samples."""
         count = 0
         with bar(label, self.total(), enabled=self.shown) as shown:
             for index, args in enumerate(batches(self.data, self.count, batch_size=self.batch_size)):
@@ -324,12 +390,28 @@ class _Run:
                     )
                 if len(args[0]) == 0:
                     continue
+                rows = torch.arange(count, count + len(args[0]))
                 count += len(args[0])
-                yield to_device(args, self.device)
+                yield rows, to_device(args, self.device)
                 shown.advance()
         if count == 0:
             raise InputError("the data is empty: pass at least one sample (a tensor, a Dataset or a DataLoader)")
         self.n = count
+
+    def first(self, limit: int) -> tuple[Any, ...]:
+        """The first ``limit`` samples (fewer if the data is smaller) as one batch, whatever the batching."""
+        taken: list[tuple[Any, ...]] = []
+        seen = 0
+        for _, args in self.passes("reading the first samples"):
+            taken.append(args)
+            seen += len(args[0])
+            if seen >= limit:
+                break
+        joined = []
+        for values in zip(*taken, strict=True):
+            batched = all(isinstance(v, torch.Tensor) and v.dim() > 0 for v in values)
+            joined.append(torch.cat(values)[:limit] if batched else values[0])
+        return tuple(joined)
 
     def generator(self, offset: int) -> torch.Generator:
         return torch.Generator(self.device).manual_seed(self.seed + offset)
@@ -339,23 +421,24 @@ def _fitted(lik: Likelihood, run: _Run, reconstruct: Any) -> Likelihood:
     """``lik`` with an ``"optimal"`` scale fitted in a first pass over the data (others as they are)."""
     if not lik.needs_fit:
         return lik
-    pairs = ((reconstruct(args), args[0]) for args in run.passes("fitting the likelihood's scale"))
+    pairs = ((reconstruct(rows, args), args[0]) for rows, args in run.passes("fitting the likelihood's scale"))
     return likelihoods.fit(lik, pairs)
 
 
 def _evaluate_ae(run: _Run, lik: Likelihood) -> Evaluation:
     model = run.model
 
-    def reconstruct(args: tuple[Any, ...]) -> torch.Tensor:
+    def reconstruct(rows: torch.Tensor, args: tuple[Any, ...]) -> torch.Tensor:
         return reconstruction_like(model(*args), args[0])
 
     with eval_mode(model):
         lik = _fitted(lik, run, reconstruct)
         terms = []
-        for args in run.passes("evaluating"):
-            recon = reconstruct(args)
+        for rows, args in run.passes("evaluating"):
+            recon = reconstruct(rows, args)
             lik.check(recon, args[0])
             terms.append(-lik.log_prob(recon, args[0]).double().cpu())
+    recon_t = torch.cat(terms)
     return Evaluation(
         kind="ae",
         n=run.n,
@@ -363,9 +446,76 @@ def _evaluate_ae(run: _Run, lik: Likelihood) -> Evaluation:
         likelihood=lik.describe(),
         seed=run.seed,
         data_dims=math.prod(run.input_shape or ()),
-        recon=Estimate.of(torch.cat(terms)),
+        recon=Estimate.of(recon_t),
         scale=getattr(lik, "scale_value", None),
+        per_sample={"recon": recon_t},
     )
+
+
+def _evaluate_ae_density(run: _Run, lik: Likelihood, k: int, chunk: int | None, density: Density) -> Evaluation:
+    """The AE as the generative model density -> decoder -> likelihood, its bound from the proposal
+    N(code, diag s^2) with the Laplace width of the linearised decoder (see :func:`evaluate`)."""
+    model = run.model
+
+    def reconstruct(rows: torch.Tensor, args: tuple[Any, ...]) -> torch.Tensor:
+        return reconstruction_like(model(*args), args[0])
+
+    with eval_mode(model):
+        lik = _fitted(lik, run, reconstruct)
+    if type(lik).fisher is Likelihood.fisher:
+        raise InputError(
+            f"the autoencoder's nll under a density fits its proposal's width with the likelihood's Fisher weight, "
+            f"and {lik.describe()} has none: pass likelihood='gaussian', 'laplace', 'bernoulli' or 'bernoulli-probs'"
+        )
+    first = run.first(PROPOSAL_SAMPLES)
+    encoder, decoder = coder(model, first)
+    conditions = decoder_conditions(model, decoder, run.count)
+    with eval_mode(model), eval_mode(encoder), eval_mode(decoder):
+        code = encoder(*first)
+        _check_latent(density, tuple(code.shape[1:]), "the autoencoder's codes")
+        precision = (1 / density.marginal_variance()).reshape(density.latent_shape).to(code.device)
+        with torch.enable_grad():
+            log_s = auto_log_sigma(decoder, [code], [(first[0], *(first[i] for i in conditions))], lik, precision)
+        scale, log_s_sum = torch.exp(log_s), log_s.double().sum()
+        recon, elbo, nll = [], [], []
+        for rows, args in run.passes("evaluating"):
+            out = reconstruct(rows, args)
+            lik.check(out, args[0])
+            recon.append(-lik.log_prob(out, args[0]).double().cpu())
+            mu = encoder(*args)
+            draws = _Draws(decoder, lik, args, conditions, rows, run.seed, density)
+            log_w_sum, log_mean, _ = draws.log_weights(mu, scale, log_s_sum, k, chunk)
+            elbo.append((-log_w_sum / k).cpu())
+            nll.append((math.log(k) - log_mean).cpu())
+    recon_t, elbo_t, nll_t = torch.cat(recon), torch.cat(elbo), torch.cat(nll)
+    proposal = (
+        f"N(code, diag s^2), 1/s_j^2 = F_j + 1/v_j (F_j: the decoder's Fisher-weighted sensitivity on the first "
+        f"{len(code)} samples; v_j: the density's marginal variance); s in [{scale.min().item():.3g}, "
+        f"{scale.max().item():.3g}]"
+    )
+    return Evaluation(
+        kind="ae",
+        n=run.n,
+        k=k,
+        likelihood=lik.describe(),
+        seed=run.seed,
+        data_dims=math.prod(run.input_shape or ()),
+        recon=Estimate.of(recon_t),
+        neg_elbo=Estimate.of(elbo_t),
+        nll=Estimate.of(nll_t),
+        scale=getattr(lik, "scale_value", None),
+        density=density.describe(),
+        proposal=proposal,
+        per_sample={"recon": recon_t, "neg_elbo": elbo_t, "nll": nll_t},
+    )
+
+
+def _check_latent(density: Density, shape: tuple[int, ...], what: str) -> None:
+    if shape != density.latent_shape:
+        raise InputError(
+            f"{what} have shape {list(shape)}, but the density is on latents of shape {list(density.latent_shape)}: "
+            "fit the density to this model (fxvae.fit_density(model, train))"
+        )
 
 
 def _evaluate_discrete(run: _Run, lik: Likelihood) -> Evaluation:
@@ -387,9 +537,9 @@ def _evaluate_discrete(run: _Run, lik: Likelihood) -> Evaluation:
             out = decoder(quantizer.lookup(codes), *(args[i] for i in conditions))
             return reconstruction_like(out, args[0]), codes
 
-        lik = _fitted(lik, run, lambda args: reconstruct(args)[0])
+        lik = _fitted(lik, run, lambda rows, args: reconstruct(args)[0])
         recon, counts = [], torch.zeros(info.codebook_size, dtype=torch.float64, device=run.device)
-        for args in run.passes("evaluating"):
+        for _, args in run.passes("evaluating"):
             out, codes = reconstruct(args)
             lik.check(out, args[0])
             recon.append(-lik.log_prob(out, args[0]).double().cpu())
@@ -411,6 +561,7 @@ def _evaluate_discrete(run: _Run, lik: Likelihood) -> Evaluation:
         rate_bits=positions * info.rate_bits,
         perplexity=math.exp(torch.special.entr(share).sum().item()),
         codes_used=float((counts > 0).double().mean()),
+        per_sample={"recon": recon_t, "kl": kl, "neg_elbo": recon_t + kl},
     )
 
 
@@ -437,62 +588,118 @@ class _Moments:
         return torch.as_tensor(self.m2) / max(self.n - 1, 1)
 
 
+class _Draws:
+    """One batch's k posterior draws, decoded in chunks: the per-sample sums that the bounds are made of."""
+
+    def __init__(
+        self,
+        decoder: nn.Module,
+        lik: Likelihood,
+        args: tuple[Any, ...],
+        conditions: list[int],
+        rows: torch.Tensor,
+        seed: int,
+        density: Density | None,
+    ) -> None:
+        self.decoder, self.lik, self.x = decoder, lik, args[0]
+        self.conditions = [args[i] for i in conditions]
+        self.rows, self.seed, self.density = rows, seed, density
+
+    def log_weights(
+        self, mu: torch.Tensor, sigma: torch.Tensor, log_sigma_sum: torch.Tensor, k: int, chunk: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sum_i log w_i, logsumexp_i log w_i, sum_i [log q(z_i | x) - log p(z_i)]) per sample, in float64.
+
+        ``sigma`` broadcasts against ``mu``; ``log_sigma_sum`` is sum_d log sigma_d per sample (or one value).
+        """
+        x, density = self.x, self.density
+        size = chunk or max(1, CHUNK_ELEMENTS // max(1, x.numel()))
+        log_w_sum = torch.zeros(len(x), dtype=torch.float64, device=mu.device)
+        gap_sum = torch.zeros_like(log_w_sum)
+        log_mean = None
+        for start in range(0, k, size):
+            draws_here = min(size, k - start)
+            eps = noise.normal(
+                self.seed,
+                POSTERIOR_STREAM,
+                self.rows,
+                range(start, start + draws_here),
+                tuple(mu.shape[1:]),
+                dtype=mu.dtype,
+                device=mu.device,
+            )
+            z = (mu + sigma * eps).flatten(0, 1)
+            tiled = [_tile(value, draws_here) for value in self.conditions]
+            target = _tile(x, draws_here)
+            out = reconstruction_like(self.decoder(z, *tiled), target)
+            if start == 0:
+                self.lik.check(out, target)
+            log_px = self.lik.log_prob(out, target).double().view(draws_here, len(x))
+            log_qz = -0.5 * eps.double().pow(2).flatten(2).sum(2) - log_sigma_sum
+            if density is None:
+                # The 2 pi terms of log N(z; 0, I) and log q(z | x) cancel.
+                log_pz = -0.5 * z.double().pow(2).flatten(1).sum(1).view(draws_here, len(x))
+            else:
+                log_pz = density.log_prob(z).view(draws_here, len(x))
+                log_qz = log_qz - 0.5 * mu[0].numel() * _LOG_2PI
+            log_w = log_px + log_pz - log_qz
+            chunk_lse = torch.logsumexp(log_w, 0)
+            log_mean = chunk_lse if log_mean is None else torch.logaddexp(log_mean, chunk_lse)
+            log_w_sum = log_w_sum + log_w.sum(0)
+            gap_sum = gap_sum + (log_qz - log_pz).sum(0)
+        return log_w_sum, log_mean, gap_sum
+
+
 def _evaluate_vae(
-    run: _Run, lik: Likelihood, k: int, chunk: int | None, active_threshold: float, mixture: int
+    run: _Run,
+    lik: Likelihood,
+    k: int,
+    chunk: int | None,
+    active_threshold: float,
+    mixture: int,
+    density: Density | None = None,
 ) -> Evaluation:
     encoder, decoder = split(run.model)
     conditions = decoder_conditions(run.model, decoder, run.count)
+    if density is not None:
+        _check_latent(density, run.recipe.latent_shape, "the VAE's latents")
     with eval_mode(encoder), eval_mode(decoder):
-        prepass = run.generator(1)
 
-        def reconstruct(args: tuple[Any, ...]) -> torch.Tensor:
+        def reconstruct(rows: torch.Tensor, args: tuple[Any, ...]) -> torch.Tensor:
             mu, log_sigma = encoder(*args)
-            z = mu + torch.exp(log_sigma) * _normal(mu.shape, mu, prepass)
+            eps = noise.normal(
+                run.seed, SCALE_STREAM, rows, range(1), tuple(mu.shape[1:]), dtype=mu.dtype, device=mu.device
+            )[0]
+            z = mu + torch.exp(log_sigma) * eps
             return reconstruction_like(decoder(z, *(args[i] for i in conditions)), args[0])
 
         lik = _fitted(lik, run, reconstruct)
-        draws, mi_draws = run.generator(0), run.generator(2)
+        mi_draws = run.generator(2)
         elbo, kl, nll = [], [], []
         kl_sum: torch.Tensor | float = 0.0
         moments = _Moments()
         posteriors: list[tuple[torch.Tensor, torch.Tensor]] = []
         kept = 0
-        checked = False
-        for args in run.passes("evaluating"):
+        for rows, args in run.passes("evaluating"):
             x = args[0]
             mu, log_sigma = encoder(*args)
             flat_mu, flat_ls = mu.flatten(1).double(), log_sigma.flatten(1).double()
-            kl_elements = 0.5 * (flat_mu.pow(2) + torch.exp(2 * flat_ls) - 1) - flat_ls
-            kl.append(kl_elements.sum(1).cpu())
-            kl_sum = kl_sum + kl_elements.sum(0)
             moments.add(flat_mu)
             if kept < mixture:
                 take = min(mixture - kept, len(x))
                 posteriors.append((flat_mu[:take], flat_ls[:take]))
                 kept += take
-            size = chunk or max(1, CHUNK_ELEMENTS // max(1, x.numel()))
-            log_w_sum, log_mean = torch.zeros_like(flat_mu[:, 0]), None
-            for start in range(0, k, size):
-                draws_here = min(size, k - start)
-                eps = _normal((draws_here, *mu.shape), mu, draws)
-                z = (mu + torch.exp(log_sigma) * eps).flatten(0, 1)
-                tiled = [_tile(args[i], draws_here) for i in conditions]
-                target = _tile(x, draws_here)
-                out = reconstruction_like(decoder(z, *tiled), target)
-                if not checked:
-                    lik.check(out, target)
-                    checked = True
-                log_px = lik.log_prob(out, target).double().view(draws_here, len(x))
-                log_pz = -0.5 * z.double().pow(2).flatten(1).sum(1).view(draws_here, len(x))
-                log_qz = -0.5 * eps.double().pow(2).flatten(2).sum(2) - flat_ls.sum(1)
-                # The 2 pi terms of log N(z; 0, I) and log q(z | x) cancel.
-                log_w = log_px + log_pz - log_qz
-                chunk_lse = torch.logsumexp(log_w, 0)
-                log_mean = chunk_lse if log_mean is None else torch.logaddexp(log_mean, chunk_lse)
-                log_w_sum = log_w_sum + log_w.sum(0)
+            draws = _Draws(decoder, lik, args, conditions, rows, run.seed, density)
+            log_w_sum, log_mean, gap_sum = draws.log_weights(mu, torch.exp(log_sigma), flat_ls.sum(1), k, chunk)
+            if density is None:
+                kl_elements = 0.5 * (flat_mu.pow(2) + torch.exp(2 * flat_ls) - 1) - flat_ls
+                kl.append(kl_elements.sum(1).cpu())
+                kl_sum = kl_sum + kl_elements.sum(0)
+            else:
+                kl.append((gap_sum / k).cpu())
             elbo.append((-log_w_sum / k).cpu())
             nll.append((math.log(k) - log_mean).cpu())
-    elbo_t, kl_t = torch.cat(elbo), torch.cat(kl)
+    elbo_t, kl_t, nll_t = torch.cat(elbo), torch.cat(kl), torch.cat(nll)
     variance = moments.variance()
     mu_all = torch.cat([m for m, _ in posteriors])
     ls_all = torch.cat([s for _, s in posteriors])
@@ -506,19 +713,17 @@ def _evaluate_vae(
         recon=Estimate.of(elbo_t - kl_t),
         kl=Estimate.of(kl_t),
         neg_elbo=Estimate.of(elbo_t),
-        nll=Estimate.of(torch.cat(nll)),
-        kl_per_dim=tuple((torch.as_tensor(kl_sum) / run.n).tolist()),
+        nll=Estimate.of(nll_t),
+        kl_per_dim=tuple((torch.as_tensor(kl_sum) / run.n).tolist()) if density is None else (),
         unit_variance=tuple(variance.tolist()),
         active_units=int((variance > active_threshold).sum()),
         active_threshold=active_threshold,
         mutual_info=_mutual_info(mu_all, ls_all, mi_draws),
         mixture=len(mu_all),
         scale=getattr(lik, "scale_value", None),
+        density=density.describe() if density is not None else None,
+        per_sample={"recon": elbo_t - kl_t, "kl": kl_t, "neg_elbo": elbo_t, "nll": nll_t},
     )
-
-
-def _normal(shape: tuple[int, ...] | torch.Size, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    return torch.randn(tuple(shape), generator=generator, dtype=like.dtype, device=like.device)
 
 
 def _tile(value: Any, times: int) -> Any:
