@@ -368,6 +368,10 @@ _PYTHON_TO_OPTIONS = (
     ("bottleneck=", "--bottleneck "),
     ("log_sigma_init=", "--log-sigma-init "),
     ("likelihood=", "--likelihood "),
+    ("density='gmm'", "--density gmm"),
+    ("density=('gaussian',)", "--density gaussian"),
+    ("anomaly_labels= (the AUROC)", "--anomaly-labels (the AUROC)"),
+    ("labels= (the linear probe)", "--labels (the linear probe)"),
 )
 
 
@@ -1207,7 +1211,7 @@ def read_labels(path: str, option: str = "--labels") -> torch.Tensor:
     """One integer per sample from a ``.csv`` (numbers separated by commas or new lines) or any data file
     :func:`fxvae.datafiles.read_data` reads (``.npy``, ``.pt``, ...).
 
-    >>> _ = (tmp / "labels.csv").write_text("0\n1\n1\n")
+    >>> _ = (tmp / "labels.csv").write_text("0,1,1")
     >>> read_labels(str(tmp / "labels.csv")).tolist()
     [0, 1, 1]
     """
