@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from fxvae.density import fit_density
 
 import fxvae
+from fxvae.density import fit_density
 from fxvae.examples import DigitsAE
 from fxvae.fidelity import psnr, ssim
 from fxvae.study import Samples, loop
