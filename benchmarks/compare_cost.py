@@ -12,7 +12,7 @@ interleaved (the order rotates each repeat), each writing its report and picture
 The ratios are now's seconds over today's (the default command as it was, and as it is) and over today + ae's
 (the axes alone), the median of per-repeat ratios of wall-clock time; CPU time is recorded beside it.
 
-Run: python benchmarks/compare_cost.py --threads 1 [--repeats 3] [--epochs 20]
+Run: python benchmarks/compare_cost.py --threads 1 [--repeats 3] [--epochs 20] [--only digits]
 """
 
 from __future__ import annotations
@@ -104,9 +104,11 @@ def _timed(variant: str, ae: torch.nn.Module, data: torch.Tensor, options: dict[
         return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def run(repeats: int, epochs: int) -> list[dict[str, Any]]:
+def run(repeats: int, epochs: int, only: str | None = None) -> list[dict[str, Any]]:
     rows = []
     for name, ae, data, options in cases():
+        if only is not None and only not in name:
+            continue
         seconds: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
         _timed("now", ae, data, options, 1)  # warm-up: imports (matplotlib, scikit-learn) and first calls
         for repeat in range(repeats):
@@ -174,8 +176,9 @@ def markdown(data: dict[str, Any]) -> str:
 def main() -> None:
     parser = arguments("compare_cost", __doc__, repeats=3)
     parser.add_argument("--epochs", type=int, default=20, help="epochs of every start (compare's default: 20)")
+    parser.add_argument("--only", help="run the cases whose name holds this text (e.g. digits)")
     args = parser.parse_args()
-    recorded("compare_cost", args, lambda: run(args.repeats, args.epochs), markdown, (START, END))
+    recorded("compare_cost", args, lambda: run(args.repeats, args.epochs, args.only), markdown, (START, END))
 
 
 if __name__ == "__main__":

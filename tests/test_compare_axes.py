@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from fxvae.density import fit_density
 from fxvae.examples import DigitsAE
 from fxvae.fidelity import psnr, ssim
 from fxvae.study import Samples, loop
+from tests.zoo import BY_NAME, build
 
 pytest.importorskip("sklearn")
 pytest.importorskip("torchmetrics")
@@ -220,6 +222,24 @@ def test_features_measure_the_sample_distances_in_their_space(trained: tuple, tm
     axes = _finals(tmp_path)["warm"]["axes"]
     assert axes["samples"]["prior"]["features"] == axes["interpolation"]["features"] == "row_means"
     assert axes["latent"]["prior"]["features"] == "the data, flattened"  # codes are compared as they are
+
+
+def test_a_conditional_ae_is_measured_with_each_samples_condition(tmp_path: Path) -> None:
+    entry = BY_NAME["conditional"]
+    x, label = entry.inputs(120)
+    options = TINY | {"likelihood": "gaussian", "sigma": 1.0, "density": ("gaussian",), "starts": ("ae", "warm")}
+    fxvae.compare(build(entry, seed=3), (x, label), out=tmp_path, **options)
+    for final in _finals(tmp_path).values():
+        axes = final["axes"]
+        assert all(math.isfinite(value["value"]) for value in axes["nll"].values())
+        assert len(final["pictures"]["samples"]["gaussian"]) == 4
+
+
+def test_too_few_training_samples_for_the_gmm_skip_it_with_a_warning(trained: tuple) -> None:
+    ae, data = trained
+    with pytest.warns(UserWarning, match="the gmm density was skipped: 9 training samples are too few"):
+        result = fxvae.compare(ae, data[:9], data[9:30], starts=("ae", "warm"), **TINY)
+    assert result.config["axes"]["densities"] == ["gaussian"]
 
 
 def _no_training(monkeypatch) -> None:

@@ -761,6 +761,8 @@ STRIP_PAIRS, STRIP_STEPS = 4, 8
 """The pictures' interpolation strips: pairs of held-out samples, points per straight line (the ends included)."""
 _CHUNK = 256
 """Draws decoded per decoder call."""
+GMM_COMPONENTS = 10
+"""The gmm density's components (fit_density's default, Ghosh et al. 2020's ex-post GMM)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -779,7 +781,7 @@ class _Axes:
 
     def __init__(self, study: _Study, features: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
         self.study, self.features = study, features
-        self.kinds = _density_kinds(study.options.density, study.warnings)
+        self.kinds = _density_kinds(study.options.density, study.warnings, len(study.train))
         self.labels = study.labels
         if "labels" in self.labels and not _importable("sklearn"):
             raise InputError("labels= (the linear probe) needs scikit-learn: pip install 'fxvae[metrics]'")
@@ -830,7 +832,10 @@ class _Axes:
         args = to_device(self.reference, study.device)
         x, conditions = args[0], [args[i] for i in self.conditions_at]
         encoder, decoder = coder(model, to_device(study.example, study.device))
-        densities = {kind: fit_density(model, study.train, kind=kind, seed=run.seed) for kind in self.kinds}
+        densities = {
+            kind: fit_density(model, study.train, kind=kind, components=GMM_COMPONENTS, seed=run.seed)
+            for kind in self.kinds
+        }
         codes_eval = self._chunked(lambda a: encoder(*a), args)
         held_codes = self._posterior_draws(run, args) if vae else codes_eval
         n = len(x)
@@ -925,6 +930,8 @@ class _Axes:
         return torch.cat(draws)
 
     def _distance(self, samples: torch.Tensor, reference: torch.Tensor, run: Run, features: bool = True) -> Any:
+        if len(reference) < 2:  # one held-out sample: no distance between distributions to measure
+            return None
         return sample_quality(
             samples,
             reference,
@@ -988,19 +995,24 @@ class _Axes:
         return strips
 
 
-def _density_kinds(density: tuple[str, ...] | None, warned: list[str]) -> tuple[str, ...]:
-    """The densities to fit: those named, or gaussian and (where scikit-learn imports) gmm."""
+def _density_kinds(density: tuple[str, ...] | None, warned: list[str], codes: int) -> tuple[str, ...]:
+    """The densities to fit: those named, or gaussian and gmm (where scikit-learn imports and the ``codes``
+    training samples are enough for its components), checked before any training."""
     sklearn = _importable("sklearn")
     if density is not None:
         if "gmm" in density and not sklearn:
             raise InputError("density='gmm' needs scikit-learn: pip install 'fxvae[metrics]', or density=('gaussian',)")
+        if "gmm" in density and codes < GMM_COMPONENTS:
+            raise InputError(
+                f"density='gmm' fits {GMM_COMPONENTS} components to the {codes} training samples' codes, which are "
+                "too few: pass more training data, or density=('gaussian',)"
+            )
         return density
-    if sklearn:
+    if sklearn and codes >= GMM_COMPONENTS:
         return ("gaussian", "gmm")
-    warned.append(
-        "the gmm density was skipped: it needs scikit-learn (pip install 'fxvae[metrics]'); only the "
-        "gaussian one was fitted"
-    )
+    why = "it needs scikit-learn (pip install 'fxvae[metrics]')" if not sklearn else f"{codes} training samples"
+    why += "" if not sklearn else f" are too few for its {GMM_COMPONENTS} components"
+    warned.append(f"the gmm density was skipped: {why}; only the gaussian one was fitted")
     return ("gaussian",)
 
 
