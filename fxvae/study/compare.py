@@ -838,50 +838,12 @@ class _Axes:
         }
         codes_eval = self._chunked(lambda a: encoder(*a), args)
         held_codes = self._posterior_draws(run, args) if vae else codes_eval
-        n = len(x)
-
-        nll: dict[str, dict[str, float]] = {}
-        paired: dict[str, list[float]] = {}
-        if vae:
-            nll["prior"] = _estimate(evaluation.nll)
-            paired["prior"] = _listed(evaluation.per_sample["nll"])
-        else:
-            for kind, density in densities.items():
-                measured = evaluate(
-                    model,
-                    study.test,
-                    likelihood=study.likelihood,
-                    k=study.options.final_k,
-                    seed=run.seed,
-                    density=density,
-                    per_sample=True,
-                )
-                nll[kind] = _estimate(measured.nll)
-                paired[kind] = _listed(measured.per_sample["nll"])
-
-        drawn: dict[str, torch.Tensor] = {}
-        latent: dict[str, Any] = {}
-        sources: dict[str, Any] = ({"prior": None} if vae else {}) | densities
-        for index, (source, density) in enumerate(sources.items()):
-            generator = torch.Generator().manual_seed(run.seed * 1_000_003 + index)
-            drawn[source] = self._decoded(
-                lambda count, at, d=density, g=generator: sample(
-                    model, count, *[c[at] for c in conditions], generator=g, density=d
-                ),
-                n,
-                x,
-            )
-            z = (
-                torch.randn((n, *held_codes.shape[1:]), generator=generator)
-                if density is None
-                else density.sample(n, generator=generator)
-            )
-            latent[source] = self._distance(held_codes, z.to(held_codes), run, features=False)
-
-        pairs = torch.randperm(n, generator=torch.Generator().manual_seed(run.seed))
+        nll, paired = self._likelihoods(run, evaluation, densities)
+        drawn, latent = self._drawn(run, densities, held_codes, conditions, x)
+        pairs = torch.randperm(len(x), generator=torch.Generator().manual_seed(run.seed))
         midpoints = self._decoded(
             lambda count, at: decoder((codes_eval[at] + codes_eval[pairs[at]]) / 2, *[c[at] for c in conditions]),
-            n,
+            len(x),
             x,
         )
         axes = {
@@ -902,6 +864,59 @@ class _Axes:
             "interpolation": self._strips(codes_eval, decoder, conditions, x),
         }
         return axes, pictures
+
+    def _likelihoods(
+        self, run: Run, evaluation: Any, densities: dict[str, Any]
+    ) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
+        """The nll (value, standard error) and its per-sample values: a VAE's under its prior, from its final
+        evaluation; the AE's under each density, at final_k and the run's seed (the same posterior noise as the
+        VAEs' of that seed, so that the differences pair sample by sample)."""
+        if run.begun.is_vae:
+            return {"prior": _estimate(evaluation.nll)}, {"prior": _listed(evaluation.per_sample["nll"])}
+        nll, paired = {}, {}
+        for kind, density in densities.items():
+            measured = evaluate(
+                run.model,
+                self.study.test,
+                likelihood=self.study.likelihood,
+                k=self.study.options.final_k,
+                seed=run.seed,
+                density=density,
+                per_sample=True,
+            )
+            nll[kind], paired[kind] = _estimate(measured.nll), _listed(measured.per_sample["nll"])
+        return nll, paired
+
+    def _drawn(
+        self,
+        run: Run,
+        densities: dict[str, Any],
+        held_codes: torch.Tensor,
+        conditions: list[torch.Tensor],
+        x: torch.Tensor,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Per source (a VAE's prior, each density): as many decoded draws as held-out samples (each with its
+        sample's conditions), and the distance of the held-out codes from the source's latent draws."""
+        drawn: dict[str, torch.Tensor] = {}
+        latent: dict[str, Any] = {}
+        sources: dict[str, Any] = ({"prior": None} if run.begun.is_vae else {}) | densities
+        n = len(x)
+        for index, (source, density) in enumerate(sources.items()):
+            generator = torch.Generator().manual_seed(run.seed * 1_000_003 + index)
+            drawn[source] = self._decoded(
+                lambda count, at, d=density, g=generator: sample(
+                    run.model, count, *[c[at] for c in conditions], generator=g, density=d
+                ),
+                n,
+                x,
+            )
+            z = (
+                torch.randn((n, *held_codes.shape[1:]), generator=generator)
+                if density is None
+                else density.sample(n, generator=generator)
+            )
+            latent[source] = self._distance(held_codes, z.to(held_codes), run, features=False)
+        return drawn, latent
 
     def _chunked(self, call: Callable[[tuple[Any, ...]], torch.Tensor], args: tuple[Any, ...]) -> torch.Tensor:
         with torch.no_grad():
