@@ -61,6 +61,8 @@ class Density:
     input_shape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.kind not in ("gaussian", "gmm"):
+            raise InputError(f"Density kind={self.kind!r} is not 'gaussian' or 'gmm'")
         dims = math.prod(self.latent_shape)
         count = self.components
         for name, shape in (("weights", (count,)), ("means", (count, dims)), ("covariances", (count, dims, dims))):
@@ -71,6 +73,8 @@ class Density:
                     f"shape {list(self.latent_shape)} need {list(shape)}: pass tensors of those shapes"
                 )
             object.__setattr__(self, name, value)
+        if bool((self.weights < 0).any()) or abs(self.weights.sum().item() - 1) > 1e-6:
+            raise InputError(f"Density weights {self.weights.tolist()} must be non-negative and sum to 1")
         object.__setattr__(self, "latent_shape", tuple(self.latent_shape))
         if self.input_shape is not None:
             object.__setattr__(self, "input_shape", tuple(self.input_shape))
@@ -97,12 +101,24 @@ class Density:
                 f"{list(self.latent_shape)}: pass codes of shape [batch, {', '.join(map(str, self.latent_shape))}]"
             )
         flat = z.reshape(len(z), self.dims).double()
-        factor = self._cholesky.to(flat.device)
-        centred = (flat[None] - self.means.to(flat.device)[:, None]).transpose(1, 2)  # [C, D, N]
+        factor, means, offset = self._on(flat.device)
+        centred = (flat[None] - means[:, None]).transpose(1, 2)  # [C, D, N]
         whitened = torch.linalg.solve_triangular(factor, centred, upper=False)
-        log_det = 2 * torch.log(torch.diagonal(factor, dim1=1, dim2=2)).sum(1)
-        log_normal = -0.5 * (whitened.pow(2).sum(1) + (log_det + self.dims * _LOG_2PI)[:, None])  # [C, N]
-        return torch.logsumexp(torch.log(self.weights.to(flat.device))[:, None] + log_normal, 0)
+        return torch.logsumexp(offset[:, None] - 0.5 * whitened.pow(2).sum(1), 0)
+
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Cholesky factors, means, log w_c - 1/2 log det(2 pi S_c)) on ``device``, kept per device: evaluate
+        calls log_prob once per chunk of draws."""
+        if device not in self._devices:
+            factor = self._cholesky
+            log_det = 2 * torch.log(torch.diagonal(factor, dim1=1, dim2=2)).sum(1)
+            offset = torch.log(self.weights) - 0.5 * (log_det + self.dims * _LOG_2PI)
+            self._devices[device] = (factor.to(device), self.means.to(device), offset.to(device))
+        return self._devices[device]
+
+    @functools.cached_property
+    def _devices(self) -> dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        return {}
 
     def sample(
         self,
@@ -116,9 +132,10 @@ class Density:
         CPU with ``generator``, or the global generator, in float64; returned in ``dtype`` on ``device``)."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise InputError(f"n={n!r} must be a non-negative integer (how many draws)")
-        component = torch.multinomial(self.weights, n, replacement=True, generator=generator) if n else []
+        if n == 0:
+            return torch.zeros((0, *self.latent_shape), dtype=dtype, device=device)
+        component = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         eps = torch.randn(n, self.dims, 1, generator=generator, dtype=torch.float64)
-        component = torch.as_tensor(component, dtype=torch.int64)
         z = self.means[component] + (self._cholesky[component] @ eps).squeeze(-1)
         return z.reshape(n, *self.latent_shape).to(dtype=dtype, device=device)
 
@@ -138,8 +155,11 @@ class Density:
         >>> fxvae.Density("gmm", 2, (1,), 3600, torch.ones(2) / 2, torch.zeros(2, 1), torch.ones(2, 1, 1)).describe()
         'gmm (2 components, full covariance) on 3,600 codes'
         """
-        what = "gaussian" if self.kind == "gaussian" else f"{self.kind} ({self.components} components,"
-        what = f"{what} (full covariance)" if self.kind == "gaussian" else f"{what} full covariance)"
+        if self.kind == "gaussian":
+            what = "gaussian (full covariance)"
+        else:
+            plural = "" if self.components == 1 else "s"
+            what = f"{self.kind} ({self.components} component{plural}, full covariance)"
         return f"{what} on {self.n:,} codes" if self.n else f"{what}, set by hand"
 
     def to_dict(self) -> dict[str, Any]:

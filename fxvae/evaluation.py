@@ -47,6 +47,9 @@ CHUNK_ELEMENTS = 2**18
 """The default chunk of draws decodes about this many reconstruction elements per decoder call: more made a
 conv decoder slower on CPU (1,344 images a call took 2x the time of 32 at a time), as its activations left the
 caches."""
+NOISE_ELEMENTS = 2**21
+"""Posterior draws' elements made per :func:`fxvae.noise.normal` call (about 50 MB of its float64 and int64
+intermediates)."""
 _LOG_2PI = math.log(2 * math.pi)
 _MI_ROWS = 512
 
@@ -84,7 +87,8 @@ class Evaluation:
     """What :func:`evaluate` measured, in nats per sample, and what it was computed with.
 
     ``per_dim(name)`` and ``bits_per_dim(name)`` give a value per data dimension (for images: per pixel and
-    channel). For an autoencoder (``kind="ae"``) only ``recon`` is measured; the other values are None.
+    channel). For an autoencoder (``kind="ae"``) only ``recon`` is measured, and with a density on its codes
+    ``neg_elbo`` and ``nll`` too (see :func:`evaluate`); the other values are None.
 
     >>> result = fxvae.evaluate(vae, torch.randn(64, 64), likelihood="gaussian", sigma=1.0, k=8)
     >>> result.kind, result.n, result.k, result.likelihood
@@ -187,6 +191,10 @@ class Evaluation:
                 f"  rate: {self.rate_bits:.4g} bits per sample; codebook perplexity {self.perplexity:.4g}, "
                 f"{100 * (self.codes_used or 0):.1f}% of the codes used"
             )
+        if self.density is not None:
+            lines.append(f"  prior p(z): {self.density}")
+        if self.proposal is not None:
+            lines.append(f"  proposal q(z | x): {self.proposal}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -614,20 +622,19 @@ class _Draws:
         """
         x, density = self.x, self.density
         size = chunk or max(1, CHUNK_ELEMENTS // max(1, x.numel()))
+        # The noise is made for many chunks at once: each call has a fixed cost, which small chunks would repeat.
+        block = size * max(1, NOISE_ELEMENTS // (size * mu.numel()))
         log_w_sum = torch.zeros(len(x), dtype=torch.float64, device=mu.device)
         gap_sum = torch.zeros_like(log_w_sum)
         log_mean = None
         for start in range(0, k, size):
             draws_here = min(size, k - start)
-            eps = noise.normal(
-                self.seed,
-                POSTERIOR_STREAM,
-                self.rows,
-                range(start, start + draws_here),
-                tuple(mu.shape[1:]),
-                dtype=mu.dtype,
-                device=mu.device,
-            )
+            if start % block == 0:
+                made = range(start, min(start + block, k))
+                noise_block = noise.normal(
+                    self.seed, POSTERIOR_STREAM, self.rows, made, tuple(mu.shape[1:]), dtype=mu.dtype, device=mu.device
+                )
+            eps = noise_block[start - made.start : start - made.start + draws_here]
             z = (mu + sigma * eps).flatten(0, 1)
             tiled = [_tile(value, draws_here) for value in self.conditions]
             target = _tile(x, draws_here)

@@ -148,14 +148,22 @@ def _sample_density(
             "autoencoder's decoder needs: fit it with fxvae.fit_density(ae, train)"
         )
     with torch.no_grad():
-        z = density.sample(n, generator=generator, dtype=dtype, device=device)
         if _is_autoencoder(model):
             # The hooks tier finds the latent by perturbing a batch, which a constant batch would not show.
             noise = torch.Generator().manual_seed(0)
             example = torch.randn((max(n, 1), *density.input_shape), generator=noise, dtype=dtype).to(device)
-            _, decoder = coder(model, (example, *conditions))
+            encoder, decoder = coder(model, (example, *conditions))
+            with eval_mode(encoder):
+                latent_shape = tuple(encoder(example, *conditions).shape[1:])
         else:
             _, decoder = coder(model, ())
+            latent_shape = conversion(model).latent_shape
+        if latent_shape != density.latent_shape:
+            raise InputError(
+                f"{type(model).__name__}'s latent has shape {list(latent_shape)}, but the density is on latents of "
+                f"shape {list(density.latent_shape)}: fit the density to this model (fxvae.fit_density(model, train))"
+            )
+        z = density.sample(n, generator=generator, dtype=dtype, device=device)
         with eval_mode(decoder):
             return decoder(z, *conditions)
 

@@ -105,6 +105,10 @@ def test_the_aes_recon_with_a_density_is_its_deterministic_reconstruction_term()
     assert (with_density.kind, with_density.k, with_density.kl) == ("ae", 3, None)
     assert with_density.density == "gaussian (full covariance), set by hand" and plain.density is None
     assert with_density.nll.value <= with_density.neg_elbo.value
+    assert str(with_density).splitlines()[-2:] == [
+        "  prior p(z): gaussian (full covariance), set by hand",
+        f"  proposal q(z | x): {with_density.proposal}",
+    ]
 
 
 def test_a_standard_normal_density_gives_a_vae_its_own_nll_and_a_monte_carlo_kl() -> None:
@@ -144,7 +148,7 @@ def test_a_one_component_gmm_equals_the_gaussian_density() -> None:
     torch.testing.assert_close(gmm.covariances, gaussian.covariances, rtol=1e-9, atol=1e-12)
     z = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(gmm.log_prob(z), gaussian.log_prob(z), rtol=1e-9, atol=1e-9)
-    assert gmm.describe() == "gmm (1 components, full covariance) on 300 codes"
+    assert gmm.describe() == "gmm (1 component, full covariance) on 300 codes"
 
 
 def test_a_mixtures_log_prob_and_marginal_variance_are_those_of_its_components() -> None:
@@ -204,6 +208,25 @@ def test_per_sample_values_are_the_same_for_any_chunk_and_batch_size(chunk: int 
             torch.testing.assert_close(other.per_sample[name], values, rtol=1e-12, atol=1e-12, msg=name)
 
 
+@pytest.mark.parametrize("noise_elements", [1, 200])
+def test_noise_made_a_few_chunks_at_a_time_gives_the_same_values(monkeypatch, noise_elements: int) -> None:
+    ae, density, x, _ = linear_gaussian(30)
+    vae, _ = fxvae.convert(ae, x[:4], log_sigma_init=-1.0)
+    whole = fxvae.evaluate(vae, x, density=density, k=7, chunk=2, seed=1, per_sample=True)
+    monkeypatch.setattr(fxvae.evaluation, "NOISE_ELEMENTS", noise_elements)
+    blocks = fxvae.evaluate(vae, x, density=density, k=7, chunk=2, seed=1, per_sample=True)
+    for name, values in whole.per_sample.items():
+        torch.testing.assert_close(blocks.per_sample[name], values, rtol=0, atol=0, msg=name)
+
+
+def test_the_aes_proposal_is_fitted_on_the_first_512_samples_whatever_the_batching() -> None:
+    ae, density, x, _ = linear_gaussian(600)
+    by_100 = fxvae.evaluate(ae, x, likelihood="gaussian", sigma=NOISE, density=density, batch_size=100, per_sample=True)
+    by_256 = fxvae.evaluate(ae, x, likelihood="gaussian", sigma=NOISE, density=density, batch_size=256, per_sample=True)
+    assert by_100.proposal == by_256.proposal and "on the first 512 samples" in by_100.proposal
+    torch.testing.assert_close(by_100.per_sample["nll"], by_256.per_sample["nll"], rtol=1e-12, atol=1e-12)
+
+
 def test_a_vae_converted_from_the_ae_shares_the_aes_noise_under_one_seed() -> None:
     ae, density, x, _ = linear_gaussian(30)
     # Widths set to the AE's fitted proposal widths: the two models then make the same draws of z per sample.
@@ -258,6 +281,19 @@ def test_sampling_an_ae_decodes_the_densitys_draws_with_its_decoder() -> None:
     z = density.sample(6, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         torch.testing.assert_close(images, model.dec(z))
+
+
+def test_sampling_a_vae_with_a_density_decodes_the_densitys_draws_instead_of_the_priors() -> None:
+    entry = BY_NAME["mlp_sigmoid"]
+    x = entry.inputs(100)[0]
+    vae, _ = fxvae.convert(build(entry), x[:4])
+    density = fxvae.fit_density(vae, x)
+    images = fxvae.sample(vae, 6, density=density, generator=torch.Generator().manual_seed(4))
+    _, decoder = fxvae.split(vae)
+    with torch.no_grad():
+        torch.testing.assert_close(images, decoder(density.sample(6, generator=torch.Generator().manual_seed(4))))
+        prior = fxvae.sample(vae, 6, generator=torch.Generator().manual_seed(4))
+    assert not torch.allclose(images, prior)
 
 
 def test_a_conditional_ae_is_fitted_sampled_and_measured_with_its_labels() -> None:
@@ -341,6 +377,17 @@ def test_a_density_of_another_latent_shape_is_refused_by_evaluate() -> None:
         fxvae.evaluate(build(entry), entry.inputs(8)[0], density=density)
 
 
+def test_sampling_with_a_density_of_another_latent_shape_is_refused() -> None:
+    entry = BY_NAME["mlp_sigmoid"]
+    density = Density("gaussian", 1, (3,), 0, torch.ones(1), torch.zeros(1, 3), torch.eye(3)[None], (64,))
+    vae, _ = fxvae.convert(build(entry), entry.inputs(4)[0])
+    for model in (build(entry), vae):
+        with pytest.raises(
+            fxvae.InputError, match=r"latent has shape \[8\], but the density is on latents of shape \[3\]"
+        ):
+            fxvae.sample(model, 2, density=density)
+
+
 def test_sampling_an_autoencoder_without_a_density_names_fit_density() -> None:
     with pytest.raises(fxvae.InputError, match=r"pass density=fxvae\.fit_density\(ae, train\)"):
         fxvae.sample(build(BY_NAME["mlp_sigmoid"]), 4)
@@ -379,6 +426,14 @@ def test_a_density_must_be_a_density() -> None:
         fxvae.evaluate(ae, x, density={"kind": "gaussian"})
 
 
-def test_density_tensors_of_the_wrong_shape_are_refused() -> None:
-    with pytest.raises(fxvae.InputError, match=r"Density means has shape \[1, 3\], but 1 component\(s\) on a latent"):
-        Density("gaussian", 1, (2,), 0, torch.ones(1), torch.zeros(1, 3), torch.eye(2)[None])
+@pytest.mark.parametrize(
+    ("weights", "means", "message"),
+    [
+        (torch.ones(1), torch.zeros(1, 3), r"Density means has shape \[1, 3\], but 1 component\(s\) on a latent"),
+        (torch.full((1,), 0.5), torch.zeros(1, 2), r"Density weights \[0\.5\] must be non-negative and sum to 1"),
+    ],
+    ids=["shape", "weights"],
+)
+def test_a_density_of_inconsistent_tensors_is_refused(weights: torch.Tensor, means: torch.Tensor, message: str) -> None:
+    with pytest.raises(fxvae.InputError, match=message):
+        Density("gaussian", 1, (2,), 0, weights, means, torch.eye(2)[None])
