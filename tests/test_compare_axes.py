@@ -222,6 +222,7 @@ def test_features_measure_the_sample_distances_in_their_space(trained: tuple, tm
     axes = _finals(tmp_path)["warm"]["axes"]
     assert axes["samples"]["prior"]["features"] == axes["interpolation"]["features"] == "row_means"
     assert axes["latent"]["prior"]["features"] == "the data, flattened"  # codes are compared as they are
+    assert fxvae.study.ledger.records(tmp_path / "metrics.jsonl")[0]["axes"]["features"] == "row_means"
 
 
 def test_a_conditional_ae_is_measured_with_each_samples_condition(tmp_path: Path) -> None:

@@ -1042,7 +1042,8 @@ def _importable(name: str) -> bool:
 
 
 def _name(features: Callable[..., Any]) -> str:
-    return getattr(features, "__qualname__", None) or type(features).__name__
+    """The features' name as :func:`fxvae.sample_quality` records it."""
+    return getattr(features, "__name__", None) or type(features).__name__
 
 
 def _estimate(value: Any) -> dict[str, float]:
