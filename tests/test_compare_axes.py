@@ -243,6 +243,31 @@ def test_too_few_training_samples_for_the_gmm_skip_it_with_a_warning(trained: tu
     assert result.config["axes"]["densities"] == ["gaussian"]
 
 
+def test_the_budget_keeps_time_for_the_aes_likelihood_under_each_density(trained: tuple, monkeypatch) -> None:
+    ae, data = trained
+    now = [0.0]
+    monkeypatch.setattr(fxvae.study.compare, "_clock", lambda: now[0])
+    train_epoch, measure = loop.Run.train_epoch, fxvae.study.compare.evaluate
+
+    def train(self, *args):
+        now[0] += 1.0
+        return train_epoch(self, *args)
+
+    def evaluate(model, *args, k: int, **kwargs):
+        # A clock that only work moves: an epoch takes 1 s, a pass over the held-out data 1 s per draw (an AE
+        # without a density: one pass).
+        drawn = kwargs.get("density") is not None or fxvae.recipe.META_KEY in getattr(model, "meta", {})
+        now[0] += k if drawn else 1
+        return measure(model, *args, k=k, **kwargs)
+
+    monkeypatch.setattr(loop.Run, "train_epoch", train)
+    monkeypatch.setattr(fxvae.study.compare, "evaluate", evaluate)
+    options = TINY | {"epochs": 50, "k": 1, "final_k": 10, "max_minutes": 1.0, "density": ("gaussian",)}
+    result = fxvae.compare(ae, data, starts=("ae", "warm"), **options)
+    assert now[0] <= 60.0  # the AE's nll under the density at final_k (10 s) fit in the budget
+    assert result.run("warm", 0).points[-1].epoch >= 3
+
+
 def _no_training(monkeypatch) -> None:
     def refused(*args, **kwargs):
         raise AssertionError("trained before the labels were checked")
