@@ -111,8 +111,8 @@ class CompareOptions:
     density: tuple[DensityKind, ...] | None = field(
         default=None,
         metadata={
-            "help": "gaussian: ex-post densities fitted to each model's training codes at the end, which give the "
-            "AE a likelihood and samples and the VAEs ex-post samples: gaussian (full covariance), gmm (10 "
+            "help": "Ex-post densities fitted to each model's training codes at the end of a gaussian comparison "
+            "(the AE's likelihood and samples, the VAEs' ex-post samples): gaussian (full covariance), gmm (10 "
             "components, needs scikit-learn). Default: both, gmm only where scikit-learn imports."
         },
     )
