@@ -307,6 +307,23 @@ def test_held_out_data_without_anomalies_is_refused_for_the_auroc(trained: tuple
         fxvae.compare(ae, data[:300], data[300:], anomaly_labels=(torch.ones(300), torch.zeros(100)), **TINY)
 
 
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"labels": torch.zeros(400)}, "labels= measure the axes at the end of a Gaussian comparison"),
+        ({"features": row_means}, "features= measure the axes at the end of a Gaussian comparison"),
+        ({"density": ("gmm",)}, "density= fits ex-post densities at the end of a Gaussian comparison"),
+    ],
+)
+def test_the_axes_inputs_of_a_discrete_comparison_are_refused(
+    trained: tuple, monkeypatch, given: dict, message: str
+) -> None:
+    ae, data = trained
+    _no_training(monkeypatch)
+    with pytest.raises(fxvae.InputError, match=message):
+        fxvae.compare(ae, data, latent="vq", codebook_size=16, **TINY, **given)
+
+
 def test_a_discrete_comparison_records_no_axes(trained: tuple, tmp_path: Path) -> None:
     ae, data = trained
     options = TINY | {"latent": "vq", "codebook_size": 16, "starts": ("warm", "ae")}

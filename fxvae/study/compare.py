@@ -250,14 +250,26 @@ def run_comparison(
         # Rank 0 alone writes, so it alone holds the folder.
         held = ledger.locked(Path(out)) if out is not None and rank == 0 else contextlib.nullcontext()
         with held:
-            if features is not None and not callable(features):
-                raise InputError(f"features={features!r} must be a callable features(batch) -> Tensor[N, F]")
+            _check_axes_inputs(options, labels=labels, anomaly_labels=anomaly_labels, features=features)
             data = _Data(train, test, ae_train, labels, anomaly_labels, features)
             study = _Study(ae, data, options, scratch, device, out, resume, progress and rank == 0, rank, world)
             if rank == 0:
                 for warning in study.warnings:
                     warnings.warn(warning, UserWarning, stacklevel=3)
             return study.run()
+
+
+def _check_axes_inputs(options: CompareOptions, **given: Any) -> None:
+    """``labels``, ``anomaly_labels`` and ``features`` are for a Gaussian comparison's axes, features a callable."""
+    features = given["features"]
+    if features is not None and not callable(features):
+        raise InputError(f"features={features!r} must be a callable features(batch) -> Tensor[N, F]")
+    named = [f"{name}=" for name, value in given.items() if value is not None]
+    if named and options.latent != "gaussian":
+        raise InputError(
+            f"{', '.join(named)} measure the axes at the end of a Gaussian comparison; latent={options.latent!r} "
+            "has none: leave them out"
+        )
 
 
 @dataclasses.dataclass

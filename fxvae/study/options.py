@@ -140,6 +140,11 @@ class CompareOptions:
             kinds = typing.get_args(DensityKind)
             if any(d not in kinds for d in self.density) or len(set(self.density)) != len(self.density):
                 raise InputError(f"density={self.density!r} must be distinct names among {', '.join(kinds)}")
+            if self.latent != "gaussian":
+                raise InputError(
+                    f"density= fits ex-post densities at the end of a Gaussian comparison; latent={self.latent!r} "
+                    "has none: leave density out"
+                )
         for name in ("epochs", "seeds", "k", "final_k", "batch_size", "shown", "codebook_size"):
             _positive_int(name, getattr(self, name))
         for name in ("kl_warmup", "lr_warmup"):
