@@ -164,10 +164,15 @@ def markdown(data: dict[str, Any]) -> str:
             f"{r['ratio_today']:.3f} | {r['ratio_today_ae']:.3f} | {r['cpu_ratio_today']:.3f} |"
         )
     worst = max(r["ratio_today"] for r in data["rows"])
+    axes = max(r["ratio_today_ae"] for r in data["rows"])
     lines += [
         "",
-        f"The default comparison with its axes costs {worst:.2f}x or less of today's for the same epochs "
-        f"({'meets' if worst <= TARGET else 'misses'} the {TARGET}x bound).",
+        f"The default comparison with its axes costs {worst:.2f}x or less of today's default for the same epochs "
+        f"({'meets' if worst <= TARGET else 'misses'} the {TARGET}x bound); the axes alone, against today's "
+        f"comparison of the same four starts, cost {axes:.2f}x or less. The rest is the AE's own row, which the "
+        "default starts now include and which trains for the same epochs as the VAEs. Most of the axes' time is "
+        "the AE's nll under each density at final_k (as costly as a VAE's final measurement, twice) and the "
+        "density fits (a pass over the training data each).",
         END,
     ]
     return "\n".join(lines)
