@@ -193,6 +193,26 @@ def test_the_densities_fitted_are_recorded_and_rebuild(compared: tuple) -> None:
         assert fxvae.density.Density.from_dict(fitted).kind == kind
 
 
+class _Digits(torch.utils.data.Dataset):
+    """The digits as a map-style Dataset (not tensors): its split is a Subset of it."""
+
+    def __init__(self, data: torch.Tensor) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.data[index]
+
+
+def test_labels_follow_the_held_out_split_of_a_dataset(trained: tuple, tmp_path: Path) -> None:
+    ae, data = trained
+    options = TINY | {"starts": ("warm",), "density": ("gaussian",)}
+    fxvae.compare(ae, _Digits(data), labels=_labels(len(data)).tolist(), out=tmp_path, **options)
+    assert _finals(tmp_path)["warm"]["axes"]["probe"]["value"] > 0.5  # labels out of step would be near 0.1
+
+
 def test_density_names_the_densities_fitted(trained: tuple, tmp_path: Path) -> None:
     ae, data = trained
     fxvae.compare(ae, data, starts=("ae", "warm"), density=("gaussian",), out=tmp_path, **TINY)
