@@ -103,7 +103,7 @@ def app() -> None:
     convert   convert an AE checkpoint into a VAE file (and optionally ONNX)
     bench     throughput and peak memory of the AE and its VAE
     evaluate  -ELBO, KL, IWAE NLL of VAE files and AE checkpoints on held-out data, in one table
-    compare   train the converted VAE beside one from scratch on your data; write a report
+    compare   train the AE beside its VAE and one from scratch; measure them alike; write a report
 
     Errors are one line with an exit code (docs/cli.md); --debug shows the traceback.
     """
@@ -368,6 +368,10 @@ _PYTHON_TO_OPTIONS = (
     ("bottleneck=", "--bottleneck "),
     ("log_sigma_init=", "--log-sigma-init "),
     ("likelihood=", "--likelihood "),
+    ("density='gmm'", "--density gmm"),
+    ("density=('gaussian',)", "--density gaussian"),
+    ("anomaly_labels= (the AUROC)", "--anomaly-labels (the AUROC)"),
+    ("labels= (the linear probe)", "--labels (the linear probe)"),
 )
 
 
@@ -1062,6 +1066,28 @@ def _warn_now(message: Warning | str, category: type[Warning], *args: Any, **kwa
     help="The AE's own training data: without --test, only samples of --data that are not in it are held out; "
     "with --test, test samples in it are warned about.",
 )
+@click.option(
+    "--labels",
+    metavar="FILE",
+    help="One integer class per sample of --data (.npy, .pt or .csv): the accuracy of a linear probe on each "
+    "model's codes.",
+)
+@click.option("--test-labels", metavar="FILE", help="With --test and --labels: one class per sample of --test.")
+@click.option(
+    "--anomaly-labels",
+    metavar="FILE",
+    help="One 0 (normal) or 1 (anomaly) per sample of --data (.npy, .pt or .csv): the AUROC of each model's "
+    "per-sample score (the AE's reconstruction term, a VAE's NLL).",
+)
+@click.option(
+    "--test-anomaly-labels", metavar="FILE", help="With --test and --anomaly-labels: one per sample of --test."
+)
+@click.option(
+    "--features",
+    metavar="FACTORY",
+    help="package.module:factory returning features(batch) -> [N, F] (a classifier of your data, say): sample "
+    "distances in its space instead of the data's.",
+)
 @click.option("--resize", metavar="H,W", help="Scale folders of images to this size.")
 @dataclass_options(CompareOptions)
 @click.option("--scratch", metavar="MODEL", help="A factory of the untrained architecture, for the scratch start.")
@@ -1078,6 +1104,11 @@ def compare(
     data: str,
     test: str | None,
     ae_train: str | None,
+    labels: str | None,
+    test_labels: str | None,
+    anomaly_labels: str | None,
+    test_anomaly_labels: str | None,
+    features: str | None,
     resize: str | None,
     options: CompareOptions,
     scratch: str | None,
@@ -1089,7 +1120,9 @@ def compare(
     threads: int,
     debug: bool,
 ) -> None:
-    """Train MODEL's VAE (warm, calibrated) beside the same VAE from scratch, on your data; write a report.
+    """Train MODEL's VAE (warm, calibrated) beside the same VAE from scratch and the AE itself, on your data, and
+    measure them on the same axes (likelihood, samples, latent, reconstruction; a probe and an AUROC with
+    --labels and --anomaly-labels); write a report.
 
     Under torchrun (torchrun --nproc-per-node N -m fxvae.cli compare ...) every start trains with
     DistributedDataParallel and rank 0 writes the report. A second comparison into the same --out is refused
@@ -1107,6 +1140,8 @@ def compare(
             raise CliError(ExitCode.USAGE, f"--resume: {str(out)!r} holds no comparison to continue")
         if quick:
             options = dataclasses.replace(options, **QUICK)
+        classes = _labels_option(labels, test_labels, "--labels", test is not None)
+        anomalies = _labels_option(anomaly_labels, test_anomaly_labels, "--anomaly-labels", test is not None)
         if not checkpoint.is_file():
             raise CliError(ExitCode.CHECKPOINT, f"checkpoint {str(checkpoint)!r} does not exist")
         module = load_model(model)
@@ -1120,6 +1155,7 @@ def compare(
         if seen is not None:
             check_source(module, seen, f"--ae-train {ae_train}")
         untrained = load_factory(scratch) if scratch is not None else None
+        extractor = _features(features) if features is not None else None
         if first:
             _err.print(f"torch threads: {threads}", markup=False)
         try:
@@ -1131,6 +1167,9 @@ def compare(
                     train,
                     held_out,
                     options,
+                    labels=classes,
+                    anomaly_labels=anomalies,
+                    features=extractor,
                     scratch=untrained,
                     ae_train=seen,
                     device=device,
@@ -1149,6 +1188,59 @@ def compare(
             for line in result.verdict():
                 _out.print(f"- {line}", markup=False, soft_wrap=True)
             _out.print(f"wrote {out / 'report.md'}", markup=False, soft_wrap=True)
+
+
+def _labels_option(
+    path: str | None, test_path: str | None, option: str, held_out: bool
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None:
+    """``--labels`` (and ``--test-labels``) read: one label array, or the pair for --data and --test."""
+    test_option = f"--test-{option[2:]}"
+    if path is None:
+        if test_path is not None:
+            raise CliError(ExitCode.USAGE, f"{test_option} labels --test's samples: pass {option} for --data's too")
+        return None
+    if test_path is not None and not held_out:
+        raise CliError(ExitCode.USAGE, f"{test_option} labels the samples of --test: pass --test too")
+    if held_out and test_path is None:
+        raise CliError(ExitCode.USAGE, f"{option} with --test: pass {test_option} FILE, one label per sample of --test")
+    train = read_labels(path, option)
+    return (train, read_labels(test_path, test_option)) if test_path is not None else train
+
+
+def read_labels(path: str, option: str = "--labels") -> torch.Tensor:
+    """One integer per sample from a ``.csv`` (numbers separated by commas or new lines) or any data file
+    :func:`fxvae.datafiles.read_data` reads (``.npy``, ``.pt``, ...).
+
+    >>> _ = (tmp / "labels.csv").write_text("0,1,1")
+    >>> read_labels(str(tmp / "labels.csv")).tolist()
+    [0, 1, 1]
+    """
+    file = Path(path)
+    try:
+        if file.suffix.lower() == ".csv":
+            if not file.is_file():
+                raise fxvae.InputError(f"labels file {path!r} does not exist")
+            text = file.read_text().replace(",", " ").split()
+            values = torch.tensor([float(v) for v in text], dtype=torch.float64)
+        else:
+            values = read_data(path).double().flatten()
+    except (fxvae.InputError, ValueError) as err:
+        raise CliError(ExitCode.DATA, f"{option} {path}: {_one_line(str(err))}") from err
+    if not (torch.isfinite(values).all() and (values == values.round()).all()):
+        raise CliError(ExitCode.DATA, f"{option} {path}: holds numbers that are not whole; pass one integer per sample")
+    return values.long()
+
+
+def _features(spec: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``--features``: the extractor its factory returns (a callable batch -> [N, F])."""
+    factory = load_factory(spec)
+    try:
+        extractor = factory()
+    except Exception as err:
+        raise CliError(ExitCode.MODEL, f"features factory {spec!r} raised {type(err).__name__}: {err}") from err
+    if not callable(extractor):
+        raise CliError(ExitCode.MODEL, f"features factory {spec!r} returned {type(extractor).__name__}, not a callable")
+    return extractor
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +161,51 @@ def test_an_out_held_by_another_comparison_is_refused_naming_its_process(files: 
     assert not (Path(files["out"]) / "metrics.jsonl").exists()
     # Killed, the holder leaves nothing behind: the folder is free.
     assert _compare(files, "--starts", "scratch,warm")[0] == 0
+
+
+def digit_row_means(batch: torch.Tensor) -> torch.Tensor:
+    """Each flattened 8x8 digit's row means."""
+    return batch.reshape(len(batch), 8, 8).mean(2)
+
+
+def row_means() -> Callable[[torch.Tensor], torch.Tensor]:
+    """A ``--features`` factory."""
+    return digit_row_means
+
+
+def test_label_files_and_a_features_factory_reach_the_final_records(files: dict[str, str], tmp_path: Path) -> None:
+    from sklearn.datasets import load_digits
+
+    (tmp_path / "classes.csv").write_text("\n".join(map(str, load_digits().target[:400])))
+    np.save(tmp_path / "anomalies.npy", (np.arange(400) % 10 == 0).astype(np.int64))
+    options = ("--starts", "warm,ae", "--density", "gaussian", "--labels", str(tmp_path / "classes.csv"))
+    options += ("--anomaly-labels", str(tmp_path / "anomalies.npy"), "--features", f"{__file__}:row_means")
+    code, _, err = _compare(files, *options)
+    assert code == 0, err
+    finals = [r for r in fxvae.study.ledger.records(Path(files["out"]) / "metrics.jsonl") if r["type"] == "final"]
+    for final in finals:
+        axes = final["axes"]
+        assert axes["probe"]["value"] > 0.5 and axes["auroc"] is not None
+        assert axes["samples"][next(iter(axes["samples"]))]["features"] == "digit_row_means"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (("--test-labels", "t.csv"), "--test-labels labels --test's samples: pass --labels for --data's too"),
+        (("--labels", "l.csv", "--test-labels", "t.csv"), "--test-labels labels the samples of --test: pass --test"),
+        (("--anomaly-labels", "a.csv", "--test", "d.npy"), "--anomaly-labels with --test: pass --test-anomaly-labels"),
+    ],
+)
+def test_test_labels_go_with_test_data_or_it_is_a_usage_error(
+    files: dict[str, str], options: tuple, message: str
+) -> None:
+    code, _, err = _compare(files, *options)
+    assert code == ExitCode.USAGE and message in _one_error_line(err)
+
+
+def test_labels_of_the_wrong_length_are_one_line_naming_both_lengths(files: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "classes.csv").write_text(",".join(["1"] * 399))
+    code, _, err = _compare(files, "--labels", str(tmp_path / "classes.csv"))
+    assert code == ExitCode.DATA
+    assert "error: labels holds 399 labels, but the training data holds 400 samples" in err.splitlines()[-1]

@@ -152,9 +152,9 @@ def test_out_writes_metrics_as_they_happen_a_report_and_its_pictures(trained: tu
     fxvae.compare(ae, data, out=tmp_path, image_shape=(8, 8), **TINY)
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert lines[0]["type"] == "config"
-    assert sum(line["type"] == "epoch" for line in lines) == 3 * 3
+    assert sum(line["type"] == "epoch" for line in lines) == 4 * 3  # ae, scratch, warm, calibrated
     report = (tmp_path / "report.md").read_text()
-    for start in ("scratch", "warm", "calibrated"):
+    for start in ("ae", "scratch", "warm", "calibrated"):
         assert f"| {start} |" in report
     for picture in ("curves", "reconstructions", "samples", "kl_per_dim"):
         assert (tmp_path / f"{picture}.png").stat().st_size > 0
@@ -425,7 +425,7 @@ def test_the_final_records_the_held_out_mse_in_eval_mode_and_with_z_drawn(traine
 @pytest.mark.parametrize(
     ("latent", "starts"),
     [
-        ("gaussian", ("scratch", "warm", "calibrated")),
+        ("gaussian", ("ae", "scratch", "warm", "calibrated")),
         ("vq", ("scratch", "warm", "random")),
         ("fsq", ("scratch", "warm", "random")),
     ],

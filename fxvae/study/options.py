@@ -20,12 +20,16 @@ and decoder with the quantiser at the random initialisation a new one has (a cod
 projections as a new Linear draws them), i.e. warm without the fit to the data; ``"ae"``: the AE itself, trained
 on."""
 DEFAULT_STARTS: dict[str, tuple[StartName, ...]] = {
-    "gaussian": ("scratch", "warm", "calibrated"),
+    "gaussian": ("ae", "scratch", "warm", "calibrated"),
     "vq": ("scratch", "warm", "random"),
     "fsq": ("scratch", "warm", "random"),
 }
 """The starts of a comparison that names none, per latent: each family's own (calibrated is Gaussian only, random
-discrete only)."""
+discrete only). A Gaussian comparison includes the AE itself, so that the plain command answers "the AE or its
+VAE?" on the same axes."""
+DensityKind = Literal["gaussian", "gmm"]
+"""An ex-post density fitted to a model's training codes (:func:`fxvae.fit_density`): a full-covariance Gaussian,
+or a mixture of 10 of them (scikit-learn)."""
 Latent = Literal["gaussian", "vq", "fsq"]
 Optimizer = Literal["adam", "adamw", "sgd"]
 Schedule = Literal["constant", "cosine", "one-cycle"]
@@ -47,7 +51,7 @@ class CompareOptions:
             "help": "Starts to train: scratch (the same model re-initialised), warm (the AE's conversion), "
             "calibrated (gaussian: converted with the data's statistics), random (vq, fsq: the trained AE with its "
             "quantiser at a new one's random initialisation, i.e. warm without the fit to the data), ae (the AE "
-            "itself, as the reference row). Default: scratch,warm,calibrated for gaussian, scratch,warm,random "
+            "itself, as the reference row). Default: ae,scratch,warm,calibrated for gaussian, scratch,warm,random "
             "for vq and fsq."
         },
     )
@@ -104,6 +108,14 @@ class CompareOptions:
         default=None,
         metadata={"help": "Show samples in the pictures as images of this shape (8,8 for flattened 8x8 digits)."},
     )
+    density: tuple[DensityKind, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "Ex-post densities fitted to each model's training codes at the end of a gaussian comparison "
+            "(the AE's likelihood and samples, the VAEs' ex-post samples): gaussian (full covariance), gmm (10 "
+            "components, needs scikit-learn). Default: both, gmm only where scikit-learn imports."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.latent not in DEFAULT_STARTS:
@@ -123,6 +135,16 @@ class CompareOptions:
                 f"{', '.join(s for s in typing.get_args(StartName) if s != wrong)}"
             )
         object.__setattr__(self, "levels", tuple(self.levels))
+        if self.density is not None:
+            object.__setattr__(self, "density", tuple(self.density))
+            kinds = typing.get_args(DensityKind)
+            if any(d not in kinds for d in self.density) or len(set(self.density)) != len(self.density):
+                raise InputError(f"density={self.density!r} must be distinct names among {', '.join(kinds)}")
+            if self.latent != "gaussian":
+                raise InputError(
+                    f"density= fits ex-post densities at the end of a Gaussian comparison; latent={self.latent!r} "
+                    "has none: leave density out"
+                )
         for name in ("epochs", "seeds", "k", "final_k", "batch_size", "shown", "codebook_size"):
             _positive_int(name, getattr(self, name))
         for name in ("kl_warmup", "lr_warmup"):
@@ -156,7 +178,7 @@ class CompareOptions:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CompareOptions:
         names = {f.name for f in dataclasses.fields(cls)}
-        tuples = ("starts", "image_shape", "levels")
+        tuples = ("starts", "image_shape", "levels", "density")
         return cls(**{k: tuple(v) if k in tuples and v is not None else v for k, v in data.items() if k in names})
 
 
