@@ -4,7 +4,7 @@ The issue's bound: a report costs at most 1.3x today's for the same epochs. Thre
 interleaved (the order rotates each repeat), each writing its report and pictures into a fresh folder:
 
 - **today**: the starts a Gaussian comparison ran before the AE joined them (scratch, warm, calibrated), the end
-  as it was (no axes: ``fxvae.study.compare._Axes`` replaced by nothing);
+  as it was (no axes: ``fxvae.study.compare.FinalAxes`` replaced by nothing);
 - **today + ae**: the same, with the AE's own row (ae, scratch, warm, calibrated), still without axes;
 - **now**: the default comparison (ae, scratch, warm, calibrated) with its axes: the gaussian and gmm densities
   of every run, the AE's nll under each at final_k, sample, latent and interpolation distances, PSNR/SSIM.
@@ -86,12 +86,12 @@ def cases() -> list[tuple[str, torch.nn.Module, torch.Tensor, dict[str, Any]]]:
 @contextlib.contextmanager
 def _without_axes() -> Iterator[None]:
     """The end of a comparison as it was before the axes: no densities, no per-sample values, no distances."""
-    axes = compare_module._Axes
-    compare_module._Axes = lambda study, features: None  # type: ignore[assignment,misc]
+    axes = compare_module.FinalAxes
+    compare_module.FinalAxes = lambda study, features: None  # type: ignore[assignment,misc]
     try:
         yield
     finally:
-        compare_module._Axes = axes
+        compare_module.FinalAxes = axes
 
 
 def _timed(variant: str, ae: torch.nn.Module, data: torch.Tensor, options: dict[str, Any], epochs: int) -> tuple:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pairs import PAIRS, HOLDOUT, arguments, compared, torch_threads
+from pairs import HOLDOUT, PAIRS, arguments, compared, torch_threads
 
 import fxvae
 

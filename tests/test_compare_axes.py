@@ -137,6 +137,16 @@ def test_the_ae_samples_from_its_densities_and_a_vae_from_its_prior_too(compared
     assert all(len(shown) == 4 and len(shown[0]) == 64 for shown in finals["warm"]["pictures"]["samples"].values())
 
 
+def test_the_aes_row_of_the_samples_grid_decodes_its_gaussian_density_not_n01(compared: tuple) -> None:
+    finals, _, out = compared
+    assert finals["ae"]["samples_from"] == "gaussian"
+    assert finals["ae"]["samples"] == finals["ae"]["pictures"]["samples"]["gaussian"]
+    assert finals["warm"]["samples_from"] is None
+    comparison = fxvae.study.read(out)
+    title = fxvae.study.plots.grid_figure(comparison, "samples")._suptitle.get_text()
+    assert "the AE row: its decoder on draws of the gaussian fitted to its codes" in title
+
+
 def test_an_interpolation_strip_runs_from_one_held_out_reconstruction_to_the_next(
     trained: tuple, compared: tuple
 ) -> None:
@@ -224,8 +234,8 @@ def test_density_names_the_densities_fitted(trained: tuple, tmp_path: Path) -> N
 
 def test_without_scikit_learn_the_gmm_is_skipped_with_a_warning(trained: tuple, monkeypatch) -> None:
     ae, data = trained
-    importable = fxvae.study.compare._importable
-    monkeypatch.setattr(fxvae.study.compare, "_importable", lambda name: name != "sklearn" and importable(name))
+    importable = fxvae.study.axes._importable
+    monkeypatch.setattr(fxvae.study.axes, "_importable", lambda name: name != "sklearn" and importable(name))
     with pytest.warns(UserWarning, match="the gmm density was skipped: it needs scikit-learn"):
         result = fxvae.compare(ae, data, starts=("ae", "warm"), **TINY)
     assert result.config["axes"]["densities"] == ["gaussian"]

@@ -3,6 +3,8 @@
 - :mod:`fxvae.study.compare`: the call, from data to report;
 - :mod:`fxvae.study.starts`: where each start begins (warm, calibrated, scratch, the AE itself);
 - :mod:`fxvae.study.loop`: the one training loop every start runs;
+- :mod:`fxvae.study.axes`: the end of every run, the AE's and each VAE's measured alike (densities, likelihood,
+  samples, latent, reconstruction, downstream use); :mod:`fxvae.study.labels`: the labels those downstream uses read;
 - :mod:`fxvae.study.samples`: the data as indexable samples (the same batches for every start);
 - :mod:`fxvae.study.ledger`: ``metrics.jsonl``, written as it happens and read back;
 - :mod:`fxvae.study.comparison`: the result, its table and verdict; :mod:`fxvae.study.plots`: its pictures;

@@ -137,8 +137,11 @@ class RunRecord:
     reconstructions: list[Any] | None = None
     """Data-space means of the shown held-out samples' reconstructions (eval mode)."""
     samples: list[Any] | None = None
-    """Prior draws decoded: z ~ N(0, I) for a VAE, codes drawn uniformly from the codebook for a discrete latent
-    (the AE: its plain conversion's decoder on z ~ N(0, I))."""
+    """Prior draws decoded: z ~ N(0, I) for a VAE, codes drawn uniformly from the codebook for a discrete latent;
+    the AE: draws of the density named by :attr:`samples_from`, or (records without densities) its plain
+    conversion's decoder on z ~ N(0, I)."""
+    samples_from: str | None = None
+    """The density fitted to the AE's codes that its :attr:`samples` decode (None: the prior)."""
     mse: dict[str, float | None] | None = None
     """The final held-out mean squared error per element, in the data's units: ``{"eval": ..., "sampled": ...}``
     ("sampled": a Gaussian VAE's z drawn as in training, else None). None in records older than the field."""

@@ -17,9 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from fxvae.errors import InputError
 from fxvae.evaluation import Evaluation
 from fxvae.study.comparison import Axes, Comparison, Point, RunRecord
+
+DECIMALS = 4
+"""Decimals of the pictures' values in the records (far below what a picture shows)."""
 
 FILE = "metrics.jsonl"
 LOCK = ".lock"
@@ -146,6 +151,7 @@ def comparison_of(lines: list[dict[str, Any]], where: str = "the records") -> Co
                 run.steps_per_s = record.get("steps_per_s")
                 run.reconstructions = record.get("reconstructions")
                 run.samples = record.get("samples")
+                run.samples_from = record.get("samples_from")
                 run.mse = record.get("mse")
                 run.model_file = record.get("model_file")
                 run.axes = Axes.from_dict(record["axes"]) if record.get("axes") else None
@@ -162,3 +168,8 @@ def comparison_of(lines: list[dict[str, Any]], where: str = "the records") -> Co
     order = {name: i for i, name in enumerate(config.get("options", {}).get("starts", ()))}
     comparison.runs = sorted(runs.values(), key=lambda r: (order.get(r.start, len(order)), r.seed))
     return comparison
+
+
+def rounded(values: torch.Tensor) -> list[Any]:
+    """A tensor of picture values as the records keep it: nested lists of floats, :data:`DECIMALS` decimals."""
+    return values.detach().float().cpu().round(decimals=DECIMALS).tolist()

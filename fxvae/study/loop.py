@@ -300,3 +300,8 @@ def load_checkpoint(run: Run, path: Path) -> bool:
         return False
     run.restore(torch.load(path, map_location="cpu", weights_only=True))
     return True
+
+
+def is_gaussian(run: Run) -> bool:
+    """Whether the run's model draws z (a Gaussian VAE): its measurement's cost grows with k."""
+    return run.begun.is_vae and conversion(run.model).quantizer is None

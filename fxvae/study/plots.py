@@ -374,6 +374,9 @@ def _prior(comparison: Comparison) -> str:
     if comparison.discrete:
         ae = " (the AE row: its decoder on z ~ N(0, I))" if has_ae else ""
         return f"codes drawn uniformly from the codebook at every position{ae}"
+    kinds = sorted({r.samples_from for r in comparison.of("ae") if r.samples and r.samples_from})
+    if kinds:
+        return f"z ~ N(0, I) (the AE row: its decoder on draws of the {' and '.join(kinds)} fitted to its codes)"
     return "z ~ N(0, I)" + (" (the AE row: its decoder on the same prior)" if has_ae else "")
 
 
