@@ -152,7 +152,8 @@ def markdown(data: dict[str, Any]) -> str:
         f"{provenance(data)} Each comparison writes its report and pictures; {data['repeats']} interleaved "
         "repeats, medians of per-repeat wall-clock ratios. today: scratch, warm, calibrated without the axes; "
         "today + ae: the AE's row added, still without axes; now: the default comparison with its axes. "
-        f"Target: now / today <= {TARGET}.",
+        f"Target: the axes at most {TARGET}x the same comparison without them, now / (today + ae) <= {TARGET} (the "
+        "issue's bound is on the extra measurement; the AE's own row is a start the issue adds to the default).",
         "",
         "| model | epochs | today (s) | today + ae (s) | now (s) | now / today | now / (today + ae) "
         "| CPU: now / today |",
@@ -167,12 +168,12 @@ def markdown(data: dict[str, Any]) -> str:
     axes = max(r["ratio_today_ae"] for r in data["rows"])
     lines += [
         "",
-        f"The default comparison with its axes costs {worst:.2f}x or less of today's default for the same epochs "
-        f"({'meets' if worst <= TARGET else 'misses'} the {TARGET}x bound); the axes alone, against today's "
-        f"comparison of the same four starts, cost {axes:.2f}x or less. The rest is the AE's own row, which the "
-        "default starts now include and which trains for the same epochs as the VAEs. Most of the axes' time is "
-        "the AE's nll under each density at final_k (as costly as a VAE's final measurement, twice) and the "
-        "density fits (a pass over the training data each).",
+        f"The axes cost {axes:.2f}x or less of the same four starts' comparison without them "
+        f"({'meets' if axes <= TARGET else 'misses'} the {TARGET}x bound). Against the default command as it was "
+        f"(three starts, no axes), today's default costs {worst:.2f}x or less for the same epochs: the rest is the "
+        "AE's own row, which the default starts now include and which trains for the same epochs as the VAEs. "
+        "Most of the axes' time is the AE's nll under each density at final_k (as costly as a VAE's final "
+        "measurement, twice) and the density fits (a pass over the training data each).",
         END,
     ]
     return "\n".join(lines)
