@@ -1185,8 +1185,14 @@ def compare(
             )
             raise click.exceptions.Exit(130) from None
         if first:
-            for line in result.verdict():
-                _out.print(f"- {line}", markup=False, soft_wrap=True)
+            # As the report does: the AE against its VAEs first, then which VAE start.
+            sections = [("AE vs VAE", result.ae_vs_vae_verdict())] if result.has_axes else []
+            sections.append(("Which VAE start" if result.has_axes else "", result.verdict()))
+            for title, lines in sections:
+                if title:
+                    _out.print(f"{title}:", markup=False, soft_wrap=True)
+                for line in lines:
+                    _out.print(f"- {line}", markup=False, soft_wrap=True)
             _out.print(f"wrote {out / 'report.md'}", markup=False, soft_wrap=True)
 
 

@@ -51,6 +51,13 @@ def test_compare_writes_the_report_and_prints_the_verdict(files: dict[str, str])
     assert result.config["options"]["epochs"] == 2 and result.config["options"]["image_shape"] == [8, 8]
 
 
+def test_compare_prints_the_ae_against_its_vaes_before_which_vae_start(files: dict[str, str]) -> None:
+    code, out, err = _compare(files, "--starts", "ae,scratch,warm", "--density", "gaussian")
+    assert code == 0, err
+    assert out.index("AE vs VAE:") < out.index("What the VAE gains") < out.index("Which VAE start:")
+    assert out.index("Which VAE start:") < out.index("Before any step")
+
+
 def test_an_out_that_holds_a_comparison_needs_resume_or_force(files: dict[str, str]) -> None:
     assert _compare(files, "--starts", "scratch,warm")[0] == 0
     code, _, err = _compare(files, "--starts", "scratch,warm")
