@@ -491,7 +491,7 @@ def _evaluate_ae_density(run: _Run, lik: Likelihood, k: int, chunk: int | None, 
             lik.check(out, args[0])
             recon.append(-lik.log_prob(out, args[0]).double().cpu())
             mu = encoder(*args)
-            draws = _Draws(decoder, lik, args, conditions, rows, run.seed, density)
+            draws = _Draws(decoder, lik, args, conditions, rows, run.seed, density, check=False)
             log_w_sum, log_mean, _ = draws.log_weights(mu, scale, log_s_sum, k, chunk)
             elbo.append((-log_w_sum / k).cpu())
             nll.append((math.log(k) - log_mean).cpu())
@@ -608,10 +608,13 @@ class _Draws:
         rows: torch.Tensor,
         seed: int,
         density: Density | None,
+        check: bool,
     ) -> None:
         self.decoder, self.lik, self.x = decoder, lik, args[0]
         self.conditions = [args[i] for i in conditions]
         self.rows, self.seed, self.density = rows, seed, density
+        # A callable likelihood is checked by calling it: once per evaluation, not once per batch.
+        self.check = check
 
     def log_weights(
         self, mu: torch.Tensor, sigma: torch.Tensor, log_sigma_sum: torch.Tensor, k: int, chunk: int | None
@@ -639,7 +642,7 @@ class _Draws:
             tiled = [_tile(value, draws_here) for value in self.conditions]
             target = _tile(x, draws_here)
             out = reconstruction_like(self.decoder(z, *tiled), target)
-            if start == 0:
+            if start == 0 and self.check:
                 self.lik.check(out, target)
             log_px = self.lik.log_prob(out, target).double().view(draws_here, len(x))
             log_qz = -0.5 * eps.double().pow(2).flatten(2).sum(2) - log_sigma_sum
@@ -696,7 +699,7 @@ def _evaluate_vae(
                 take = min(mixture - kept, len(x))
                 posteriors.append((flat_mu[:take], flat_ls[:take]))
                 kept += take
-            draws = _Draws(decoder, lik, args, conditions, rows, run.seed, density)
+            draws = _Draws(decoder, lik, args, conditions, rows, run.seed, density, check=not elbo)
             log_w_sum, log_mean, gap_sum = draws.log_weights(mu, torch.exp(log_sigma), flat_ls.sum(1), k, chunk)
             if density is None:
                 kl_elements = 0.5 * (flat_mu.pow(2) + torch.exp(2 * flat_ls) - 1) - flat_ls

@@ -189,6 +189,39 @@ def test_the_k_draws_run_as_one_decoder_call_per_chunk() -> None:
     assert calls == [4 * 20, 4 * 20, 2 * 20]
 
 
+@pytest.mark.parametrize(
+    ("k", "chunk", "batch_size"),
+    [(1, None, 7), (7, 3, 20), (999, None, 20), (999, 64, 7), (1000, 100, 6), (5000, None, 20), (5000, 333, 9)],
+)
+def test_k_means_k_draws_for_every_sample_whatever_the_chunk_and_batch(
+    k: int, chunk: int | None, batch_size: int
+) -> None:
+    # pythae 0.1.2's get_nll draws batch_size samples when n_samples <= batch_size and a multiple of it otherwise
+    # (n_samples=999 gives 900). Each decoded draw reaches the likelihood beside its own sample: count them.
+    vae, x, _ = linear_gaussian(20)
+    targets: list[torch.Tensor] = []
+
+    def log_prob(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        targets.append(target.clone())
+        return -0.5 * (recon - target).pow(2).sum(1)
+
+    result = fxvae.evaluate(vae, x, likelihood=log_prob, k=k, chunk=chunk, batch_size=batch_size)
+    # The first call checks the callable's output on the first chunk, which the second then measures: once per
+    # evaluation, so a callable that is slow to call is not called again for every batch.
+    assert torch.equal(targets[0], targets[1])
+    seen = torch.cat(targets[1:])
+    which = (seen[:, None, :] == x[None]).all(-1)
+    assert bool(which.any(1).all())  # every target row is one of the samples
+    assert which.sum(0).tolist() == [k] * len(x) and result.k == k
+
+
+def test_at_k_1_the_nll_is_the_neg_elbo_exactly() -> None:
+    vae, x, _ = linear_gaussian(20)
+    result = fxvae.evaluate(vae, x, likelihood="gaussian", sigma=NOISE, k=1, per_sample=True)
+    assert torch.equal(result.per_sample["nll"], result.per_sample["neg_elbo"])
+    assert result.nll == result.neg_elbo
+
+
 @pytest.mark.parametrize("name", ["mlp_sigmoid", "shape_control_flow", "conditional", "conv_latent"])
 def test_evaluate_leaves_the_mode_the_parameters_and_the_global_random_state_as_they_were(name: str) -> None:
     entry = BY_NAME[name]
