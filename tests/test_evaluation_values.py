@@ -37,6 +37,16 @@ def _posterior(vae: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
         return encoder(x)
 
 
+def _one_draw(vae: nn.Module, x: torch.Tensor, seed: int, stream: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z, the decoder's output on it): each sample's draw 0 of ``stream`` under ``seed``, as evaluate draws it."""
+    mu, log_sigma = _posterior(vae, x)
+    _, decoder = fxvae.split(vae)
+    eps = fxvae.noise.normal(seed, stream, torch.arange(len(x)), range(1), (LATENT,), dtype=torch.float64)[0]
+    z = mu + torch.exp(log_sigma) * eps
+    with torch.no_grad():
+        return z, decoder(z)
+
+
 def test_an_estimate_is_the_mean_and_the_sample_standard_deviation_over_root_n() -> None:
     values = torch.tensor([1.0, 2.0, 4.0, 9.0])
     estimate = Estimate.of(values)
@@ -91,14 +101,11 @@ def test_the_mutual_information_is_the_hoffman_johnson_estimate_over_the_first_m
 def test_the_elbo_of_one_draw_is_the_reconstruction_at_that_draw_plus_the_kl() -> None:
     vae, x = _vae(12)
     mu, log_sigma = _posterior(vae, x)
-    _, decoder = fxvae.split(vae)
-    eps = fxvae.noise.normal(7, 0, torch.arange(12), range(1), (LATENT,), dtype=torch.float64)[0]
-    with torch.no_grad():
-        recon = decoder(mu + torch.exp(log_sigma) * eps)
+    z, recon = _one_draw(vae, x, seed=7, stream=0)
     log_px = torch.distributions.Normal(recon, 0.5).log_prob(x).sum(1)
     kl = (0.5 * (mu.pow(2) + torch.exp(2 * log_sigma) - 1) - log_sigma).sum(1)
-    log_w = log_px + torch.distributions.Normal(0.0, 1.0).log_prob(mu + torch.exp(log_sigma) * eps).sum(1)
-    log_w -= torch.distributions.Normal(mu, torch.exp(log_sigma)).log_prob(mu + torch.exp(log_sigma) * eps).sum(1)
+    log_w = log_px + torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(1)
+    log_w -= torch.distributions.Normal(mu, torch.exp(log_sigma)).log_prob(z).sum(1)
     result = fxvae.evaluate(vae, x, likelihood="gaussian", sigma=0.5, seed=7)
     assert result.neg_elbo.value == pytest.approx(-log_w.mean().item(), rel=1e-9)
     assert result.nll.value == pytest.approx(-log_w.mean().item(), rel=1e-9)
@@ -295,11 +302,7 @@ def test_per_dimension_values_default_to_the_nll_and_an_unknown_name_is_an_fxvae
 
 def test_a_vaes_optimal_sigma_is_fitted_on_one_draw_per_sample_from_the_seeds_noise_stream_1() -> None:
     vae, x = _vae(30)
-    mu, log_sigma = _posterior(vae, x)
-    _, decoder = fxvae.split(vae)
-    eps = fxvae.noise.normal(6, 1, torch.arange(30), range(1), (LATENT,), dtype=torch.float64)[0]
-    with torch.no_grad():
-        rmse = (decoder(mu + torch.exp(log_sigma) * eps) - x).pow(2).mean().sqrt().item()
+    rmse = (_one_draw(vae, x, seed=6, stream=1)[1] - x).pow(2).mean().sqrt().item()
     assert fxvae.evaluate(vae, x, seed=6).scale == pytest.approx(rmse, rel=1e-12)
 
 
