@@ -1,7 +1,7 @@
 """Does the VAE cost only what its new layer costs? AE vs VAE over the benchmark zoo, eval and train.
 
 For every model of benchmarks/models.py, at batch 1 and a large batch: the AE and its VAE interleaved in
-this process (fxvae.bench.measure, the same code as ``fxvae bench``), as a no-grad forward (eval) and as a
+this process (fxvae.measure.bench.measure, the same code as ``fxvae bench``), as a no-grad forward (eval) and as a
 training step (forward, MSE (+ KL for the VAE), backward, fused Adam). Targets: VAE/AE >= 0.99 eval,
 >= 0.97 train, judged on the CPU-time ratio (the wall-clock one is reported too). Then, at batch 1, where
 the VAE's extra time goes: the same step timed on a ladder of models, each one change away from the last
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 import fxvae  # noqa: E402
 from benchmarks.common import machine, write_section  # noqa: E402
 from benchmarks.models import ZOO  # noqa: E402
-from fxvae.bench import Mode, Runner, calls_per_repeat, interleave, measure, steady_allocator  # noqa: E402
+from fxvae.measure.bench import Mode, Runner, calls_per_repeat, interleave, measure, steady_allocator  # noqa: E402
 
 BATCH_SIZES = {"mlp_ae": (1, 256), "conv_ae": (1, 32), "conv_ae_2m5": (1, 8), "codec_ae": (1, 8)}
 """Per model: batch 1 (latency, where fixed costs show) and a throughput batch; the run stays under 5 minutes."""
@@ -352,7 +352,8 @@ def main() -> None:
         "--malloc",
         choices=("steady", "default"),
         default="steady",
-        help="steady: glibc keeps freed memory mapped (fxvae.bench.steady_allocator); default: glibc as it comes",
+        help="steady: glibc keeps freed memory mapped (fxvae.measure.bench.steady_allocator); "
+        "default: glibc as it comes",
     )
     parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/models_<device>.json)")
     parser.add_argument("--no-docs", action="store_true", help="write the JSON only")

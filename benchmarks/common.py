@@ -75,7 +75,7 @@ def recorded(
 ) -> dict[str, Any]:
     """Run ``rows()`` under the arguments' thread count with the steady allocator, and write what it measured
     with the machine it ran on: the JSON at ``args.out`` and, unless ``--no-docs``, the docs section."""
-    from fxvae.bench import steady_allocator
+    from fxvae.measure.bench import steady_allocator
 
     steady_allocator()
     torch.set_num_threads(args.threads)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 import fxvae  # noqa: E402
 from benchmarks.common import arguments, provenance, recorded  # noqa: E402
 from benchmarks.models import conv_ae, digits_mlp  # noqa: E402
-from fxvae.bench import interleave, quartiles  # noqa: E402
+from fxvae.measure.bench import interleave, quartiles  # noqa: E402
 from fxvae.study import CompareOptions, Samples  # noqa: E402
 from fxvae.study.loop import batch_order, start_run  # noqa: E402
 from fxvae.study.starts import begin  # noqa: E402

@@ -1,7 +1,7 @@
 """What does conversion cost, and how does it grow with the graph? fxvae.convert against its baseline.
 
 1. The benchmark zoo (benchmarks/models.py): fxvae.convert against ``torch.fx.symbolic_trace`` plus one
-   no-grad forward of the same model (fxvae.bench.time_conversion, interleaved). Target: <= 2x.
+   no-grad forward of the same model (fxvae.measure.bench.time_conversion, interleaved). Target: <= 2x.
 2. Deep autoencoders of 100 to 5,000 graph nodes, two shapes: a chain (Linear, ReLU, ...) and residual
    blocks (x + Linear(ReLU(Linear(x)))), whose skips make every node's separator test see long edges.
    Target: 5,000 nodes convert in under 10 s, near-linearly; the exponent k of time ~ nodes^k is fitted
@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 import fxvae  # noqa: E402
 from benchmarks.common import machine, write_section  # noqa: E402
 from benchmarks.models import ZOO  # noqa: E402
-from fxvae.bench import time_conversion  # noqa: E402
+from fxvae.measure.bench import time_conversion  # noqa: E402
 
 ZOO_TARGET = 2.0
 SECONDS_TARGET = 10.0
@@ -130,12 +130,12 @@ def fit_exponent(rows: list[dict[str, Any]], key: str) -> tuple[float, float]:
 
 STAGES: tuple[tuple[str | type, str, str], ...] = (
     ("fxvae.convert", "owned_copy", "copy of the model (copy.deepcopy)"),
-    ("fxvae.tracing", "run_eagerly", "eager reference forward"),
-    ("fxvae.tracing", "_symbolic_trace", "torch.fx trace + GraphModule"),
-    ("fxvae.tracing", "propagate_shapes", "shape propagation (fx Interpreter forward)"),
+    ("fxvae.capture.tracing", "run_eagerly", "eager reference forward"),
+    ("fxvae.capture.tracing", "_symbolic_trace", "torch.fx trace + GraphModule"),
+    ("fxvae.capture.tracing", "propagate_shapes", "shape propagation (fx Interpreter forward)"),
     ("fxvae.convert", "locate", "bottleneck search"),
     ("fxvae.convert", "rewrite", "rewrite"),
-    ("fxvae.rewrite", "remove_orphans", "in rewrite: orphan removal"),
+    ("fxvae.surgery.rewrite", "remove_orphans", "in rewrite: orphan removal"),
     (torch.fx.GraphModule, "recompile", "in trace and rewrite: GraphModule.recompile"),
 )
 """(owner: module name or class, attribute, label) of what fxvae.convert spends its time on."""

@@ -63,16 +63,16 @@ import fxvae  # noqa: E402
 from benchmarks.common import machine, write_section  # noqa: E402
 from benchmarks.convert_scaling import WIDTH, chain_autoencoder  # noqa: E402
 from benchmarks.models import ZOO  # noqa: E402
-from fxvae.bench import Runner, calls_per_repeat, interleave, steady_allocator  # noqa: E402
-from fxvae.latent import KLDivergence, Reparameterize  # noqa: E402
+from fxvae.latents.gaussian import KLDivergence, Reparameterize  # noqa: E402
+from fxvae.measure.bench import Runner, calls_per_repeat, interleave, steady_allocator  # noqa: E402
 
 CHANGES = ("lookups", "latest", "call")
 CONVERT_CHANGES = ("copy", "lazy", "gc")
 START, END = "<!-- prototypes:start -->", "<!-- prototypes:end -->"
 ADOPTED = (
     "The changes `lookups`, `latest` and `gc` below are in the core since commit `7cd6a92` "
-    "(`fxvae.rewrite.DirectLookups`, `Reparameterize` keeping its posterior in the instance dict, "
-    "`fxvae.tracing.conversion_scope`); the tables above measure the core with them. This section is the "
+    "(`fxvae.surgery.rewrite.DirectLookups`, `Reparameterize` keeping its posterior in the instance dict, "
+    "`fxvae.capture.tracing.conversion_scope`); the tables above measure the core with them. This section is the "
     "measurement that decided it, kept with its commit: this script applies the changes as patches, so on"
     " a later commit its `vae` column already has them. `call` (fx's call wrapper removed) and "
     "`copy`/`lazy` were not adopted: the first loses fx's error context, the others patch fx internals "
@@ -160,7 +160,7 @@ class _SeededCopy:
 
 
 def _lazy_symbolic_trace(model: nn.Module) -> fx.GraphModule:
-    tracing = sys.modules["fxvae.tracing"]
+    tracing = sys.modules["fxvae.capture.tracing"]
     tracer = tracing._RecordTracer()
     graph = tracer.trace(model)
     return _make_graph_module(tracer.root, graph, type(model).__name__, graph_module_cls=_LazyGraphModule)
@@ -182,7 +182,7 @@ def convert_changes(changes: tuple[str, ...]) -> Iterator[None]:
             return inserted
 
         patches += [
-            (sys.modules["fxvae.tracing"], "_symbolic_trace", _lazy_symbolic_trace),
+            (sys.modules["fxvae.capture.tracing"], "_symbolic_trace", _lazy_symbolic_trace),
             (convert_module, "rewrite", rewrite_then_compile),
         ]
     saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]

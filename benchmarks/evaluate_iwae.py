@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 import fxvae  # noqa: E402
 from benchmarks.common import arguments, provenance, recorded  # noqa: E402
 from benchmarks.models import conv_ae, digits_mlp  # noqa: E402
-from fxvae.bench import interleave  # noqa: E402
+from fxvae.measure.bench import interleave  # noqa: E402
 from fxvae.modules import eval_mode  # noqa: E402
 
 TARGET = 1.3
@@ -125,7 +125,7 @@ def markdown(data: dict[str, Any]) -> str:
         "element, which shows on a small decoder (the MLP's) and vanishes behind a conv decoder. Decoding the "
         "draws in chunks of about 262k reconstruction elements per call matters on CPU: a conv decoder called "
         "on 1,344 images at once (4M elements) took twice as long per image as on 32, its activations out of "
-        "the caches (`fxvae.evaluation.CHUNK_ELEMENTS`).",
+        "the caches (`fxvae.measure.evaluation.CHUNK_ELEMENTS`).",
         END,
     ]
     return "\n".join(lines)

@@ -6,10 +6,8 @@
 
 from __future__ import annotations
 
-from fxvae.bottleneck import Bottleneck, Candidate
-from fxvae.calibration import calibrate
+from fxvae.analysis.bottleneck import Bottleneck, Candidate
 from fxvae.convert import convert, find_bottleneck
-from fxvae.density import Density, fit_density
 from fxvae.errors import (
     BottleneckError,
     CheckpointError,
@@ -19,18 +17,21 @@ from fxvae.errors import (
     RewriteError,
     TraceError,
 )
-from fxvae.evaluation import Estimate, Evaluation, evaluate
-from fxvae.io import convert_checkpoint, load, load_ae_state_dict, save
-from fxvae.latent import DiagonalGaussian, KLDivergence, Reparameterize
-from fxvae.onnx import export_onnx
+from fxvae.io.checkpoints import convert_checkpoint, load, load_ae_state_dict, save
+from fxvae.io.onnx import export_onnx
+from fxvae.latents.gaussian import DiagonalGaussian, KLDivergence, Reparameterize
+from fxvae.latents.quantize import FiniteScalarQuantize, Quantized, QuantizerLoss, VectorQuantize
+from fxvae.latents.tokens import detokenize, split_tokens, tokenize
+from fxvae.measure import likelihoods
+from fxvae.measure.density import Density, fit_density
+from fxvae.measure.evaluation import Estimate, Evaluation, evaluate
+from fxvae.measure.quality import SampleQuality, sample_quality
 from fxvae.ops import kl_divergence
-from fxvae.quality import SampleQuality, sample_quality
-from fxvae.quantize import FiniteScalarQuantize, Quantized, QuantizerLoss, VectorQuantize
 from fxvae.recipe import CalibrationInfo, Conversion, Options, QuantizerInfo, conversion, posterior, quantized
-from fxvae.split import sample, split
 from fxvae.study.compare import compare
 from fxvae.study.comparison import Comparison
-from fxvae.tokens import detokenize, split_tokens, tokenize
+from fxvae.surgery.calibration import calibrate
+from fxvae.surgery.split import sample, split
 from fxvae.version import VERSION as __version__
 
 __all__ = [
@@ -71,6 +72,7 @@ __all__ = [
     "find_bottleneck",
     "fit_density",
     "kl_divergence",
+    "likelihoods",
     "load",
     "load_ae_state_dict",
     "posterior",

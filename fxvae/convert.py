@@ -16,20 +16,21 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from fxvae import hooks, likelihoods
-from fxvae.bottleneck import Bottleneck, Plan, locate
-from fxvae.calibration import calibrate
-from fxvae.data import batches, check_batch, to_device
+from fxvae.analysis.bottleneck import Bottleneck, Plan, locate
+from fxvae.analysis.outputs import reconstruction_like
+from fxvae.capture import hooks_tier as hooks
+from fxvae.capture.hooks_tier import HookPlan
+from fxvae.capture.tracing import Traced, as_args, conversion_scope, trace
 from fxvae.errors import InputError, RewriteError
-from fxvae.hooks import HookPlan
-from fxvae.latent import KLDivergence
+from fxvae.io.data import batches, check_batch, to_device
+from fxvae.latents.gaussian import KLDivergence
+from fxvae.latents.quantize import CodebookUpdate, FiniteScalarQuantize, Quantizer, QuantizerLoss, VectorQuantize
+from fxvae.measure import likelihoods
 from fxvae.modules import eval_mode, owned_copy
-from fxvae.outputs import reconstruction_like
-from fxvae.quantize import CodebookUpdate, FiniteScalarQuantize, Quantizer, QuantizerLoss, VectorQuantize
 from fxvae.recipe import META_KEY, Conversion, LatentFamily, Likelihood, Options, QuantizerInfo, Standardize, unwrap
-from fxvae.rewrite import Inserted, rewrite
-from fxvae.split import decoder_conditions, split
-from fxvae.tracing import Traced, as_args, conversion_scope, trace
+from fxvae.surgery.calibration import calibrate
+from fxvae.surgery.rewrite import Inserted, rewrite
+from fxvae.surgery.split import decoder_conditions, split
 
 
 def convert(

@@ -17,12 +17,12 @@ from typing import Literal
 import torch.fx as fx
 from torch import nn
 
-from fxvae.bottleneck import Bottleneck, HeadKind
+from fxvae.analysis.bottleneck import Bottleneck, HeadKind
+from fxvae.capture.tracing import TracerName
 from fxvae.errors import CheckpointError, FxvaeError, InputError
-from fxvae.latent import DiagonalGaussian, Reparameterize
-from fxvae.likelihoods import LikelihoodName
-from fxvae.quantize import CodebookUpdate, Family, Quantized, Quantizer, check_levels
-from fxvae.tracing import TracerName
+from fxvae.latents.gaussian import DiagonalGaussian, Reparameterize
+from fxvae.latents.quantize import CodebookUpdate, Family, Quantized, Quantizer, check_levels
+from fxvae.measure.likelihoods import LikelihoodName
 
 META_KEY = "fxvae"
 ModuleT = typing.TypeVar("ModuleT", bound=nn.Module)

@@ -21,8 +21,8 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 import fxvae
-from fxvae.cli import plot_profile
-from fxvae.inspection import width_profile
+from fxvae.analysis.inspection import width_profile
+from fxvae.cli.main import plot_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "img"

@@ -22,9 +22,9 @@ base=${MUTATION_DIR:-/tmp/fxvae-mutation}
 declare -A file tests
 file[loop]=fxvae/study/loop.py
 tests[loop]="tests/test_loop.py"
-file[likelihoods]=fxvae/likelihoods.py
+file[likelihoods]=fxvae/measure/likelihoods.py
 tests[likelihoods]="tests/test_likelihoods.py tests/test_likelihood_values.py"
-file[evaluation]=fxvae/evaluation.py
+file[evaluation]=fxvae/measure/evaluation.py
 tests[evaluation]="tests/test_evaluation.py tests/test_evaluation_values.py"
 file[kl]=fxvae/ops/kl.py
 tests[kl]="tests/ops/test_kl.py tests/ops/test_kl_small.py tests/ops/test_kl_values.py"

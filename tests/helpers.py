@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import torch
 import torch.distributed as dist
 
-from fxvae.outputs import tensors
+from fxvae.analysis.outputs import tensors
 
 
 def leaves(out: object) -> list[torch.Tensor]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from fxvae.evaluation import Estimate, Evaluation
+from fxvae.measure.evaluation import Estimate, Evaluation
 
 
 def evaluation(value: float, kind: str = "vae", kl_per_dim: tuple[float, ...] = ()) -> dict[str, Any]:

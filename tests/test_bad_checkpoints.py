@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 
 import fxvae
-from fxvae.io import DIGEST_KEY, RECIPE_KEY
+from fxvae.io.checkpoints import DIGEST_KEY, RECIPE_KEY
 from tests.snapshot import assert_unchanged, lived_in, snapshot
 from tests.zoo import MLPSigmoid
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 import fxvae
-from fxvae.cli import ExitCode, app
+from fxvae.cli.main import ExitCode, app
 from tests import cli_models
 
 MODELS = str(Path(__file__).with_name("cli_models.py"))
@@ -26,7 +26,7 @@ CONV = f"{MODELS}:conv_ae"
 
 needs_io = pytest.mark.skipif(
     not hasattr(fxvae, "convert_checkpoint"),
-    reason="fxvae.convert_checkpoint (fxvae/io.py) not available yet",
+    reason="fxvae.convert_checkpoint (fxvae/io/checkpoints.py) not available yet",
 )
 needs_onnx = pytest.mark.skipif(not hasattr(fxvae, "export_onnx"), reason="fxvae.export_onnx not available yet")
 

@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 
 import fxvae
-from fxvae.cli import ExitCode, app
+from fxvae.cli.main import ExitCode, app
 from fxvae.study import loop
 
 ROOT = Path(__file__).resolve().parent.parent

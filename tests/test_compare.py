@@ -60,13 +60,13 @@ def test_the_held_out_split_is_seeded_the_same_for_every_seed_and_never_trained_
 def test_the_calibrated_start_is_calibrated_on_the_training_split_alone(trained: tuple, monkeypatch) -> None:
     ae, data = trained
     seen: list[int] = []
-    calibrate = fxvae.calibration._calibrate
+    calibrate = fxvae.surgery.calibration._calibrate
 
     def spy(vae, calibration, *args):
-        seen.append(sum(len(b[0]) for b in fxvae.data.batches(calibration, 1)))
+        seen.append(sum(len(b[0]) for b in fxvae.io.data.batches(calibration, 1)))
         return calibrate(vae, calibration, *args)
 
-    monkeypatch.setattr(fxvae.calibration, "_calibrate", spy)
+    monkeypatch.setattr(fxvae.surgery.calibration, "_calibrate", spy)
     fxvae.compare(ae, data, starts=("calibrated", "scratch"), **TINY)
     assert seen == [360]
 
@@ -323,7 +323,10 @@ def test_a_start_of_the_other_latent_family_is_refused(trained: tuple, latent: s
     ("likelihood", "expected"),
     [
         (fxvae.likelihoods.Gaussian(sigma=0.05), lambda recon: 64 / (2 * 0.05**2)),
-        (fxvae.likelihoods.Bernoulli(), lambda recon: (torch.sigmoid(recon) * torch.sigmoid(-recon)).sum(1).mean() / 2),
+        (
+            fxvae.likelihoods.Bernoulli(),
+            lambda recon: (torch.sigmoid(recon) * torch.sigmoid(-recon)).sum(1).mean() / 2,
+        ),
         (fxvae.likelihoods.LogProb(lambda recon, x: -(recon - x).abs().sum(1)), lambda recon: 64 / 2),
     ],
     ids=["gaussian", "bernoulli", "log_prob"],
@@ -395,7 +398,7 @@ def test_each_runs_final_model_is_a_file_that_measures_as_its_final(trained: tup
         measured = fxvae.evaluate(vae, test, likelihood="bernoulli", k=4, seed=0)
         assert measured == fxvae.Evaluation.from_dict(finals[start]["eval"])
     # The AE start is an AE: its plain state dict, an AE checkpoint as every command reads one.
-    tensors, _ = fxvae.io.read_state_dict(tmp_path / finals["ae"]["model_file"])
+    tensors, _ = fxvae.io.checkpoints.read_state_dict(tmp_path / finals["ae"]["model_file"])
     plain = DigitsAE()
     plain.load_state_dict(tensors)
     assert fxvae.evaluate(plain, test, likelihood="bernoulli") == fxvae.Evaluation.from_dict(finals["ae"]["eval"])

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import fxvae
-from fxvae.density import fit_density
 from fxvae.examples import DigitsAE
-from fxvae.fidelity import psnr, ssim
+from fxvae.measure.density import fit_density
+from fxvae.measure.fidelity import psnr, ssim
 from fxvae.study import Samples, loop
 from tests.zoo import BY_NAME, build
 
@@ -71,7 +71,7 @@ def _split(data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _trained_ae(out: Path, finals: dict[str, dict]) -> DigitsAE:
-    tensors, _ = fxvae.io.read_state_dict(out / finals["ae"]["model_file"])
+    tensors, _ = fxvae.io.checkpoints.read_state_dict(out / finals["ae"]["model_file"])
     ae = DigitsAE()
     ae.load_state_dict(tensors)
     return ae.eval()
@@ -200,7 +200,7 @@ def test_the_densities_fitted_are_recorded_and_rebuild(compared: tuple) -> None:
     finals, config, _ = compared
     assert config["axes"]["densities"] == ["gaussian", "gmm"]
     for kind, fitted in finals["ae"]["axes"]["densities"].items():
-        assert fxvae.density.Density.from_dict(fitted).kind == kind
+        assert fxvae.measure.density.Density.from_dict(fitted).kind == kind
 
 
 class _Digits(torch.utils.data.Dataset):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fxvae
-from fxvae.outputs import FlatOutputs, tensors
+from fxvae.analysis.outputs import FlatOutputs, tensors
 from tests.zoo import ZOO, build
 
 BY_NAME = {e.name: e for e in ZOO}

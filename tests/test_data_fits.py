@@ -1,4 +1,4 @@
-"""fxvae.data.check_model_takes: data a model cannot take is an InputError naming both shapes; a model's own
+"""fxvae.io.data.check_model_takes: data a model cannot take is an InputError naming both shapes; a model's own
 failure stays the model's; the model is left as it was."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import fxvae
-from fxvae.data import check_model_takes
+from fxvae.io.data import check_model_takes
 from tests import cli_models
 
 

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 import fxvae
-from fxvae.datafiles import read_data
+from fxvae.io.datafiles import read_data
 from tests import cli_models
 
 DATA = torch.rand(6, 2, 3, generator=torch.Generator().manual_seed(0))
@@ -138,7 +138,7 @@ def test_a_truncated_image_exits_7_in_the_command_line_with_its_name(tmp_path: P
     pytest.importorskip("PIL")
     from click.testing import CliRunner
 
-    from fxvae.cli import ExitCode, app
+    from fxvae.cli.main import ExitCode, app
 
     images = tmp_path / "images"
     images.mkdir()
@@ -158,7 +158,7 @@ def test_the_command_line_says_a_folder_mixes_grey_and_colour_before_any_error(t
     pytest.importorskip("PIL")
     from click.testing import CliRunner
 
-    from fxvae.cli import ExitCode, app
+    from fxvae.cli.main import ExitCode, app
 
     images = tmp_path / "images"
     images.mkdir()

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 import fxvae
-from fxvae.density import Density, coder, codes
-from fxvae.outputs import reconstruction_like
+from fxvae.analysis.outputs import reconstruction_like
+from fxvae.measure.density import Density, coder, codes
 from tests.test_patterns import BranchesOnValues
 from tests.zoo import BY_NAME, UNet, build
 
@@ -213,7 +213,7 @@ def test_noise_made_a_few_chunks_at_a_time_gives_the_same_values(monkeypatch, no
     ae, density, x, _ = linear_gaussian(30)
     vae, _ = fxvae.convert(ae, x[:4], log_sigma_init=-1.0)
     whole = fxvae.evaluate(vae, x, density=density, k=7, chunk=2, seed=1, per_sample=True)
-    monkeypatch.setattr(fxvae.evaluation, "NOISE_ELEMENTS", noise_elements)
+    monkeypatch.setattr(fxvae.measure.evaluation, "NOISE_ELEMENTS", noise_elements)
     blocks = fxvae.evaluate(vae, x, density=density, k=7, chunk=2, seed=1, per_sample=True)
     for name, values in whole.per_sample.items():
         torch.testing.assert_close(blocks.per_sample[name], values, rtol=0, atol=0, msg=name)
@@ -236,7 +236,7 @@ def test_a_vae_converted_from_the_ae_shares_the_aes_noise_under_one_seed() -> No
     encoder, decoder = coder(ae, (x[:4],))
     with torch.no_grad():
         code = encoder(x)
-    log_s = fxvae.calibration.auto_log_sigma(
+    log_s = fxvae.surgery.calibration.auto_log_sigma(
         decoder, [code], [(x,)], fxvae.likelihoods.Gaussian(NOISE), 1 / density.marginal_variance()
     )
     with torch.no_grad():

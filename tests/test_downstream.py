@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from fxvae.downstream import auroc, linear_probe
 from fxvae.errors import InputError
+from fxvae.measure.downstream import auroc, linear_probe
 
 pytest.importorskip("sklearn", reason="the probe needs scikit-learn: pip install 'fxvae[metrics]'")
 pytest.importorskip("torchmetrics", reason="the AUROC needs torchmetrics: pip install 'fxvae[metrics]'")
@@ -104,7 +104,8 @@ def test_bad_auroc_inputs_raise(scores: torch.Tensor, labels: torch.Tensor, matc
 
 
 def test_importing_the_measures_loads_neither_scikit_learn_nor_torchmetrics() -> None:
-    code = "import sys, fxvae.downstream, fxvae.fidelity, fxvae.quality; print(sorted(m for m in ('sklearn', "
+    code = "import sys, fxvae.measure.downstream, fxvae.measure.fidelity, fxvae.measure.quality; "
+    code += "print(sorted(m for m in ('sklearn', "
     code += "'torchmetrics') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

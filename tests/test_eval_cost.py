@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import fxvae
-from fxvae.outputs import FlatOutputs, tensors
-from fxvae.tracing import trace
+from fxvae.analysis.outputs import FlatOutputs, tensors
+from fxvae.capture.tracing import trace
 from tests.zoo import ZOO, ZooEntry, build
 
 GRAPH_TIERS = [e for e in ZOO if e.name != "recurrent"]

@@ -62,7 +62,7 @@ def test_with_a_perturbed_encoder_the_iwae_bound_lies_between_the_elbo_and_log_p
     with torch.no_grad():
         vae.get_parameter("log_sigma_head.bias").add_(0.6)
         vae.get_parameter("mu_head.weight").mul_(0.8)
-    # Draw i is the same number for every k (fxvae.noise), so the bounds over k are one path of draws; at seed 0
+    # Draw i is the same number for every k (fxvae.measure.noise), so the bounds over k are one path of draws; at seed 0
     # that path's k = 100 estimate lies 4e-4 below log p(x), within its noise, so seed 1 shows the expected order.
     results = {k: fxvae.evaluate(vae, x, likelihood="gaussian", sigma=NOISE, k=k, seed=1) for k in (1, 10, 100, 5000)}
     assert results[1].nll.value == pytest.approx(results[1].neg_elbo.value, abs=1e-12)
@@ -119,7 +119,7 @@ def test_gaussian_terms_match_torch_distributions_on_a_converted_vae() -> None:
     encoder, decoder = fxvae.split(vae)
     with torch.no_grad():
         mu, log_sigma = encoder(x)
-        eps = fxvae.noise.normal(5, 0, torch.arange(50), range(3), tuple(mu.shape[1:]))
+        eps = fxvae.measure.noise.normal(5, 0, torch.arange(50), range(3), tuple(mu.shape[1:]))
         z = mu + log_sigma.exp() * eps
         recon = decoder(z.flatten(0, 1)).view(3, 50, -1)
         log_px = torch.distributions.Normal(recon, 0.7).log_prob(x).sum(-1).double()

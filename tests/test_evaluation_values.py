@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import fxvae
-from fxvae.evaluation import Estimate, Evaluation
+from fxvae.measure.evaluation import Estimate, Evaluation
 from tests.zoo import BY_NAME, build
 
 D, LATENT = 5, 3
@@ -41,7 +41,7 @@ def _one_draw(vae: nn.Module, x: torch.Tensor, seed: int, stream: int) -> tuple[
     """(z, the decoder's output on it): each sample's draw 0 of ``stream`` under ``seed``, as evaluate draws it."""
     mu, log_sigma = _posterior(vae, x)
     _, decoder = fxvae.split(vae)
-    eps = fxvae.noise.normal(seed, stream, torch.arange(len(x)), range(1), (LATENT,), dtype=torch.float64)[0]
+    eps = fxvae.measure.noise.normal(seed, stream, torch.arange(len(x)), range(1), (LATENT,), dtype=torch.float64)[0]
     z = mu + torch.exp(log_sigma) * eps
     with torch.no_grad():
         return z, decoder(z)
@@ -119,7 +119,7 @@ def test_the_iwae_bound_of_k_draws_is_the_log_mean_of_their_weights() -> None:
     mu, log_sigma = _posterior(vae, x)
     _, decoder = fxvae.split(vae)
     k = 5
-    eps = fxvae.noise.normal(0, 0, torch.arange(6), range(k), (LATENT,), dtype=torch.float64)
+    eps = fxvae.measure.noise.normal(0, 0, torch.arange(6), range(k), (LATENT,), dtype=torch.float64)
     z = mu + torch.exp(log_sigma) * eps
     with torch.no_grad():
         recon = decoder(z.flatten(0, 1)).view(k, *x.shape)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fxvae.errors import InputError
-from fxvae.fidelity import is_image, psnr, ssim
+from fxvae.measure.fidelity import is_image, psnr, ssim
 
 pytest.importorskip("torchmetrics", reason="PSNR and SSIM need torchmetrics: pip install 'fxvae[metrics]'")
 

@@ -1,4 +1,4 @@
-"""fxvae.save / fxvae.load / fxvae.convert_checkpoint / fxvae.io.read_state_dict."""
+"""fxvae.save / fxvae.load / fxvae.convert_checkpoint / fxvae.io.checkpoints.read_state_dict."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from safetensors import safe_open
 from torch import nn
 
 import fxvae
-from fxvae.io import read_state_dict
+from fxvae.io.checkpoints import read_state_dict
 from tests.helpers import leaves
 from tests.zoo import ZOO, ZooEntry, build
 

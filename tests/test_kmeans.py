@@ -1,4 +1,4 @@
-"""fxvae.kmeans: k-means++ seeding and streamed mini-batch k-means, alone and as a VQ codebook's start."""
+"""fxvae.latents.kmeans: k-means++ seeding and streamed mini-batch k-means, alone and as a VQ codebook's start."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fxvae
-from fxvae.kmeans import kmeans, nearest, objective
+from fxvae.latents.kmeans import kmeans, nearest, objective
 from tests.discrete_zoo import BY_NAME, calibration, convert
 
 

@@ -6,7 +6,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 import fxvae
-from fxvae.latent import Reparameterize
+from fxvae.latents.gaussian import Reparameterize
 
 
 def test_eval_mode_returns_mu_itself() -> None:

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import fxvae
-from fxvae import likelihoods
-from fxvae.likelihoods import Bernoulli, Gaussian, Laplace, LogProb
+from fxvae.measure import likelihoods
+from fxvae.measure.likelihoods import Bernoulli, Gaussian, Laplace, LogProb
 
 PROBS = Bernoulli(logits=False)
 SATURATED = 2.7e-11

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import fxvae
-from fxvae import likelihoods
-from fxvae.likelihoods import Bernoulli, Gaussian, Laplace, LogProb
+from fxvae.measure import likelihoods
+from fxvae.measure.likelihoods import Bernoulli, Gaussian, Laplace, LogProb
 
 RECON = torch.randn(5, 3, 4, generator=torch.Generator().manual_seed(0))
 X = torch.randn(5, 3, 4, generator=torch.Generator().manual_seed(1))

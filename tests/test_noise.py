@@ -1,4 +1,4 @@
-"""fxvae.noise.normal: numbers fixed by their coordinates (whatever the slice asked for), independent across
+"""fxvae.measure.noise.normal: numbers fixed by their coordinates (whatever the slice asked for), independent across
 seeds and streams, and standard normal."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from fxvae import noise
+from fxvae.measure import noise
 
 
 def test_any_slice_of_rows_and_draws_gives_the_same_numbers_as_the_whole() -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import fxvae
-from fxvae.outputs import tensors
+from fxvae.analysis.outputs import tensors
 from tests.zoo import ZOO, build
 
 ort = pytest.importorskip("onnxruntime")

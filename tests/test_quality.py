@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from fxvae.errors import InputError
-from fxvae.evaluation import Estimate
-from fxvae.quality import DATA_FEATURES, SampleQuality, sample_quality
+from fxvae.measure.evaluation import Estimate
+from fxvae.measure.quality import DATA_FEATURES, SampleQuality, sample_quality
 from tests.digits import digits
 
 pytest.importorskip("sklearn", reason="the digits come with scikit-learn: pip install 'fxvae[metrics]'")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from fxvae.evaluation import Estimate, Evaluation
+from fxvae.measure.evaluation import Estimate, Evaluation
 from fxvae.study import ledger
 from fxvae.study.comparison import Axes, Comparison, Model, RunRecord, ae_vs_vae_axes
 from tests.report_records import ae_vs_vae_records

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fxvae
-from fxvae.outputs import tensors
+from fxvae.analysis.outputs import tensors
 from tests.discrete_zoo import BY_NAME, CODE_SHAPES, ENTRIES, assert_same_outputs, convert
 
 LATENTS = ["vq", "fsq"]

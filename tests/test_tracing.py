@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import fxvae
-from fxvae.tracing import trace
+from fxvae.capture.tracing import trace
 from tests.zoo import ZOO, build
 
 EXPORTED = next(e for e in ZOO if e.tracer == "export")

@@ -19,8 +19,7 @@ from typing import Any, Literal
 
 import torch.fx as fx
 
-from fxvae.errors import BottleneckError
-from fxvae.graph import (
+from fxvae.analysis.graph import (
     WEIGHT_ARG,
     crossing_edges,
     data_inputs,
@@ -36,8 +35,9 @@ from fxvae.graph import (
     tensor_shape,
     width,
 )
-from fxvae.operators import ACTIVATIONS, ELEMENTWISE, SHAPE_MOVES, feature_layout
-from fxvae.tracing import TracerName
+from fxvae.analysis.operators import ACTIVATIONS, ELEMENTWISE, SHAPE_MOVES, feature_layout
+from fxvae.capture.tracing import TracerName
+from fxvae.errors import BottleneckError
 
 HeadKind = Literal["layer", "pointwise"]
 """How the log-sigma head is made: ``"layer"``, a zero copy of the bottleneck layer reading the layer's

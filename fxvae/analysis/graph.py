@@ -1,7 +1,7 @@
 """Read-only analyses of a shape-propagated fx graph: widths, data paths, separators, module boundaries.
 
 Nothing here changes a graph. Shapes come from ``node.meta["tensor_meta"]`` as written by
-:func:`fxvae.tracing.propagate_shapes`.
+:func:`fxvae.capture.tracing.propagate_shapes`.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import math
 
 import torch.fx as fx
 
+from fxvae.analysis.operators import WEIGHT_ARG, LayerKind, layer_kind_of
+from fxvae.analysis.outputs import graph_leaves, reconstruction_index
 from fxvae.errors import BottleneckError
-from fxvae.operators import WEIGHT_ARG, LayerKind, layer_kind_of
-from fxvae.outputs import graph_leaves, reconstruction_index
 
 Edge = tuple[fx.Node, fx.Node]
 

@@ -11,10 +11,10 @@ from typing import Any
 import torch.fx as fx
 from torch import nn
 
-from fxvae.bottleneck import Bottleneck
+from fxvae.analysis.bottleneck import Bottleneck
+from fxvae.analysis.graph import crossing_edges, data_path, per_sample_shape, reconstruction, tensor_shape, width
+from fxvae.capture.tracing import CAPTURE_LOCK, TracerName, as_args
 from fxvae.convert import capture
-from fxvae.graph import crossing_edges, data_path, per_sample_shape, reconstruction, tensor_shape, width
-from fxvae.tracing import CAPTURE_LOCK, TracerName, as_args
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,14 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from fxvae.bottleneck import SHOWN_CANDIDATES, Bottleneck, Candidate
+from fxvae.analysis.bottleneck import SHOWN_CANDIDATES, Bottleneck, Candidate
+from fxvae.analysis.operators import module_layout
+from fxvae.analysis.outputs import Spec, flatten, reconstruction_index, unflatten
 from fxvae.errors import BottleneckError, RewriteError
-from fxvae.latent import Reparameterize
+from fxvae.latents.gaussian import Reparameterize
+from fxvae.latents.quantize import Quantizer
 from fxvae.modules import eval_mode, input_names, owned_copy
-from fxvae.operators import module_layout
-from fxvae.outputs import Spec, flatten, reconstruction_index, unflatten
-from fxvae.quantize import Quantizer
-from fxvae.rewrite import LOG_SIGMA_HEAD, QUANTIZE, REPARAMETERIZE, Inserted, pointwise_layer, zero_head
+from fxvae.surgery.rewrite import LOG_SIGMA_HEAD, QUANTIZE, REPARAMETERIZE, Inserted, pointwise_layer, zero_head
 
 MODEL = "model"
 """Name of the autoencoder inside a hooks-tier VAE (its state-dict keys gain this prefix)."""

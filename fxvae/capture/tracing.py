@@ -2,9 +2,9 @@
 
 The two graph tiers return a GraphModule whose attribute paths are the model's own (``enc.0.weight``),
 whose forward takes the model's positional arguments, whose output has the model's structure (see
-:mod:`fxvae.outputs`) and whose dropout and batch-norm follow ``.train()`` / ``.eval()``. The captured
+:mod:`fxvae.analysis.outputs`) and whose dropout and batch-norm follow ``.train()`` / ``.eval()``. The captured
 module shares parameters with the model; copying is the caller's decision. Where both fail but the
-model runs, the third tier (:mod:`fxvae.hooks`) works from real forwards; only a forward that does not
+model runs, the third tier (:mod:`fxvae.capture.hooks_tier`) works from real forwards; only a forward that does not
 run at all is a :class:`TraceError`.
 """
 
@@ -28,10 +28,10 @@ import torch.fx as fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from fxvae.analysis.operators import DROPOUT_FUNCTIONS
+from fxvae.analysis.outputs import RECORD_META, Spec, flatten, rebuild_in_graph, record_parts
 from fxvae.errors import TraceError
 from fxvae.modules import eval_mode, first_tensor, input_names, resolve
-from fxvae.operators import DROPOUT_FUNCTIONS
-from fxvae.outputs import RECORD_META, Spec, flatten, rebuild_in_graph, record_parts
 
 TracerName = Literal["fx", "export", "hooks"]
 
@@ -149,7 +149,7 @@ class _RecordTracer(fx.Tracer):
     """symbolic_trace that rebuilds dataclass, named-tuple and dict-subclass outputs as their own class.
 
     Plain fx turns a dict subclass into a dict and rejects dataclasses; here each such object becomes a
-    ``call_function`` node that builds the class (:func:`fxvae.outputs.record_parts`).
+    ``call_function`` node that builds the class (:func:`fxvae.analysis.outputs.record_parts`).
     """
 
     def create_arg(self, a: Any) -> Any:

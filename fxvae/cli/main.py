@@ -43,13 +43,13 @@ from rich.table import Table
 from torch import nn
 
 import fxvae
-from fxvae import likelihoods
-from fxvae.bench import BenchRow, measure
-from fxvae.data import batches, check_model_takes
-from fxvae.datafiles import read_data
-from fxvae.inspection import WidthProfile, width_profile
-from fxvae.io import RECIPE_KEY, check_fits, read_state_dict, strip_ansi
-from fxvae.likelihoods import LikelihoodName
+from fxvae.analysis.inspection import WidthProfile, width_profile
+from fxvae.io.checkpoints import RECIPE_KEY, check_fits, read_state_dict, strip_ansi
+from fxvae.io.data import batches, check_model_takes
+from fxvae.io.datafiles import read_data
+from fxvae.measure import likelihoods
+from fxvae.measure.bench import BenchRow, measure
+from fxvae.measure.likelihoods import LikelihoodName
 from fxvae.modules import input_count
 from fxvae.progress import bar
 from fxvae.study import ledger
@@ -324,7 +324,7 @@ def example_input(model: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def check_data(model: nn.Module, example: tuple[Any, ...], what: str) -> None:
-    """Exit with DATA where ``model`` cannot take the batch ``example`` (fxvae.data.check_model_takes names the
+    """Exit with DATA where ``model`` cannot take the batch ``example`` (fxvae.io.data.check_model_takes names the
     shape it takes), and with MODEL where its forward fails for another reason."""
     try:
         check_model_takes(model, example, what)
@@ -339,7 +339,7 @@ def check_data(model: nn.Module, example: tuple[Any, ...], what: str) -> None:
 
 
 def load_checkpoint_into(model: nn.Module, path: Path) -> list[str]:
-    """Load ``path`` (safetensors or torch pickle) into ``model``; returns fxvae.io's notes on the file.
+    """Load ``path`` (safetensors or torch pickle) into ``model``; returns fxvae.io.checkpoints's notes on the file.
 
     A file that does not fit is one line: the missing and unexpected keys, or the mismatched shapes, summarised.
     """
@@ -791,7 +791,7 @@ _LIKELIHOODS = click.Choice(list(typing.get_args(LikelihoodName)))
 
 
 def read_data_source(spec: str, resize: str | None) -> Any:
-    """``--data``: a data file or folder of images (:func:`fxvae.datafiles.read_data`), or
+    """``--data``: a data file or folder of images (:func:`fxvae.io.datafiles.read_data`), or
     ``package.module:factory`` returning a tensor, a Dataset or a DataLoader."""
     size = parse_ints(resize, "--resize") if resize is not None else None
     if size is not None and len(size) != 2:
@@ -1215,7 +1215,7 @@ def _labels_option(
 
 def read_labels(path: str, option: str = "--labels") -> torch.Tensor:
     """One integer per sample from a ``.csv`` (numbers separated by commas or new lines) or any data file
-    :func:`fxvae.datafiles.read_data` reads (``.npy``, ``.pt``, ...).
+    :func:`fxvae.io.datafiles.read_data` reads (``.npy``, ``.pt``, ...).
 
     >>> _ = (tmp / "labels.csv").write_text("0,1,1")
     >>> read_labels(str(tmp / "labels.csv")).tolist()
@@ -1260,7 +1260,3 @@ def _holding(out: Path | None) -> Iterator[None]:
             except fxvae.InputError as err:
                 raise CliError(ExitCode.USAGE, str(err)) from err
         yield
-
-
-if __name__ == "__main__":
-    main()

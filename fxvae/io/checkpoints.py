@@ -22,14 +22,14 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from fxvae.calibration import restore
 from fxvae.convert import convert, rebuild
 from fxvae.errors import CheckpointError, FxvaeError, InputError
-from fxvae.latent import KLDivergence
+from fxvae.latents.gaussian import KLDivergence
+from fxvae.latents.quantize import QuantizerLoss
 from fxvae.modules import owned_copy, resolve
-from fxvae.quantize import QuantizerLoss
 from fxvae.recipe import CalibrationInfo, Conversion, Options, QuantizerInfo, conversion, unwrap
-from fxvae.rewrite import zero_head
+from fxvae.surgery.calibration import restore
+from fxvae.surgery.rewrite import zero_head
 from fxvae.version import VERSION
 
 logger = logging.getLogger("fxvae")
@@ -291,7 +291,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     such step is described in the returned notes, for the caller to show.
 
     >>> torch.save({"state_dict": {f"module.{k}": v for k, v in ae.state_dict().items()}}, tmp / "ae.pt")
-    >>> state_dict, notes = fxvae.io.read_state_dict(tmp / "ae.pt")
+    >>> state_dict, notes = fxvae.io.checkpoints.read_state_dict(tmp / "ae.pt")
     >>> notes
     ["took checkpoint['state_dict']", "stripped key prefix 'module.'"]
     """
@@ -346,7 +346,7 @@ def read_data(path: str | os.PathLike[str]) -> torch.Tensor:
     or its entry ``"data"`` (or only entry) where it holds a dict. Used for ``--calibration``.
 
     >>> torch.save(torch.zeros(8, 64), tmp / "data.pt")
-    >>> fxvae.io.read_data(tmp / "data.pt").shape
+    >>> fxvae.io.checkpoints.read_data(tmp / "data.pt").shape
     torch.Size([8, 64])
     """
     name = os.fspath(path)
@@ -379,7 +379,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 def strip_ansi(text: str) -> str:
     """``text`` without terminal escape codes (torch puts bold text in some of its messages).
 
-    >>> fxvae.io.strip_ansi("\\x1b[1mbold\\x1b[0m text")
+    >>> fxvae.io.checkpoints.strip_ansi("\\x1b[1mbold\\x1b[0m text")
     'bold text'
     """
     return _ANSI.sub("", text)
@@ -547,7 +547,7 @@ def check_fits(got: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Ten
 def _first_few(names: list[str], shown: int = 5) -> str:
     """``names`` as a list, cut after ``shown`` with a count of the rest: one line, however many keys.
 
-    >>> fxvae.io._first_few([f"k{i}" for i in range(8)])
+    >>> fxvae.io.checkpoints._first_few([f"k{i}" for i in range(8)])
     "['k0', 'k1', 'k2', 'k3', 'k4'] and 3 more"
     """
     more = f" and {len(names) - shown} more" if len(names) > shown else ""

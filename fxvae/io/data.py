@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from fxvae.capture.tracing import as_args
 from fxvae.errors import InputError
 from fxvae.modules import eval_mode
-from fxvae.tracing import as_args
 
 BATCH = 256
 """Samples per batch when the data is one tensor or a Dataset and no batch size is given."""
@@ -29,7 +29,7 @@ def batches(data: Any, count: int, *, batch_size: int | None = None) -> Iterator
     A tensor is cut along dim 0 and a map-style ``Dataset`` is batched, both into ``batch_size`` samples
     (default 256); an iterable of batches (a DataLoader) is taken as it comes, and refuses ``batch_size``.
 
-    >>> [args[0].shape[0] for args in fxvae.data.batches(torch.zeros(600, 3), 1)]
+    >>> [args[0].shape[0] for args in fxvae.io.data.batches(torch.zeros(600, 3), 1)]
     [256, 256, 88]
     """
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
@@ -70,7 +70,7 @@ def check_batch(args: tuple[Any, ...], input_shape: tuple[int, ...], what: str) 
 
     ``what`` names the data in the message (``"a calibration batch"``, ``"evaluation batch 3"``).
 
-    >>> fxvae.data.check_batch((torch.zeros(2, 5),), (4,), "a batch")  # doctest: +ELLIPSIS
+    >>> fxvae.io.data.check_batch((torch.zeros(2, 5),), (4,), "a batch")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     fxvae.errors.InputError: a batch has shape [2, 5], but the model takes ['batch', 4]...
     """
@@ -131,7 +131,7 @@ def check_model_takes(model: nn.Module, args: tuple[Any, ...], what: str) -> Non
     the weights'; that is an :class:`~fxvae.InputError`. Any other failure is the model's: its exception is
     raised as it came. ``what`` names the data in the message (``"--data held.pt"``).
 
-    >>> fxvae.data.check_model_takes(nn.Sequential(nn.Linear(16, 4)), (torch.zeros(8, 12),), "held.pt")
+    >>> fxvae.io.data.check_model_takes(nn.Sequential(nn.Linear(16, 4)), (torch.zeros(8, 12),), "held.pt")
     Traceback (most recent call last):
     fxvae.errors.InputError: held.pt has shape [8, 12], but Sequential takes ['batch', 16]: its layer '0' (Linear) reads 16 features; pass data of that shape
     """  # noqa: E501

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from fxvae.errors import InputError
-from fxvae.io import strip_ansi
+from fxvae.io.checkpoints import strip_ansi
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 DATA_KEY = "data"
@@ -33,7 +33,7 @@ def read_data(source: str | os.PathLike[str], *, resize: tuple[int, int] | None 
       image is grey and 3 otherwise; the sizes must agree, or ``resize=(height, width)`` scales them.
 
     >>> torch.save(torch.zeros(8, 64), tmp / "data.pt")
-    >>> fxvae.datafiles.read_data(tmp / "data.pt").shape
+    >>> fxvae.io.datafiles.read_data(tmp / "data.pt").shape
     torch.Size([8, 64])
     """
     name = os.fspath(source)

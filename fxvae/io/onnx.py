@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from fxvae.analysis.outputs import FlatOutputs, tensors
+from fxvae.capture.tracing import as_args
 from fxvae.errors import FxvaeError
 from fxvae.modules import eval_mode, input_names
-from fxvae.outputs import FlatOutputs, tensors
-from fxvae.tracing import as_args
 
 __all__ = ["FlatOutputs", "export_onnx"]
 
@@ -45,7 +45,7 @@ def export_onnx(module: nn.Module, path: str | os.PathLike[str], example_inputs:
     The module is exported in eval mode (z = mu; its mode is restored afterwards) with
     ``torch.onnx.export(..., dynamo=True)``; dim 0 of every tensor input is a dynamic batch
     dimension. Inputs are named after the module's arguments (``x``, ``z``, ``label``...); outputs are
-    the flattened output structure (:func:`fxvae.outputs.tensors`: a dataclass or dict returns its
+    the flattened output structure (:func:`fxvae.analysis.outputs.tensors`: a dataclass or dict returns its
     tensor fields in order), named ``output_0``, ``output_1``...
 
     >>> encoder, decoder = fxvae.split(vae)

@@ -101,7 +101,7 @@ class FunctionalHead(nn.Module):
     Functional and torch.export graphs hold no layer modules; the mu head still gets a visible name
     and the parameters keep their paths below it (``weight``, or ``weight_v``/``weight_g`` of weight norm).
 
-    >>> head = fxvae.latent.FunctionalHead()
+    >>> head = fxvae.latents.gaussian.FunctionalHead()
     >>> head.weight = nn.Parameter(torch.zeros(3, 2))
     >>> [name for name, _ in head.named_parameters()]
     ['weight']

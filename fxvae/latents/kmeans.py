@@ -26,7 +26,7 @@ BLOCK_ELEMENTS = 1 << 22
 class KMeans:
     """The centres k-means found, how many rows each one is nearest to, and the k-means objective.
 
-    >>> found = fxvae.kmeans.kmeans(torch.tensor([[0.0], [0.1], [10.0], [10.1]]), 2)
+    >>> found = fxvae.latents.kmeans.kmeans(torch.tensor([[0.0], [0.1], [10.0], [10.1]]), 2)
     >>> sorted(round(c, 6) for c in found.centroids.flatten().tolist()), found.counts.tolist()
     ([0.05, 10.05], [2, 2])
     >>> round(found.objective, 6)
@@ -56,7 +56,7 @@ def kmeans(
     is how many times every row is streamed through in mini-batches of ``batch_size``.
 
     >>> rows = torch.cat([torch.randn(500, 2) * 0.1 + c for c in (-5.0, 0.0, 5.0)])
-    >>> found = fxvae.kmeans.kmeans(rows, 3)
+    >>> found = fxvae.latents.kmeans.kmeans(rows, 3)
     >>> sorted(round(c) for c in found.centroids[:, 0].tolist()), found.objective < 0.03
     ([-5, 0, 5], True)
     """

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fxvae.errors import FxvaeError, InputError
-from fxvae.kmeans import BLOCK_ELEMENTS, kmeans, nearest
+from fxvae.latents.kmeans import BLOCK_ELEMENTS, kmeans, nearest
 
 Family = Literal["vq", "fsq"]
 CodebookUpdate = Literal["ema", "gradient"]
@@ -53,7 +53,7 @@ class Quantized:
     quantized: torch.Tensor
     """The quantised latent, whose value the decoder read (in training mode the gradient passes it by)."""
     codes: torch.Tensor
-    """One int64 code per position of the latent (see :mod:`fxvae.quantize` for the layout)."""
+    """One int64 code per position of the latent (see :mod:`fxvae.latents.quantize` for the layout)."""
     codebook_size: int
 
     @property
@@ -176,7 +176,7 @@ class VectorQuantize(Quantizer):
     instead the moving average (``decay``) of the encoder outputs it wins, and only codes a batch uses
     move. Codes whose moving-average use falls below ``dead_code_threshold`` times the average code's are
     restarted at random encoder outputs of the batch. Means are over the latent's elements, as for
-    ``F.mse_loss``. ``fit`` initialises the codebook by k-means (:func:`fxvae.kmeans.kmeans`).
+    ``F.mse_loss``. ``fit`` initialises the codebook by k-means (:func:`fxvae.latents.kmeans.kmeans`).
 
     Under a process group (DistributedDataParallel) the moving averages are updated with every rank's codes:
     the per-code counts and sums are summed over the ranks, and dead codes restart at rows of all the ranks'
@@ -192,7 +192,7 @@ class VectorQuantize(Quantizer):
 
     family = "vq"
     search_block: int = BLOCK_ELEMENTS
-    """(position, code) pairs the nearest-code search scores at a time (:func:`fxvae.kmeans.nearest`): its
+    """(position, code) pairs the nearest-code search scores at a time (:func:`fxvae.latents.kmeans.nearest`): its
     memory is bounded by this, whatever the codebook and the batch; the codes do not depend on it."""
 
     def __init__(

@@ -4,7 +4,7 @@
 to_codes:    *inputs ------------[encoder]--> latent --[quantizer.codes]--> codes
 from_codes:  codes, *conditions --[quantizer.lookup]--> z_q --[decoder]--> output
 ```
-Codes are int64 and have the latent's shape without its feature dimension (:mod:`fxvae.quantize`): ``(B,)``
+Codes are int64 and have the latent's shape without its feature dimension (:mod:`fxvae.latents.quantize`): ``(B,)``
 for a flat latent, ``(B, H, W)`` for a channels-first conv latent ``(B, C, H, W)``, ``(B, T)`` for a
 features-last token latent ``(B, T, C)``; ``fxvae.conversion(model).quantizer.code_shape`` is the per-sample
 part. The encoder and decoder are those of :func:`fxvae.split`.
@@ -18,12 +18,12 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from fxvae.capture.tracing import as_args
 from fxvae.errors import InputError
+from fxvae.latents.quantize import Quantizer
 from fxvae.modules import eval_mode, owned_copy
-from fxvae.quantize import Quantizer
 from fxvae.recipe import conversion, quantizer_of, unwrap
-from fxvae.split import split
-from fxvae.tracing import as_args
+from fxvae.surgery.split import split
 
 CODES = "codes"
 """The name of the codes input of ``from_codes`` (and of its ONNX input)."""
@@ -86,7 +86,7 @@ def split_tokens(model: nn.Module) -> tuple[fx.GraphModule, fx.GraphModule]:
 
 def tokenize(model: nn.Module, inputs: Any) -> torch.Tensor:
     """The integer codes of ``inputs`` (a tensor, or a tuple of the model's positional inputs), computed in
-    eval mode without gradients; the model's own mode is left as it was. See :mod:`fxvae.tokens` for
+    eval mode without gradients; the model's own mode is left as it was. See :mod:`fxvae.latents.tokens` for
     their shape. For many batches, :func:`split_tokens` once and call ``to_codes``.
 
     >>> fsq, _ = fxvae.convert(ae, x, latent="fsq", levels=(8, 5, 5, 5), calibration=torch.randn(256, 64))

@@ -26,10 +26,10 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from fxvae.analysis.outputs import reconstruction
+from fxvae.capture.tracing import as_args
 from fxvae.convert import convert
 from fxvae.modules import eval_mode
-from fxvae.outputs import reconstruction
-from fxvae.tracing import as_args
 
 Mode = Literal["eval", "train"]
 Device = Literal["cpu", "cuda"]
@@ -118,7 +118,7 @@ def steady_allocator() -> bool:
     threshold to 1 GiB and the mmap threshold to its 32 MiB maximum, for the whole process. Returns
     whether glibc accepted both (False elsewhere; a preloaded jemalloc or tcmalloc ignores them).
 
-    >>> fxvae.bench.steady_allocator()  # doctest: +SKIP
+    >>> fxvae.measure.bench.steady_allocator()  # doctest: +SKIP
     True
     """
     if not sys.platform.startswith("linux"):

@@ -23,8 +23,8 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from fxvae.data import batches, check_batch, to_device
 from fxvae.errors import BottleneckError, InputError
+from fxvae.io.data import batches, check_batch, to_device
 from fxvae.modules import eval_mode, first_tensor, input_count, owned_copy
 from fxvae.progress import bar
 from fxvae.recipe import META_KEY, Conversion, unwrap
@@ -260,7 +260,7 @@ def codes(model: nn.Module, data: Any, *, batch_size: int | None = None) -> torc
     global random state are left as they were. A VQ or FSQ model, or a model with no bottleneck, is an
     :class:`~fxvae.InputError`.
 
-    >>> fxvae.density.codes(ae, torch.randn(10, 64)).shape
+    >>> fxvae.measure.density.codes(ae, torch.randn(10, 64)).shape
     torch.Size([10, 8])
     """
     return _codes(model, data, batch_size, False)[0]
@@ -316,12 +316,12 @@ def coder(model: nn.Module, example_args: tuple[Any, ...]) -> tuple[nn.Module, n
     not touched; ``decoder(encoder(x))`` is then the AE's eval output. ``example_args`` is one batch of the
     model's inputs (the capture needs it).
 
-    >>> encoder, decoder = fxvae.density.coder(ae, (x,))
+    >>> encoder, decoder = fxvae.measure.density.coder(ae, (x,))
     >>> torch.allclose(decoder(encoder(x)), ae(x))
     True
     """
     from fxvae.convert import convert
-    from fxvae.split import split
+    from fxvae.surgery.split import split
 
     inner = unwrap(model)
     recipe = inner.meta.get(META_KEY) if isinstance(inner, fx.GraphModule) else None

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from fxvae.errors import InputError
-from fxvae.evaluation import Estimate
+from fxvae.measure.evaluation import Estimate
 
 PROBE_MAX_ITER = 5000
 """L-BFGS iterations of the probe's logistic regression: standardised codes converge in far fewer."""
@@ -22,7 +22,7 @@ def linear_probe(train_codes: Any, train_labels: Any, test_codes: Any, test_labe
     standardised with the training codes' mean and deviation; scikit-learn's defaults otherwise, L2 with C = 1),
     with its binomial standard error sqrt(p (1 - p) / n_test).
 
-    >>> from fxvae.downstream import linear_probe
+    >>> from fxvae.measure.downstream import linear_probe
     >>> codes = torch.randn(200, 3, generator=torch.Generator().manual_seed(0))
     >>> labels = (codes[:, 0] > 0).long()
     >>> linear_probe(codes[:100], labels[:100], codes[100:], labels[100:]).value > 0.9
@@ -59,7 +59,7 @@ def auroc(scores: Any, labels: Any) -> float:
     outside [0, 1] as logits and applies a sigmoid, which in float32 rounds large scores (a NLL of 800 nats and
     one of 900) to the same 1.0.
 
-    >>> from fxvae.downstream import auroc
+    >>> from fxvae.measure.downstream import auroc
     >>> auroc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1]))
     0.75
     """

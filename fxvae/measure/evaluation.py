@@ -6,8 +6,8 @@ x --[encoder]--> mu, log_sigma --(k draws z_i = mu + sigma * eps_i, in chunks fo
   --[decoder, one call per chunk]--> recon_i --[likelihood]--> log p(x | z_i)
 log w_i = log p(x | z_i) + log p(z_i) - log q(z_i | x)              NLL_k = -(logsumexp_i log w_i - log k)
 ```
-p(z) is N(0, I), or a fitted :class:`~fxvae.density.Density`. The encoder runs once per batch and the decoder
-once per chunk of draws; the sums are kept in float64. eps comes from :func:`fxvae.noise.normal`, keyed by the
+p(z) is N(0, I), or a fitted :class:`~fxvae.measure.density.Density`. The encoder runs once per batch and the decoder
+once per chunk of draws; the sums are kept in float64. eps comes from :func:`fxvae.measure.noise.normal`, keyed by the
 seed and the sample's index in the data and the draw's index, so the numbers do not depend on ``batch_size``
 or ``chunk``, and two models measured with one seed share their noise. An autoencoder that fxvae did not
 convert has no ELBO: its row holds the reconstruction term alone, under the same likelihood, so that one table
@@ -27,17 +27,17 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from fxvae import likelihoods, noise
-from fxvae.calibration import auto_log_sigma
-from fxvae.data import batches, check_batch, to_device
-from fxvae.density import Density, coder
+from fxvae.analysis.outputs import reconstruction_like
 from fxvae.errors import FxvaeError, InputError
-from fxvae.likelihoods import Likelihood, LikelihoodLike, Scale
+from fxvae.io.data import batches, check_batch, to_device
+from fxvae.measure import likelihoods, noise
+from fxvae.measure.density import Density, coder
+from fxvae.measure.likelihoods import Likelihood, LikelihoodLike, Scale
 from fxvae.modules import eval_mode, first_tensor, input_count, input_names
-from fxvae.outputs import reconstruction_like
 from fxvae.progress import bar
 from fxvae.recipe import META_KEY, Conversion, unwrap
-from fxvae.split import decoder_conditions, split
+from fxvae.surgery.calibration import auto_log_sigma
+from fxvae.surgery.split import decoder_conditions, split
 
 ACTIVE_THRESHOLD = 0.01
 """A latent unit is active when Var_x(E_q[z_d]) exceeds this (Burda, Grosse & Salakhutdinov 2015)."""
@@ -48,7 +48,7 @@ CHUNK_ELEMENTS = 2**18
 conv decoder slower on CPU (1,344 images a call took 2x the time of 32 at a time), as its activations left the
 caches."""
 NOISE_ELEMENTS = 2**21
-"""Posterior draws' elements made per :func:`fxvae.noise.normal` call (about 50 MB of its float64 and int64
+"""Posterior draws' elements made per :func:`fxvae.measure.noise.normal` call (about 50 MB of its float64 and int64
 intermediates)."""
 _LOG_2PI = math.log(2 * math.pi)
 _MI_ROWS = 512
@@ -134,7 +134,7 @@ class Evaluation:
     codes_used: float | None = None
     """The fraction of a discrete latent's codes that the data used."""
     density: str | None = None
-    """The prior p(z) in log w where it is a fitted density (its :meth:`~fxvae.density.Density.describe`)."""
+    """The prior p(z) in log w where it is a fitted density (its :meth:`~fxvae.measure.density.Density.describe`)."""
     proposal: str | None = None
     """An autoencoder's proposal q(z | x) under a density: how its width was fitted, with the widths' range."""
     per_sample: dict[str, torch.Tensor] | None = dataclasses.field(default=None, compare=False, repr=False)
@@ -241,7 +241,7 @@ def evaluate(
     ``data`` is a tensor, a Dataset or an iterable of batches such as a DataLoader; a batch's first element
     is the data input, further elements are the model's other inputs (a condition). Tensors and Datasets are
     cut into batches of ``batch_size`` (default 256). ``likelihood`` says what the reconstruction is
-    (:mod:`fxvae.likelihoods`): ``"gaussian"`` (the mean; its scale ``sigma`` is a number, a tensor per data
+    (:mod:`fxvae.measure.likelihoods`): ``"gaussian"`` (the mean; its scale ``sigma`` is a number, a tensor per data
     dimension or ``"optimal"``, the default: the root of the mean squared error under q, fitted in a first
     pass over the data with one draw per sample), ``"laplace"`` (``sigma`` is its b), ``"bernoulli"``
     (logits; soft targets in [0, 1] make it a cross-entropy), ``"bernoulli-probs"``, a
@@ -263,7 +263,7 @@ def evaluate(
       compute it: E_x[log q(z|x) - log q(z)] with one draw z ~ q(z|x) per sample, and the aggregate posterior
       q(z) = (1/M) sum_j q(z | x_j) over the first M = min(n, ``mixture``) samples (so it is at most log M).
 
-    The posterior draws eps_i (and the ``"optimal"`` scale's pre-pass draw) are :func:`fxvae.noise.normal`
+    The posterior draws eps_i (and the ``"optimal"`` scale's pre-pass draw) are :func:`fxvae.measure.noise.normal`
     numbers keyed by ``seed``, the sample's index in the data and the draw's index: a sample's values do not
     depend on ``batch_size`` or ``chunk``, and two models measured with one seed share their noise, so their
     per-sample differences are paired (common random numbers).
@@ -274,9 +274,9 @@ def evaluate(
       (1/k) sum_i [log q(z_i | x) - log p(z_i)] over the same draws (``kl_per_dim`` is then empty);
     - for an autoencoder, ``nll`` and ``neg_elbo`` are those of the generative model "z ~ density, then the
       AE's decoder, then the likelihood", with the proposal q(z | x) = N(code(x), diag s^2) centred on the
-      AE's code (at the bottleneck :func:`fxvae.density.coder` finds). Its width is the Laplace width of the
+      AE's code (at the bottleneck :func:`fxvae.measure.density.coder` finds). Its width is the Laplace width of the
       linearised decoder under the density: 1 / s_j^2 = F_j + 1 / v_j, F_j the decoder's Fisher-weighted
-      sensitivity to z_j (the probes of :func:`fxvae.calibration.auto_log_sigma`, as ``log_sigma_init="auto"``
+      sensitivity to z_j (the probes of :func:`fxvae.surgery.calibration.auto_log_sigma`, as ``log_sigma_init="auto"``
       uses them) over the first 512 samples of the data, v_j the density's marginal variance. Any width gives
       a valid bound; this one makes it tight for a near-linear decoder (exact in the limit of large k, and
       with a Gaussian density, a linear decoder and a Gaussian likelihood the posterior is Gaussian).
@@ -338,7 +338,7 @@ def evaluate(
 
 
 POSTERIOR_STREAM = 0
-"""The :func:`fxvae.noise.normal` stream of the posterior draws."""
+"""The :func:`fxvae.measure.noise.normal` stream of the posterior draws."""
 SCALE_STREAM = 1
 """The stream of the ``"optimal"`` scale's pre-pass draw."""
 PROPOSAL_SAMPLES = 512

@@ -28,7 +28,7 @@ def is_image(shape: Sequence[int]) -> bool:
     """Whether a batch of this shape holds images: ``[N, C, H, W]`` with 1, 3 or 4 channels and both sides at
     least 7 pixels (so a conv AE's 64-channel features or a 1-d signal are not images).
 
-    >>> from fxvae.fidelity import is_image
+    >>> from fxvae.measure.fidelity import is_image
     >>> is_image((100, 1, 8, 8)), is_image((100, 64)), is_image((100, 3, 24)), is_image((100, 64, 8, 8))
     (True, False, False, False)
     """
@@ -39,7 +39,7 @@ def psnr(recon: torch.Tensor, x: torch.Tensor, *, data_range: tuple[float, float
     """Peak signal-to-noise ratio in dB, 10 log10(R^2 / MSE), with R = ``data_range[1] - data_range[0]`` and
     the MSE over every element of the set (torchmetrics' default; inf for a perfect reconstruction).
 
-    >>> from fxvae.fidelity import psnr
+    >>> from fxvae.measure.fidelity import psnr
     >>> target = torch.zeros(4, 1, 8, 8)
     >>> round(psnr(target + 0.1, target, data_range=(0.0, 1.0)), 3)  # MSE 0.01 on a range of 1: 20 dB
     20.0
@@ -56,7 +56,7 @@ def ssim(recon: torch.Tensor, x: torch.Tensor, *, data_range: tuple[float, float
     11 x 11 with sigma 1.5, narrowed on small images to the largest odd size that fits their shorter side,
     sigma in proportion (8 x 8 digits: 7 x 7, sigma 0.95).
 
-    >>> from fxvae.fidelity import ssim
+    >>> from fxvae.measure.fidelity import ssim
     >>> images = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     >>> ssim(images, images, data_range=(0.0, 1.0)), ssim(images.flatten(1), images.flatten(1), data_range=(0.0, 1.0))
     (1.0, None)

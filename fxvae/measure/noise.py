@@ -45,8 +45,8 @@ def normal(
     ``dtype`` on ``device`` (default: ``rows``'s device). Any slice of rows or draws gives the same
     numbers as the whole:
 
-    >>> whole = fxvae.noise.normal(0, 0, torch.arange(6), range(4), (3,))
-    >>> part = fxvae.noise.normal(0, 0, torch.arange(2, 5), range(1, 3), (3,))
+    >>> whole = fxvae.measure.noise.normal(0, 0, torch.arange(6), range(4), (3,))
+    >>> part = fxvae.measure.noise.normal(0, 0, torch.arange(2, 5), range(1, 3), (3,))
     >>> whole.shape, torch.equal(whole[1:3, 2:5], part)
     (torch.Size([4, 6, 3]), True)
     """

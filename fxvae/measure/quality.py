@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from fxvae.errors import InputError
-from fxvae.evaluation import Estimate
+from fxvae.measure.evaluation import Estimate
 from fxvae.modules import eval_mode
 
 BANDWIDTHS = (0.5, 1.0, 2.0)
@@ -65,7 +65,7 @@ class SampleQuality:
     """The distance of samples from reference data (unbiased MMD^2; lower is better, about 0 for samples of
     the reference's own distribution) with its standard error, and the permutation test of "same distribution".
 
-    >>> from fxvae.quality import sample_quality
+    >>> from fxvae.measure.quality import sample_quality
     >>> result = sample_quality(torch.rand(300, 4) + 1, torch.rand(300, 4), permutations=50)
     >>> result.distance.value > 10 * result.distance.stderr, result.p_value
     (True, 0.0196...)
@@ -87,7 +87,7 @@ class SampleQuality:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; :meth:`from_dict` reads it back.
 
-        >>> from fxvae.quality import SampleQuality
+        >>> from fxvae.measure.quality import SampleQuality
         >>> SampleQuality(fxvae.Estimate(0.25, 0.01), 0.005, "the data, flattened", 100, 200).to_dict()["distance"]
         {'value': 0.25, 'stderr': 0.01}
         """
@@ -103,7 +103,7 @@ class SampleQuality:
     def from_dict(cls, data: dict[str, Any]) -> SampleQuality:
         """The result that :meth:`to_dict` wrote.
 
-        >>> from fxvae.quality import SampleQuality
+        >>> from fxvae.measure.quality import SampleQuality
         >>> result = SampleQuality(fxvae.Estimate(0.25, 0.01), 0.005, "the data, flattened", 100, 200)
         >>> SampleQuality.from_dict(result.to_dict()) == result
         True
@@ -134,7 +134,8 @@ def sample_quality(
     seed: int = 0,
 ) -> SampleQuality:
     """How far ``samples`` (a model's samples, reconstructions, interpolations) lie from ``reference`` (held-out
-    data): the unbiased MMD^2 with a mean of Gaussian kernels (see :mod:`fxvae.quality` for the measure and why).
+    data): the unbiased MMD^2 with a mean of Gaussian kernels (see :mod:`fxvae.measure.quality` for the measure
+    and why).
 
     ``samples`` is ``[N, *shape]`` and ``reference`` ``[M, *shape]``. Without ``features`` the distance is
     measured on the data flattened; with it, on ``features(batch) -> [B, F]``, called without gradients (a
@@ -143,7 +144,7 @@ def sample_quality(
     ``seed``, which also draws the ``permutations``; the global random state is left as it was. The kernel
     matrix takes 8 N^2 bytes for N samples and reference together (128 MB at the default 2,000 of each).
 
-    >>> from fxvae.quality import sample_quality
+    >>> from fxvae.measure.quality import sample_quality
     >>> data = torch.rand(400, 8, generator=torch.Generator().manual_seed(0))
     >>> same = sample_quality(data[:200], data[200:])
     >>> shifted = sample_quality(data[:200] + 0.5, data[200:])

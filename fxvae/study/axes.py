@@ -1,8 +1,8 @@
 """The end of a Gaussian comparison: the AE and each VAE measured alike, on what each is for. Ex-post densities
 of the run's training codes (:func:`fxvae.fit_density`), the likelihood (the AE's under each density, paired
 sample by sample with the VAEs'), sample, latent and interpolation distances (:func:`fxvae.sample_quality`),
-reconstruction in the data's units (:mod:`fxvae.fidelity`), active units, and the downstream uses that labels
-allow (:mod:`fxvae.downstream`): the final record's ``"axes"`` and ``"pictures"``.
+reconstruction in the data's units (:mod:`fxvae.measure.fidelity`), active units, and the downstream uses that labels
+allow (:mod:`fxvae.measure.downstream`): the final record's ``"axes"`` and ``"pictures"``.
 """
 
 from __future__ import annotations
@@ -15,19 +15,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from fxvae import downstream, fidelity
+from fxvae.analysis.outputs import reconstruction_like
 from fxvae.convert import convert
-from fxvae.data import to_device
-from fxvae.density import coder, codes, fit_density
 from fxvae.errors import InputError
-from fxvae.evaluation import evaluate
+from fxvae.io.data import to_device
+from fxvae.measure import downstream, fidelity
+from fxvae.measure.density import coder, codes, fit_density
+from fxvae.measure.evaluation import evaluate
+from fxvae.measure.quality import sample_quality
 from fxvae.modules import eval_mode, first_tensor
-from fxvae.outputs import reconstruction_like
-from fxvae.quality import sample_quality
 from fxvae.recipe import conversion, posterior
-from fxvae.split import decoder_conditions, sample, split
 from fxvae.study.ledger import rounded
 from fxvae.study.loop import Run, is_gaussian
+from fxvae.surgery.split import decoder_conditions, sample, split
 
 SUBSET_SEED = 0
 """The held-out subset the axes are measured on does not change with the seeds, as the held-out split does not."""

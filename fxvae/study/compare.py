@@ -27,18 +27,18 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from fxvae import likelihoods
+from fxvae.analysis.outputs import reconstruction_like
 from fxvae.convert import convert, find_bottleneck
-from fxvae.data import check_model_takes, to_device
 from fxvae.errors import InputError
-from fxvae.evaluation import evaluate
-from fxvae.io import save
-from fxvae.likelihoods import Likelihood, LikelihoodName
+from fxvae.io.checkpoints import save
+from fxvae.io.data import check_model_takes, to_device
+from fxvae.latents.tokens import detokenize
+from fxvae.measure import likelihoods
+from fxvae.measure.evaluation import evaluate
+from fxvae.measure.likelihoods import Likelihood, LikelihoodName
 from fxvae.modules import eval_mode, first_tensor, input_count
-from fxvae.outputs import reconstruction_like
 from fxvae.progress import bar
 from fxvae.recipe import conversion
-from fxvae.split import decoder_conditions, sample, split
 from fxvae.study import ledger
 from fxvae.study.axes import FinalAxes
 from fxvae.study.comparison import Comparison, objective_of
@@ -48,7 +48,7 @@ from fxvae.study.loop import Run, batch_order, is_gaussian, load_checkpoint, sav
 from fxvae.study.options import CompareOptions, DensityKind, Latent, Optimizer, Schedule, StartName
 from fxvae.study.samples import Samples
 from fxvae.study.starts import begin
-from fxvae.tokens import detokenize
+from fxvae.surgery.split import decoder_conditions, sample, split
 from fxvae.version import VERSION
 
 _clock = time.perf_counter
@@ -158,7 +158,8 @@ def compare(
     and from each density to the held-out data, of the held-out codes to the prior or density, and of decoded
     interpolation midpoints to the held-out data, on at most :data:`fxvae.study.axes.AXES_SAMPLES` samples, in the
     space of ``features`` (a callable ``features(batch) -> [N, F]``, such as a classifier's penultimate layer;
-    default: the data, flattened); active units; PSNR and SSIM for images (:mod:`fxvae.fidelity`); with ``labels``
+    default: the data, flattened); active units; PSNR and SSIM for images (:mod:`fxvae.measure.fidelity`); with
+    ``labels``
     (one integer per sample of ``train``, or with ``test`` a pair ``(train_labels, test_labels)``), the accuracy of
     a linear probe on the codes; with ``anomaly_labels`` (the same forms, 1 = anomaly), the AUROC of each run's
     per-sample score (the AE's reconstruction term, a VAE's nll). Labels of the wrong length are refused before any
@@ -734,7 +735,7 @@ class _Study:
         return {"ae_steps_per_s": ae_rate, "vae_steps_per_s": vae_rate, "ratio": vae_rate / ae_rate, "how": how}
 
     def _timed_steps(self, runs: list[Run]) -> tuple[list[float], list[float], str]:
-        from fxvae.bench import interleave
+        from fxvae.measure.bench import interleave
 
         ae_run = start_run(
             begin("ae", self.ae, self.example, self.train, self.options, 0, None),

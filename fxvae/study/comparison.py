@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fxvae.evaluation import Estimate, Evaluation
+from fxvae.measure.evaluation import Estimate, Evaluation
 
 NEAR_NATS = 1.0
 """"Close to converged": within this many nats per sample of scratch's final -ELBO."""

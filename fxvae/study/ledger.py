@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from fxvae.errors import InputError
-from fxvae.evaluation import Evaluation
+from fxvae.measure.evaluation import Evaluation
 from fxvae.study.comparison import Axes, Comparison, Point, RunRecord
 
 DECIMALS = 4

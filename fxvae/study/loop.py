@@ -22,11 +22,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from fxvae.analysis.outputs import reconstruction_like
 from fxvae.errors import FxvaeError, InputError
-from fxvae.latent import KLDivergence
-from fxvae.likelihoods import Likelihood
+from fxvae.latents.gaussian import KLDivergence
+from fxvae.measure.likelihoods import Likelihood
 from fxvae.ops import kl_divergence
-from fxvae.outputs import reconstruction_like
 from fxvae.recipe import conversion, posterior
 from fxvae.study.options import CompareOptions
 from fxvae.study.samples import Samples

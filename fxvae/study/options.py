@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fxvae.errors import InputError
-from fxvae.likelihoods import LikelihoodName
+from fxvae.measure.likelihoods import LikelihoodName
 
 StartName = Literal["scratch", "warm", "calibrated", "random", "ae"]
 """``"scratch"``: the same model with every parameter re-initialised; ``"warm"``: ``convert(ae, x)`` (a discrete

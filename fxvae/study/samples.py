@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 
+from fxvae.capture.tracing import as_args
 from fxvae.errors import InputError
-from fxvae.tracing import as_args
 
 
 class Samples:

@@ -13,9 +13,9 @@ from torch.nn.utils import parametrize
 
 from fxvae.convert import convert
 from fxvae.errors import InputError
-from fxvae.latent import KLDivergence
+from fxvae.latents.gaussian import KLDivergence
+from fxvae.latents.quantize import QuantizerLoss
 from fxvae.modules import owned_copy
-from fxvae.quantize import QuantizerLoss
 from fxvae.recipe import conversion
 from fxvae.study.options import CompareOptions, StartName
 from fxvae.study.samples import Samples

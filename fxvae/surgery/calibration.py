@@ -30,16 +30,17 @@ import torch.fx as fx
 from torch import nn
 from torch.nn.utils import parametrize
 
-from fxvae import hooks, likelihoods
-from fxvae.data import batches, check_batch, to_device
+from fxvae.analysis.graph import functional_arg, layer_kind
+from fxvae.analysis.operators import BIAS_ARG, WEIGHT_ARG
+from fxvae.analysis.outputs import reconstruction
+from fxvae.capture import hooks_tier as hooks
+from fxvae.capture.tracing import CAPTURE_LOCK
 from fxvae.errors import InputError
-from fxvae.graph import functional_arg, layer_kind
+from fxvae.io.data import batches, check_batch, to_device
+from fxvae.measure import likelihoods
 from fxvae.modules import eval_mode, first_tensor, resolve
-from fxvae.operators import BIAS_ARG, WEIGHT_ARG
-from fxvae.outputs import reconstruction
 from fxvae.recipe import CalibrationInfo, Likelihood, Standardize, conversion, reparameterize_of, unwrap
-from fxvae.split import decoder_conditions, split
-from fxvae.tracing import CAPTURE_LOCK
+from fxvae.surgery.split import decoder_conditions, split
 
 CALIBRATION = "calibration"
 _PROBES = 16
@@ -58,7 +59,7 @@ class LatentAffine(nn.Module):
     ``mean`` and ``scale`` broadcast against one sample's latent (``scale`` is 1/W's diagonal); a full map
     keeps ``matrix`` and its inverse.
 
-    >>> affine = fxvae.calibration.LatentAffine(torch.tensor([1.0, 2.0]), scale=torch.tensor([2.0, 4.0]))
+    >>> affine = fxvae.surgery.calibration.LatentAffine(torch.tensor([1.0, 2.0]), scale=torch.tensor([2.0, 4.0]))
     >>> affine(torch.tensor([[3.0, 6.0]])), affine(torch.tensor([[1.0, 1.0]]), inverse=True)
     (tensor([[1., 1.]]), tensor([[3., 6.]]))
     """

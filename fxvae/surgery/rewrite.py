@@ -30,12 +30,9 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from fxvae.bottleneck import Plan
-from fxvae.errors import FxvaeError, RewriteError
-from fxvae.graph import functional_arg, layer_kind, module_path, stored_sources, tensor_shape
-from fxvae.latent import FunctionalHead, Reparameterize
-from fxvae.modules import is_buffer, place, remove, resolve
-from fxvae.operators import (
+from fxvae.analysis.bottleneck import Plan
+from fxvae.analysis.graph import functional_arg, layer_kind, module_path, stored_sources, tensor_shape
+from fxvae.analysis.operators import (
     BIAS_ARG,
     CONV_ARG_NAMES,
     CONV_TRANSPOSE_ARG_NAMES,
@@ -43,7 +40,10 @@ from fxvae.operators import (
     WEIGHT_ARG,
     LayerKind,
 )
-from fxvae.quantize import Quantizer
+from fxvae.errors import FxvaeError, RewriteError
+from fxvae.latents.gaussian import FunctionalHead, Reparameterize
+from fxvae.latents.quantize import Quantizer
+from fxvae.modules import is_buffer, place, remove, resolve
 
 MU_HEAD, LOG_SIGMA_HEAD, REPARAMETERIZE, QUANTIZE = "mu_head", "log_sigma_head", "reparameterize", "quantize"
 

@@ -22,15 +22,15 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from fxvae import hooks
+from fxvae.analysis.graph import carries_values, tensor_shape, value_dependents
+from fxvae.analysis.outputs import RECORD_META
+from fxvae.capture import hooks_tier as hooks
 from fxvae.errors import InputError, RewriteError
-from fxvae.graph import carries_values, tensor_shape, value_dependents
 from fxvae.modules import eval_mode, first_tensor, input_names, owned_copy, resolve
-from fxvae.outputs import RECORD_META
 from fxvae.recipe import META_KEY, Conversion, conversion, reparameterize_of, unwrap
 
 if TYPE_CHECKING:
-    from fxvae.density import Density
+    from fxvae.measure.density import Density
 
 LATENT_INPUT = "z"
 
@@ -98,7 +98,7 @@ def sample(
 
     ``density`` (a :class:`fxvae.Density` from :func:`fxvae.fit_density`) draws z from it instead of
     N(0, I); the model may then also be the autoencoder itself, whose decoder is read at the bottleneck
-    fxvae finds (:func:`fxvae.density.coder`). An autoencoder has no prior of its own: without a density
+    fxvae finds (:func:`fxvae.measure.density.coder`). An autoencoder has no prior of its own: without a density
     it is refused.
 
     >>> images = fxvae.sample(vae, 4, generator=torch.Generator().manual_seed(0))
@@ -133,7 +133,7 @@ def _sample_density(
 ) -> Any:
     """Decode ``n`` draws of ``density`` with the model's decoder (an AE's is captured on a standard normal batch
     of the data's shape, with the conditions given)."""
-    from fxvae.density import Density, coder
+    from fxvae.measure.density import Density, coder
 
     if not isinstance(density, Density):
         raise InputError(
@@ -171,7 +171,7 @@ def _sample_density(
 def decoder_conditions(vae: nn.Module, decoder: nn.Module, count: int) -> list[int]:
     """Positions, among the VAE's ``count`` inputs, of the conditions the decoder of :func:`fxvae.split` takes.
 
-    >>> from fxvae.split import decoder_conditions
+    >>> from fxvae.surgery.split import decoder_conditions
     >>> decoder_conditions(vae, fxvae.split(vae)[1], 1)
     []
     """

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fxvae
-from fxvae.outputs import tensors as flatten_outputs
+from fxvae.analysis.outputs import tensors as flatten_outputs
 from tests.integration.models import AUTOENCODERS, UNETS, Inputs, RealModel
 
 BATCH = 2

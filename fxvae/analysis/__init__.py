@@ -1,0 +1,1 @@
+"""Reading a captured graph: node helpers, the operator tables, the bottleneck search, outputs, width profiles."""

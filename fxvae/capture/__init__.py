@@ -1,0 +1,1 @@
+"""Capturing a model: the tracers, and the tiers that each turn one kind of capture into a VAE."""

@@ -1,0 +1,1 @@
+"""Files and data: VAE files and AE checkpoints, ONNX export, data files, batches."""
