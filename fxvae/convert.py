@@ -27,7 +27,18 @@ from fxvae.latents.gaussian import KLDivergence
 from fxvae.latents.quantize import CodebookUpdate, FiniteScalarQuantize, Quantizer, QuantizerLoss, VectorQuantize
 from fxvae.measure import likelihoods
 from fxvae.modules import eval_mode, owned_copy
-from fxvae.recipe import META_KEY, Conversion, LatentFamily, Likelihood, Options, QuantizerInfo, Standardize, unwrap
+from fxvae.recipe import (
+    META_KEY,
+    Conversion,
+    LatentFamily,
+    Likelihood,
+    Options,
+    QuantizerInfo,
+    Standardize,
+    conversion,
+    record,
+    unwrap,
+)
 from fxvae.surgery.calibration import calibrate
 from fxvae.surgery.rewrite import Inserted, rewrite
 from fxvae.surgery.split import decoder_conditions, split
@@ -142,9 +153,7 @@ def _convert(
         gm = traced.graph_module
         inserted = rewrite(gm, plan, log_sigma_init=start, device=device)
     gm.train(model.training)
-    gm.meta[META_KEY] = _recipe(
-        model, gm, traced, plan, dataclasses.replace(options, log_sigma_init=start), inserted, args
-    )
+    record(gm, _recipe(model, gm, traced, plan, dataclasses.replace(options, log_sigma_init=start), inserted, args))
     kl = KLDivergence(gm.get_submodule(inserted.latent_module))
     if calibration is not None:
         calibrate(
@@ -185,10 +194,10 @@ def _convert_discrete(
         width=quantizer.width,
         projected=isinstance(quantizer, FiniteScalarQuantize) and quantizer.project_down is not None,
     )
-    gm.meta[META_KEY] = _recipe(model, gm, traced, plan, options, inserted, args, info)
+    record(gm, _recipe(model, gm, traced, plan, options, inserted, args, info))
     if inputs:
         info = _fit(gm, quantizer, inputs, info, likelihoods.get(options.likelihood))
-        gm.meta[META_KEY] = dataclasses.replace(gm.meta[META_KEY], quantizer=info)
+        record(gm, dataclasses.replace(conversion(gm), quantizer=info))
     return gm, QuantizerLoss(quantizer)
 
 

@@ -420,6 +420,11 @@ def conversion(vae: nn.Module) -> Conversion:
     return recipe
 
 
+def record(vae: nn.Module, recipe: Conversion) -> None:
+    """Leave ``recipe`` on ``vae`` (the one place a VAE's recipe is written; :func:`conversion` reads it)."""
+    unwrap(vae).meta[META_KEY] = recipe
+
+
 def reparameterize_of(vae: nn.Module, what: str = "fxvae.posterior") -> Reparameterize:
     """The reparameterisation of a Gaussian VAE; ``what`` names the call that needs it, for a discrete model."""
     recipe = conversion(vae)

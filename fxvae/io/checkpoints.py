@@ -27,7 +27,7 @@ from fxvae.errors import CheckpointError, FxvaeError, InputError
 from fxvae.latents.gaussian import KLDivergence
 from fxvae.latents.quantize import QuantizerLoss
 from fxvae.modules import owned_copy, resolve
-from fxvae.recipe import CalibrationInfo, Conversion, Options, QuantizerInfo, conversion, unwrap
+from fxvae.recipe import CalibrationInfo, Conversion, Options, QuantizerInfo, conversion, record, unwrap
 from fxvae.surgery.calibration import restore
 from fxvae.surgery.rewrite import zero_head
 from fxvae.version import VERSION
@@ -164,7 +164,7 @@ def load(
         recipe = dataclasses.replace(recipe, calibration=saved.calibration, new_keys=saved.new_keys)
     if saved.quantizer is not None:
         recipe = dataclasses.replace(recipe, quantizer=saved.quantizer)
-    vae.meta["fxvae"] = dataclasses.replace(recipe, options=saved.options)
+    record(vae, dataclasses.replace(recipe, options=saved.options))
     what = f"{name!r} vs the VAE of {type(ae).__name__}"
     check_fits(tensors, vae.state_dict(), what)
     load_into(vae, tensors, what)

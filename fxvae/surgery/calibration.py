@@ -39,7 +39,7 @@ from fxvae.errors import InputError
 from fxvae.io.data import batches, check_batch, to_device
 from fxvae.measure import likelihoods
 from fxvae.modules import eval_mode, first_tensor, resolve
-from fxvae.recipe import CalibrationInfo, Likelihood, Standardize, conversion, reparameterize_of, unwrap
+from fxvae.recipe import CalibrationInfo, Likelihood, Standardize, conversion, record, reparameterize_of, unwrap
 from fxvae.surgery.split import decoder_conditions, split
 
 CALIBRATION = "calibration"
@@ -172,7 +172,7 @@ def _calibrate(
         _set_log_sigma(gm, recipe, log_sigma_init, likelihood, [affine(a) for a in latents], inputs)
         options = dataclasses.replace(options, log_sigma_init=log_sigma_init, likelihood=likelihood)
     options = dataclasses.replace(options, standardize=standardize)
-    gm.meta["fxvae"] = dataclasses.replace(recipe, calibration=info, new_keys=new_keys, options=options)
+    record(gm, dataclasses.replace(recipe, calibration=info, new_keys=new_keys, options=options))
 
 
 def _resolve(mode: Standardize, latent_shape: tuple[int, ...]) -> Mode:
