@@ -20,9 +20,9 @@ from torch import nn
 
 from fxvae.capture.tracing import as_args
 from fxvae.errors import InputError
-from fxvae.latents.quantize import Quantizer
+from fxvae.latents.quantize import Quantizer, quantizer_of
 from fxvae.modules import eval_mode, owned_copy
-from fxvae.recipe import conversion, quantizer_of, unwrap
+from fxvae.recipe import conversion, unwrap
 from fxvae.surgery.split import split
 
 CODES = "codes"

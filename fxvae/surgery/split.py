@@ -26,8 +26,9 @@ from fxvae.analysis.graph import carries_values, tensor_shape, value_dependents
 from fxvae.analysis.outputs import RECORD_META
 from fxvae.capture import hooks_tier as hooks
 from fxvae.errors import InputError, RewriteError
+from fxvae.latents.gaussian import reparameterize_of
 from fxvae.modules import eval_mode, first_tensor, input_names, owned_copy, resolve
-from fxvae.recipe import META_KEY, Conversion, conversion, reparameterize_of, unwrap
+from fxvae.recipe import META_KEY, Conversion, conversion, unwrap
 
 if TYPE_CHECKING:
     from fxvae.measure.density import Density
@@ -77,7 +78,7 @@ def split(vae: fx.GraphModule) -> tuple[torch.nn.Module, torch.nn.Module]:
         )
     reparam = matches[0]
     placeholders = graph.find_nodes(op="placeholder")
-    branch = None if recipe.quantizer is not None else reparameterize_of(vae).log_sigma_fn
+    branch = reparameterize_of(vae).log_sigma_fn if recipe.reparameterize is not None else None
     encoder = _encoder(vae, placeholders, reparam, branch)
     decoder = _Decoder(vae, reparam, placeholders).build()
     return encoder, decoder
