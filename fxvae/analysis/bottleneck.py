@@ -26,11 +26,11 @@ from fxvae.analysis.graph import (
     data_path,
     functional_arg,
     is_float_tensor,
-    layer_kind,
     module_path,
     module_stack,
     per_sample_shape,
-    reconstruction,
+    reconstruction_node,
+    stored_layer_kind,
     stored_sources,
     tensor_shape,
     width,
@@ -152,7 +152,7 @@ def locate(gm: fx.GraphModule, tracer: TracerName, forced: str | None, model_nam
         )
     batch = source_shape[0]
     input_width = width(source_shape[1:])
-    recon = reconstruction(graph, source, name)
+    recon = reconstruction_node(graph, source, name)
     path = data_path(graph, source, recon)
     crossing = crossing_edges(path)
     index = {n: i for i, n in enumerate(path)}
@@ -350,7 +350,7 @@ def _seed_chain(gm: fx.GraphModule, latent: fx.Node, on_path: set[fx.Node]) -> l
     """The layer feeding ``latent`` through elementwise maps and shape moves, up to the latent; else None."""
     chain = [latent]
     node = latent
-    while layer_kind(gm, node) is None:
+    while stored_layer_kind(gm, node) is None:
         elementwise = (gm, node) in ELEMENTWISE
         if not (elementwise or (gm, node) in SHAPE_MOVES):
             return None
@@ -407,7 +407,7 @@ def _describe_layer(gm: fx.GraphModule, node: fx.Node) -> str:
         label = type(gm.get_submodule(node.target)).__name__
     else:
         label = getattr(node.target, "__name__", str(node.target)).split(".")[0]
-    kind = layer_kind(gm, node)
+    kind = stored_layer_kind(gm, node)
     sizes = ""
     inputs = data_inputs(node)
     in_shape = tensor_shape(inputs[0]) if inputs else None

@@ -12,7 +12,7 @@ import torch.fx as fx
 from torch import nn
 
 from fxvae.analysis.bottleneck import Bottleneck
-from fxvae.analysis.graph import crossing_edges, data_path, per_sample_shape, reconstruction, tensor_shape, width
+from fxvae.analysis.graph import crossing_edges, data_path, per_sample_shape, reconstruction_node, tensor_shape, width
 from fxvae.capture.tracing import CAPTURE_LOCK, TracerName, as_args
 from fxvae.convert import capture
 
@@ -73,7 +73,7 @@ def width_profile(model: nn.Module, example_inputs: Any, *, bottleneck: str | No
         return WidthProfile("hooks", len(nodes), found.input_width, nodes, found)
     source = gm.graph.find_nodes(op="placeholder")[0]
     batch = tensor_shape(source)[0]
-    path = data_path(gm.graph, source, reconstruction(gm.graph, source, type(model).__name__))
+    path = data_path(gm.graph, source, reconstruction_node(gm.graph, source, type(model).__name__))
     crossing = crossing_edges(path)
     nodes = []
     for node in path:

@@ -30,7 +30,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from fxvae.analysis.operators import DROPOUT_FUNCTIONS
 from fxvae.analysis.outputs import RECORD_META, Spec, flatten, rebuild_in_graph, record_parts
-from fxvae.errors import TraceError
+from fxvae.errors import TraceError, first_line
 from fxvae.modules import eval_mode, first_tensor, input_names, resolve
 
 TracerName = Literal["fx", "export", "hooks"]
@@ -120,7 +120,7 @@ def run_eagerly(model: nn.Module, args: Sequence[Any]) -> Any:
         )
         raise TraceError(
             f"the forward of {type(model).__name__} raises on the example inputs ({shapes}){where}: "
-            f"{type(err).__name__}: {_first_line(err)}; {_input_hint(model, args)}"
+            f"{type(err).__name__}: {first_line(err)}; {_input_hint(model, args)}"
         ) from err
 
 
@@ -335,17 +335,13 @@ _EXPORT_HINTS = (
 
 def describe_failure(err: BaseException, tracer: Literal["fx", "export"]) -> str:
     """One line: what the tracer stopped on (when recognised), the error, and the user's line."""
-    text = f"{type(err).__name__}: {_first_line(err)}"
+    text = f"{type(err).__name__}: {first_line(err)}"
     hints = _FX_HINTS if tracer == "fx" else _EXPORT_HINTS
     full = str(err)
     cause = next((hint for needle, hint in hints if needle in full), None)
     line = user_line(err)
     parts = [f"stopped on {cause}" if cause else None, text, f"at {line}" if line else None]
     return "; ".join(p for p in parts if p)
-
-
-def _first_line(err: BaseException) -> str:
-    return next((line.strip() for line in str(err).splitlines() if line.strip()), "")
 
 
 _LIBRARY_DIRS = (os.path.dirname(torch.__file__) + os.sep, os.path.dirname(__file__) + os.sep)

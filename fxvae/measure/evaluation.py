@@ -318,7 +318,7 @@ def evaluate(
             f"density= takes a fxvae.Density, got a {type(density).__name__}: pass fxvae.fit_density(model, train)"
         )
     lik = likelihoods.get(likelihood, sigma=sigma)
-    recipe = _recipe(model)
+    recipe = _conversion_or_none(model)
     if density is not None and recipe is not None and recipe.quantizer is not None:
         raise InputError(
             f"a {recipe.quantizer.family} model has a discrete latent, whose prior is uniform over its codes: "
@@ -345,7 +345,8 @@ PROPOSAL_SAMPLES = 512
 """An autoencoder's proposal width is fitted on this many first samples of the data."""
 
 
-def _recipe(model: nn.Module) -> Conversion | None:
+def _conversion_or_none(model: nn.Module) -> Conversion | None:
+    """The recipe of a model fxvae converted, None for any other model (an autoencoder)."""
     inner = unwrap(model)
     recipe = inner.meta.get(META_KEY) if isinstance(inner, fx.GraphModule) else None
     return recipe if isinstance(recipe, Conversion) else None

@@ -30,7 +30,7 @@ import torch.fx as fx
 from torch import nn
 from torch.nn.utils import parametrize
 
-from fxvae.analysis.graph import functional_arg, layer_kind
+from fxvae.analysis.graph import functional_arg, stored_layer_kind
 from fxvae.analysis.operators import BIAS_ARG, WEIGHT_ARG
 from fxvae.analysis.outputs import reconstruction
 from fxvae.capture import hooks_tier as hooks
@@ -303,7 +303,7 @@ def _place(gm: fx.GraphModule, affine: LatentAffine, name: str, *, standardize: 
 
 def _fold_mu(gm: fx.GraphModule, mu: fx.Node, affine: LatentAffine) -> str | None:
     """Fold the map into the mu head when mu is a plain layer's output and the map runs along its channels."""
-    kind = layer_kind(gm, mu)
+    kind = stored_layer_kind(gm, mu)
     tensors = _plain_tensors(gm, mu) if kind is not None else None
     if kind is None or tensors is None or not _along_channels(affine, kind.channel_dim):
         return None
@@ -316,7 +316,7 @@ def _fold_decoder(gm: fx.GraphModule, z: fx.Node, affine: LatentAffine) -> str |
     """Fold the inverse map into the decoder's first layer when that is a plain Linear reading z alone."""
     users = list(z.users)
     reader = users[0] if len(users) == 1 else None
-    kind = layer_kind(gm, reader) if reader is not None else None
+    kind = stored_layer_kind(gm, reader) if reader is not None else None
     if kind is None or kind.name != "linear" or reader.args[0] is not z:
         return None
     tensors = _plain_tensors(gm, reader)

@@ -31,7 +31,7 @@ import torch.fx as fx
 from torch import nn
 
 from fxvae.analysis.bottleneck import Plan
-from fxvae.analysis.graph import functional_arg, layer_kind, module_path, stored_sources, tensor_shape
+from fxvae.analysis.graph import functional_arg, module_path, stored_layer_kind, stored_sources, tensor_shape
 from fxvae.analysis.operators import (
     BIAS_ARG,
     CONV_ARG_NAMES,
@@ -200,7 +200,7 @@ def log_sigma_head(
 ) -> tuple[nn.Module, tuple[Any, ...]]:
     """A new layer with weight 0 and bias ``log_sigma_init``, and the graph values it reads."""
     if plan.layer is not None:
-        kind = layer_kind(gm, plan.layer)
+        kind = stored_layer_kind(gm, plan.layer)
         head = _same_kind_layer(gm, plan.layer, kind)
         args = plan.layer.args[:1] if plan.layer.op == "call_function" else plan.layer.args
     else:
