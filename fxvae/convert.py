@@ -16,19 +16,18 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from fxvae.analysis.bottleneck import Bottleneck, Plan, locate
+from fxvae.analysis.bottleneck import Bottleneck
 from fxvae.analysis.outputs import reconstruction_like
-from fxvae.capture import hooks_tier as hooks
-from fxvae.capture.hooks_tier import HookPlan
-from fxvae.capture.tracing import Traced, as_args, conversion_scope, trace
+from fxvae.capture.tier import Captured, Site
+from fxvae.capture.tiers import capture
+from fxvae.capture.tracing import as_args, conversion_scope
 from fxvae.errors import InputError, RewriteError
 from fxvae.io.data import batches, check_batch, to_device
 from fxvae.latents.gaussian import KLDivergence
 from fxvae.latents.quantize import CodebookUpdate, FiniteScalarQuantize, Quantizer, QuantizerLoss, VectorQuantize
 from fxvae.measure import likelihoods
-from fxvae.modules import eval_mode, owned_copy
+from fxvae.modules import eval_mode
 from fxvae.recipe import (
-    META_KEY,
     Conversion,
     LatentFamily,
     Likelihood,
@@ -37,10 +36,9 @@ from fxvae.recipe import (
     Standardize,
     conversion,
     record,
-    unwrap,
 )
 from fxvae.surgery.calibration import calibrate
-from fxvae.surgery.rewrite import Inserted, rewrite
+from fxvae.surgery.rewrite import Inserted
 from fxvae.surgery.split import decoder_conditions, split
 
 
@@ -145,15 +143,10 @@ def _convert(
         return _convert_discrete(model, args, options, copy, calibration)
     log_sigma_init = options.log_sigma_init
     start = 0.0 if log_sigma_init == "auto" else float(log_sigma_init)
-    owned, traced, plan = capture(model, args, options.bottleneck, copy=copy)
-    device = args[0].device
-    if isinstance(plan, HookPlan):
-        gm, inserted = hooks.rewrite(owned, args, plan, start, device)
-    else:
-        gm = traced.graph_module
-        inserted = rewrite(gm, plan, log_sigma_init=start, device=device)
+    captured, site = capture(model, args, options.bottleneck, copy=copy)
+    gm, inserted = captured.tier.insert_posterior(captured, site, start, args[0].device)
     gm.train(model.training)
-    record(gm, _recipe(model, gm, traced, plan, dataclasses.replace(options, log_sigma_init=start), inserted, args))
+    record(gm, _recipe(model, gm, captured, site, dataclasses.replace(options, log_sigma_init=start), inserted, args))
     kl = KLDivergence(gm.get_submodule(inserted.latent_module))
     if calibration is not None:
         calibrate(
@@ -171,18 +164,13 @@ def _convert_discrete(
 ) -> tuple[fx.GraphModule, QuantizerLoss]:
     """Everything a discrete conversion can refuse is refused before the rewrite: the data, the latent."""
     inputs = _calibration_batches(calibration, args) if calibration is not None else []
-    owned, traced, plan = capture(model, args, options.bottleneck, copy=copy)
-    quantizer = _quantizer(options, plan, args[0].device)
-    axis = _feature_axis(plan)
-    code_shape = plan.report.shape[:axis] + plan.report.shape[axis + 1 :]
+    captured, site = capture(model, args, options.bottleneck, copy=copy)
+    quantizer = _quantizer(options, site, args[0].device)
+    axis = _feature_axis(site)
+    code_shape = site.report.shape[:axis] + site.report.shape[axis + 1 :]
     if options.latent == "vq" and inputs:
-        _check_enough_codes(options.codebook_size, inputs, code_shape, plan.report.node)
-    device = args[0].device
-    if isinstance(plan, HookPlan):
-        gm, inserted = hooks.rewrite(owned, args, plan, 0.0, device, quantizer)
-    else:
-        gm = traced.graph_module
-        inserted = rewrite(gm, plan, log_sigma_init=0.0, device=device, quantizer=quantizer)
+        _check_enough_codes(options.codebook_size, inputs, code_shape, site.report.node)
+    gm, inserted = captured.tier.insert_module(captured, site, quantizer, args[0].device)
     gm.train(model.training)
     info = QuantizerInfo(
         family=quantizer.family,
@@ -194,7 +182,7 @@ def _convert_discrete(
         width=quantizer.width,
         projected=isinstance(quantizer, FiniteScalarQuantize) and quantizer.project_down is not None,
     )
-    record(gm, _recipe(model, gm, traced, plan, options, inserted, args, info))
+    record(gm, _recipe(model, gm, captured, site, options, inserted, args, info))
     if inputs:
         info = _fit(gm, quantizer, inputs, info, likelihoods.get(options.likelihood))
         record(gm, dataclasses.replace(conversion(gm), quantizer=info))
@@ -210,17 +198,17 @@ def _calibration_batches(data: Any, args: tuple[Any, ...]) -> list[tuple[Any, ..
     return inputs
 
 
-def _quantizer(options: Options, plan: Plan | HookPlan, device: torch.device) -> Quantizer:
+def _quantizer(options: Options, site: Site, device: torch.device) -> Quantizer:
     """The quantiser for the latent, with its starting values: the structure, before any data."""
-    shape, feature_dim = plan.report.shape, plan.feature_dim
+    shape, feature_dim = site.report.shape, site.feature_dim
     if not shape:
         raise RewriteError(
-            f"the latent {plan.report.node!r} is one number per sample (shape [batch]): it has no feature "
+            f"the latent {site.report.node!r} is one number per sample (shape [batch]): it has no feature "
             f"dimension to quantise; pass bottleneck=<a node with features> (candidates: "
-            f"{', '.join(c.node for c in plan.report.candidates)}), or convert with latent='gaussian'"
+            f"{', '.join(c.node for c in site.report.candidates)}), or convert with latent='gaussian'"
         )
-    width = shape[_feature_axis(plan)]
-    dtype = plan.dtype if isinstance(plan, HookPlan) else plan.latent.meta["tensor_meta"].dtype
+    width = shape[_feature_axis(site)]
+    dtype = site.dtype
     if options.latent == "fsq":
         return FiniteScalarQuantize(options.levels, width, feature_dim=feature_dim, dtype=dtype, device=device)
     return VectorQuantize(
@@ -236,9 +224,9 @@ def _quantizer(options: Options, plan: Plan | HookPlan, device: torch.device) ->
     )
 
 
-def _feature_axis(plan: Plan | HookPlan) -> int:
+def _feature_axis(site: Site) -> int:
     """Where the latent's features are in its per-sample shape (channels first, or last)."""
-    return 0 if plan.feature_dim == 1 else len(plan.report.shape) - 1
+    return 0 if site.feature_dim == 1 else len(site.report.shape) - 1
 
 
 def _check_enough_codes(size: int, inputs: list[tuple[Any, ...]], code_shape: tuple[int, ...], node: str) -> None:
@@ -331,8 +319,8 @@ def _squared_error(out: Any, x: torch.Tensor, likelihood: likelihoods.Likelihood
 def _recipe(
     model: nn.Module,
     gm: fx.GraphModule,
-    traced: Traced,
-    plan: Plan | HookPlan,
+    captured: Captured,
+    site: Site,
     options: Options,
     inserted: Inserted,
     args: tuple[Any, ...],
@@ -342,8 +330,8 @@ def _recipe(
     vae_keys = gm.state_dict().keys()
     key_map = inserted.key_map
     return Conversion(
-        tracer=traced.tracer,
-        bottleneck=plan.report,
+        tracer=captured.tracer,
+        bottleneck=site.report,
         options=options,
         mu_head=inserted.mu_head,
         log_sigma_head=inserted.log_sigma_head,
@@ -351,9 +339,9 @@ def _recipe(
         key_map=key_map,
         dropped_keys=tuple(k for k in ae_keys if k not in vae_keys and k not in key_map),
         new_keys=tuple(k for k in vae_keys if k not in ae_keys and k not in key_map.values()),
-        dynamic_batch=traced.dynamic_batch,
-        fx_failure=traced.fx_failure,
-        export_failure=traced.export_failure,
+        dynamic_batch=captured.dynamic_batch,
+        fx_failure=captured.fx_failure,
+        export_failure=captured.export_failure,
         input_shape=tuple(args[0].shape[1:]),
         quantizer=quantizer,
     )
@@ -371,49 +359,4 @@ def find_bottleneck(model: nn.Module, example_inputs: Any, *, bottleneck: str | 
     """
     Options(bottleneck=bottleneck)
     with conversion_scope():
-        return capture(model, as_args(example_inputs), bottleneck, copy=True)[2].report
-
-
-def capture(
-    model: nn.Module, args: tuple[Any, ...], forced: str | None, *, copy: bool
-) -> tuple[nn.Module, Traced, Plan | HookPlan]:
-    """Check the inputs, capture the model (a copy, unless ``copy=False``) and find its bottleneck."""
-    check_inputs(model, args)
-    owned = owned_copy(model) if copy else model
-    traced = trace(owned, args)
-    if traced.graph_module is None:
-        return owned, traced, hooks.locate(owned, args, forced)
-    return owned, traced, locate(traced.graph_module, traced.tracer, forced, type(model).__name__)
-
-
-def check_inputs(model: nn.Module, args: tuple[Any, ...]) -> None:
-    """Refuse, naming the fix, what cannot be converted. NaN or inf in the example are refused rather
-    than warned about: the hooks tier and calibration compare and average values, which they poison."""
-    if not isinstance(model, nn.Module):
-        raise InputError(
-            f"the model is a {type(model).__name__}, not a torch.nn.Module: pass the autoencoder module itself"
-        )
-    name = type(model).__name__
-    inner = unwrap(model)
-    if isinstance(inner, fx.GraphModule) and isinstance(inner.meta.get(META_KEY), Conversion):
-        raise InputError(
-            f"{name} is already a VAE made by fxvae.convert; convert the original autoencoder "
-            "(fxvae.load_ae_state_dict loads new autoencoder weights into this VAE)"
-        )
-    if next(model.parameters(), None) is None:
-        raise InputError(f"{name} has no parameters: there is no trained autoencoder to convert")
-    x = args[0] if args else None
-    if not isinstance(x, torch.Tensor):
-        raise InputError(
-            f"the first example input of {name} is a {type(x).__name__}, not a tensor: pass the data the "
-            "model reconstructs first (other inputs, such as a label, after it)"
-        )
-    if x.dim() < 2:
-        raise InputError(
-            f"the data input has shape {list(x.shape)}: the example needs a batch dimension first, e.g. "
-            f"x.unsqueeze(0) of shape {[1, *x.shape]}"
-        )
-    if x.shape[0] == 0:
-        raise InputError(f"the example batch of shape {list(x.shape)} is empty: pass at least one sample")
-    if x.is_floating_point() and x.device.type != "meta" and not torch.isfinite(x).all():
-        raise InputError("the example batch holds NaN or inf values: pass finite data (a real batch)")
+        return capture(model, as_args(example_inputs), bottleneck, copy=True)[1].report

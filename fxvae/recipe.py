@@ -18,7 +18,6 @@ import torch.fx as fx
 from torch import nn
 
 from fxvae.analysis.bottleneck import Bottleneck, HeadKind
-from fxvae.capture.tracing import TracerName
 from fxvae.errors import CheckpointError, FxvaeError, InputError
 from fxvae.latents.gaussian import DiagonalGaussian, Reparameterize
 from fxvae.latents.quantize import CodebookUpdate, Family, Quantized, Quantizer, check_levels
@@ -236,7 +235,9 @@ class Conversion:
     ('fx', '_3', {'2.weight': 'mu_head.weight', '2.bias': 'mu_head.bias'})
     """
 
-    tracer: TracerName
+    tracer: str
+    """The capture tier's tracer (``"fx"``, ``"export"``, ``"hooks"``, or a registered tier's):
+    :func:`fxvae.capture.tiers.tier_of` gives the tier that splits and calibrates this VAE."""
     bottleneck: Bottleneck
     options: Options
     mu_head: str | None

@@ -36,7 +36,6 @@ from fxvae.analysis.graph import (
     width,
 )
 from fxvae.analysis.operators import ACTIVATIONS, ELEMENTWISE, SHAPE_MOVES, feature_layout
-from fxvae.capture.tracing import TracerName
 from fxvae.errors import BottleneckError
 
 HeadKind = Literal["layer", "pointwise"]
@@ -83,8 +82,8 @@ class Bottleneck:
     """Per-sample element count of the latent."""
     candidates: tuple[Candidate, ...]
     """The narrowest nodes considered, ranked by width, each with the reason it won or lost."""
-    tracer: TracerName
-    """"fx" (symbolic_trace), "export" (torch.export) or "hooks" (forward hooks, no graph)."""
+    tracer: str
+    """"fx" (symbolic_trace), "export" (torch.export), "hooks" (forward hooks, no graph), or a registered tier's."""
     input_width: int
     """Per-sample element count of the data input."""
     layer_node: str | None
@@ -133,7 +132,7 @@ class Plan:
     """The latent dimension a pointwise log-sigma head mixes (-1 features last, 1 channels first)."""
 
 
-def locate(gm: fx.GraphModule, tracer: TracerName, forced: str | None, model_name: str | None = None) -> Plan:
+def locate(gm: fx.GraphModule, tracer: str, forced: str | None, model_name: str | None = None) -> Plan:
     """The bottleneck of a shape-propagated graph (see :func:`fxvae.find_bottleneck`)."""
     name = model_name or type(gm).__name__
     graph = gm.graph

@@ -22,6 +22,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from fxvae.capture.tiers import known_tracers
 from fxvae.convert import convert, rebuild
 from fxvae.errors import CheckpointError, FxvaeError, first_line, strip_ansi
 from fxvae.latents.gaussian import KLDivergence
@@ -270,6 +271,11 @@ def _read_recipe(text: str, file_format: int, name: str) -> _Saved:
         raise CheckpointError(
             f"the fxvae recipe in {name!r} is damaged ({err}); save the VAE again from its model"
         ) from err
+    if recipe.tracer not in known_tracers():
+        raise CheckpointError(
+            f"{name!r} was made by the capture tier {recipe.tracer!r}, which no registered tier owns (known "
+            f"tracers: {', '.join(known_tracers())}); register that tier (fxvae.capture.tiers.register_tier) first"
+        )
     options = dataclasses.replace(recipe.options, bottleneck=recipe.bottleneck.node)
     return _Saved(
         options,

@@ -42,7 +42,6 @@ from fxvae.analysis.operators import (
 )
 from fxvae.errors import FxvaeError, RewriteError
 from fxvae.latents.gaussian import FunctionalHead, Reparameterize
-from fxvae.latents.quantize import Quantizer
 from fxvae.modules import is_buffer, place, remove, resolve
 
 MU_HEAD, LOG_SIGMA_HEAD, REPARAMETERIZE, QUANTIZE = "mu_head", "log_sigma_head", "reparameterize", "quantize"
@@ -84,14 +83,14 @@ def direct_lookups(gm: fx.GraphModule) -> fx.GraphModule:
 
 
 def rewrite(
-    gm: fx.GraphModule, plan: Plan, *, log_sigma_init: float, device: torch.device, quantizer: Quantizer | None = None
+    gm: fx.GraphModule, plan: Plan, *, log_sigma_init: float, device: torch.device, module: nn.Module | None = None
 ) -> Inserted:
-    """Turn ``gm`` (in place) into a VAE around ``plan``'s latent, or, given a ``quantizer``, into a model
-    whose latent is quantised; returns what was inserted."""
+    """Turn ``gm`` (in place) into a VAE around ``plan``'s latent, or, given a ``module`` (a quantiser), into a
+    model whose latent is ``module(latent)``; returns what was inserted."""
     try:
-        if quantizer is not None:
+        if module is not None:
             name = free_name(gm, QUANTIZE)
-            insert_at_latent(gm, plan.latent, [], quantizer, name)
+            insert_at_latent(gm, plan.latent, [], module, name)
             gm.graph.lint()
             direct_lookups(gm)
             return Inserted(None, None, name, {})
