@@ -33,10 +33,10 @@ from fxvae.io.data import batches, check_batch, to_device
 from fxvae.measure import likelihoods, noise
 from fxvae.measure.density import Density, coder
 from fxvae.measure.likelihoods import Likelihood, LikelihoodLike, Scale
+from fxvae.measure.sensitivity import auto_log_sigma
 from fxvae.modules import eval_mode, first_tensor, input_count, input_names
 from fxvae.progress import bar
 from fxvae.recipe import META_KEY, Conversion, unwrap
-from fxvae.surgery.calibration import auto_log_sigma
 from fxvae.surgery.split import decoder_conditions, split
 
 ACTIVE_THRESHOLD = 0.01
@@ -276,7 +276,7 @@ def evaluate(
       AE's decoder, then the likelihood", with the proposal q(z | x) = N(code(x), diag s^2) centred on the
       AE's code (at the bottleneck :func:`fxvae.measure.density.coder` finds). Its width is the Laplace width of the
       linearised decoder under the density: 1 / s_j^2 = F_j + 1 / v_j, F_j the decoder's Fisher-weighted
-      sensitivity to z_j (the probes of :func:`fxvae.surgery.calibration.auto_log_sigma`, as ``log_sigma_init="auto"``
+      sensitivity to z_j (the probes of :func:`fxvae.measure.sensitivity.auto_log_sigma`, as ``log_sigma_init="auto"``
       uses them) over the first 512 samples of the data, v_j the density's marginal variance. Any width gives
       a valid bound; this one makes it tight for a near-linear decoder (exact in the limit of large k, and
       with a Gaussian density, a linear decoder and a Gaussian likelihood the posterior is Gaussian).
