@@ -41,11 +41,12 @@ from fxvae.progress import bar
 from fxvae.recipe import conversion
 from fxvae.study import ledger
 from fxvae.study.axes import FinalAxes
-from fxvae.study.comparison import Comparison, objective_of
+from fxvae.study.comparison import Comparison
 from fxvae.study.labels import Labels, index_of, indexed, label_values
 from fxvae.study.ledger import rounded
 from fxvae.study.loop import Run, batch_order, is_gaussian, load_checkpoint, save_checkpoint, start_run
 from fxvae.study.options import CompareOptions, DensityKind, Latent, Optimizer, Schedule, StartName
+from fxvae.study.records import objective_of
 from fxvae.study.samples import Samples
 from fxvae.study.starts import begin
 from fxvae.surgery.split import decoder_conditions, sample, split
