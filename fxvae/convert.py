@@ -11,24 +11,22 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal, overload
 
-import torch
 import torch.fx as fx
 from torch import nn
 
-from fxvae.analysis.bottleneck import Bottleneck, Plan, locate
-from fxvae.capture import hooks_tier as hooks
-from fxvae.capture.hooks_tier import HookPlan
-from fxvae.capture.tracing import Traced, as_args, conversion_scope, trace
+from fxvae.analysis.bottleneck import Bottleneck
+from fxvae.capture.tier import Captured
+from fxvae.capture.tiers import capture
+from fxvae.capture.tracing import as_args, conversion_scope
 from fxvae.errors import InputError
 from fxvae.io.data import batches, check_batch, to_device
-from fxvae.latents.configs import FSQ, VQ, Gaussian, HeadChoice, LatentConfig, Standardize, config_of
+from fxvae.latents.configs import FSQ, VQ, Gaussian, LatentConfig, Standardize, config_of
 from fxvae.latents.family import LatentSite
 from fxvae.latents.gaussian import KLDivergence
 from fxvae.latents.quantize import QuantizerLoss
 from fxvae.latents.registry import family_of
-from fxvae.modules import owned_copy
-from fxvae.recipe import META_KEY, Conversion, Likelihood, Options, record, unwrap
-from fxvae.surgery.rewrite import Inserted, rewrite
+from fxvae.recipe import Conversion, Likelihood, Options, record
+from fxvae.surgery.rewrite import Inserted
 
 
 @overload
@@ -196,52 +194,24 @@ def _convert(
     data = _calibration_batches(calibration, args) if calibration is not None else None
     if not replay:
         family.check(options.latent, data)
-    owned, traced, plan = capture(model, args, options.bottleneck, copy=copy)
-    site = _site(owned, traced, plan, args)
-    gm, inserted = family.insert(site, options.latent, data)
+    captured, site = capture(model, args, options.bottleneck, copy=copy)
+    device = args[0].device
+    at = LatentSite(
+        site.report,
+        site.feature_dim,
+        site.dtype,
+        device,
+        lambda start, head_kind: captured.tier.insert_posterior(captured, site, start, device, head_kind),
+        lambda module, name: captured.tier.insert_module(captured, site, module, device, name),
+    )
+    gm, inserted = family.insert(at, options.latent, data)
     gm.train(model.training)
-    recipe = _recipe(model, gm, traced, site.report, options, inserted, args)
-    record(gm, family.entry(gm, recipe, inserted, site, options.latent))
+    recipe = _recipe(model, gm, captured, at.report, options, inserted, args)
+    record(gm, family.entry(gm, recipe, inserted, at, options.latent))
     term = family.term(gm)
     if data is not None:
         family.fit(gm, options.latent, data, options.likelihood)
     return gm, term
-
-
-def _site(owned: nn.Module, traced: Traced, plan: Plan | HookPlan, args: tuple[Any, ...]) -> LatentSite:
-    device = args[0].device
-    if isinstance(plan, HookPlan):
-        return LatentSite(
-            plan.report,
-            plan.feature_dim,
-            plan.dtype,
-            device,
-            lambda init, head: hooks.rewrite(owned, args, plan, init, device),
-            lambda module, name: hooks.rewrite(owned, args, plan, 0.0, device, module),
-        )
-    gm = traced.graph_module
-
-    def posterior(init: float, head: HeadChoice) -> tuple[fx.GraphModule, Inserted]:
-        if head == "layer" and plan.layer is None:
-            raise InputError(
-                f"head_kind='layer' takes over the layer that makes the latent, and the latent {plan.report.node!r} "
-                "is no single layer's output: pass head_kind='auto' or 'pointwise'"
-            )
-        chosen = _pointwise(plan) if head == "pointwise" else plan
-        return gm, rewrite(gm, chosen, log_sigma_init=init, device=device)
-
-    return LatentSite(
-        plan.report,
-        plan.feature_dim,
-        plan.latent.meta["tensor_meta"].dtype,
-        device,
-        posterior,
-        lambda module, name: (gm, rewrite(gm, plan, log_sigma_init=0.0, device=device, quantizer=module)),
-    )
-
-
-def _pointwise(plan: Plan) -> Plan:
-    return Plan(plan.report.pointwise(), plan.latent, None, (), plan.feature_dim)
 
 
 def _calibration_batches(data: Any, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -256,7 +226,7 @@ def _calibration_batches(data: Any, args: tuple[Any, ...]) -> list[tuple[Any, ..
 def _recipe(
     model: nn.Module,
     gm: fx.GraphModule,
-    traced: Traced,
+    captured: Captured,
     report: Bottleneck,
     options: Options,
     inserted: Inserted,
@@ -267,7 +237,7 @@ def _recipe(
     vae_keys = gm.state_dict().keys()
     key_map = inserted.key_map
     return Conversion(
-        tracer=traced.tracer,
+        tracer=captured.tracer,
         bottleneck=report,
         options=options,
         mu_head=None,
@@ -276,9 +246,9 @@ def _recipe(
         key_map=key_map,
         dropped_keys=tuple(k for k in ae_keys if k not in vae_keys and k not in key_map),
         new_keys=tuple(k for k in vae_keys if k not in ae_keys and k not in key_map.values()),
-        dynamic_batch=traced.dynamic_batch,
-        fx_failure=traced.fx_failure,
-        export_failure=traced.export_failure,
+        dynamic_batch=captured.dynamic_batch,
+        fx_failure=captured.fx_failure,
+        export_failure=captured.export_failure,
         input_shape=tuple(args[0].shape[1:]),
         latent_module=inserted.latent_module,
     )
@@ -296,49 +266,4 @@ def find_bottleneck(model: nn.Module, example_inputs: Any, *, bottleneck: str | 
     """
     Options(bottleneck=bottleneck)
     with conversion_scope():
-        return capture(model, as_args(example_inputs), bottleneck, copy=True)[2].report
-
-
-def capture(
-    model: nn.Module, args: tuple[Any, ...], forced: str | None, *, copy: bool
-) -> tuple[nn.Module, Traced, Plan | HookPlan]:
-    """Check the inputs, capture the model (a copy, unless ``copy=False``) and find its bottleneck."""
-    check_inputs(model, args)
-    owned = owned_copy(model) if copy else model
-    traced = trace(owned, args)
-    if traced.graph_module is None:
-        return owned, traced, hooks.locate(owned, args, forced)
-    return owned, traced, locate(traced.graph_module, traced.tracer, forced, type(model).__name__)
-
-
-def check_inputs(model: nn.Module, args: tuple[Any, ...]) -> None:
-    """Refuse, naming the fix, what cannot be converted. NaN or inf in the example are refused rather
-    than warned about: the hooks tier and calibration compare and average values, which they poison."""
-    if not isinstance(model, nn.Module):
-        raise InputError(
-            f"the model is a {type(model).__name__}, not a torch.nn.Module: pass the autoencoder module itself"
-        )
-    name = type(model).__name__
-    inner = unwrap(model)
-    if isinstance(inner, fx.GraphModule) and isinstance(inner.meta.get(META_KEY), Conversion):
-        raise InputError(
-            f"{name} is already a VAE made by fxvae.convert; convert the original autoencoder "
-            "(fxvae.load_ae_state_dict loads new autoencoder weights into this VAE)"
-        )
-    if next(model.parameters(), None) is None:
-        raise InputError(f"{name} has no parameters: there is no trained autoencoder to convert")
-    x = args[0] if args else None
-    if not isinstance(x, torch.Tensor):
-        raise InputError(
-            f"the first example input of {name} is a {type(x).__name__}, not a tensor: pass the data the "
-            "model reconstructs first (other inputs, such as a label, after it)"
-        )
-    if x.dim() < 2:
-        raise InputError(
-            f"the data input has shape {list(x.shape)}: the example needs a batch dimension first, e.g. "
-            f"x.unsqueeze(0) of shape {[1, *x.shape]}"
-        )
-    if x.shape[0] == 0:
-        raise InputError(f"the example batch of shape {list(x.shape)} is empty: pass at least one sample")
-    if x.is_floating_point() and x.device.type != "meta" and not torch.isfinite(x).all():
-        raise InputError("the example batch holds NaN or inf values: pass finite data (a real batch)")
+        return capture(model, as_args(example_inputs), bottleneck, copy=True)[1].report

@@ -1,6 +1,9 @@
-"""Every error fxvae raises on purpose: one base class, one subclass per stage."""
+"""Every error fxvae raises on purpose: one base class, one subclass per stage; and :func:`first_line`, how a
+message quotes an error fxvae caught from elsewhere."""
 
 from __future__ import annotations
+
+import re
 
 
 class FxvaeError(Exception):
@@ -85,3 +88,29 @@ class CheckpointError(FxvaeError):
     Traceback (most recent call last):
     fxvae.errors.CheckpointError: the state dict vs ...: missing keys ['0.weight', ...
     """
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal escape codes (torch puts bold text in some of its messages).
+
+    >>> fxvae.errors.strip_ansi("\\x1b[1mbold\\x1b[0m text")
+    'bold text'
+    """
+    return _ANSI.sub("", text)
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-blank line of ``err``'s message, for quoting inside a one-line fxvae message: without
+    terminal escape codes, and without torch.load's advice to rerun with ``weights_only=False`` (that would
+    load arbitrary code, so fxvae never passes it on).
+
+    >>> err = RuntimeError("\\n  \\x1b[1mWeights only load failed.\\x1b[0m Re-running `torch.load` ...\\nmore")
+    >>> fxvae.errors.first_line(err)
+    'Weights only load failed.'
+    """
+    text = strip_ansi(str(err))
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return first.split(" Re-running")[0].strip()

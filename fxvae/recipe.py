@@ -190,7 +190,8 @@ class Conversion:
     """
 
     tracer: str
-    """The capture tier's name: "fx", "export", "hooks" (:mod:`fxvae.capture`)."""
+    """The capture tier's tracer (``"fx"``, ``"export"``, ``"hooks"``, or a registered tier's):
+    :func:`fxvae.capture.tiers.tier_of` gives the tier that splits and calibrates this VAE."""
     bottleneck: Bottleneck
     options: Options
     mu_head: str | None

@@ -22,7 +22,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 import fxvae
 from fxvae.analysis.inspection import width_profile
-from fxvae.cli.main import plot_profile
+from fxvae.cli.inspect import plot_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "img"

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from torch import nn
 
 import fxvae
-from fxvae.cli.main import app
+from fxvae.cli.app import app
 from tests.helpers import recon
 from tests.zoo import ZOO, ZooEntry, build
 

@@ -15,7 +15,9 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 import fxvae
-from fxvae.cli.main import ExitCode, app
+from fxvae.cli.app import app
+from fxvae.cli.errors import ExitCode
+from fxvae.study.options import CompareOptions
 from tests import cli_models
 
 MODELS = str(Path(__file__).with_name("cli_models.py"))
@@ -311,6 +313,32 @@ def test_the_top_level_help_lists_every_command_with_a_line_each() -> None:
     for command in app.commands:
         described = [line for line in out.splitlines() if re.match(rf"^\s+{command}\s+\S", line)]
         assert len(described) == 2, (command, out)  # the docstring's list and click's Commands section
+
+
+def test_the_top_level_description_names_all_five_commands() -> None:
+    code, out, _ = run("--help")
+    description = out.split("Options:")[0]
+    described = [m[1] for m in re.finditer(r"^\s+(\w+)\s{2,}\S", description, re.MULTILINE)]
+    assert code == 0
+    assert described == ["inspect", "convert", "bench", "evaluate", "compare"], out
+    assert sorted(app.commands) == sorted(described)
+
+
+def test_the_compare_help_says_what_the_random_start_is_and_for_which_latents() -> None:
+    code, out, _ = run("compare", "--help")
+    assert code == 0
+    said = re.search(r"random \((\w+(?:, \w+)*): ([^)]*)\)", " ".join(out.split()))
+    assert said is not None, out
+    assert said[2].startswith("the trained AE with its quantiser at a new one's random initialisation")
+    assert "warm without the fit to the data" in said[2]
+    # The latents the help names are those whose comparison takes the random start (fxvae/study/starts.py).
+    for latent in ("gaussian", "vq", "fsq"):
+        try:
+            CompareOptions(latent=latent, starts=("warm", "random"))
+            takes_random = True
+        except fxvae.InputError:
+            takes_random = False
+        assert takes_random == (latent in said[1].split(", ")), latent
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,8 @@ import torch
 from click.testing import CliRunner
 
 import fxvae
-from fxvae.cli.main import ExitCode, app
+from fxvae.cli.app import app
+from fxvae.cli.errors import ExitCode
 from fxvae.study import loop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,14 +101,6 @@ def test_a_start_of_the_other_latent_family_is_one_line_naming_the_valid_starts(
     assert code == ExitCode.USAGE
     line = _one_error_line(err)
     assert "'calibrated' start is for a Gaussian latent" in line and "scratch, warm, random, ae" in line
-
-
-def test_the_help_says_what_the_random_start_is() -> None:
-    code, out, _ = run("compare", "--help")
-    assert code == 0
-    assert "random (vq, fsq: the trained AE with its quantiser at a new one's random initialisation" in " ".join(
-        out.split()
-    )
 
 
 def test_the_held_out_split_warning_is_one_line_on_stderr_and_ae_train_removes_it(

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
 import fxvae
-from fxvae.cli.main import ExitCode, app
+from fxvae.cli.app import app
+from fxvae.cli.errors import ExitCode
 from tests import cli_models
 
 MODELS = str(Path(__file__).with_name("cli_models.py"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import io
 import json
 import math
@@ -14,6 +16,7 @@ import torch
 import fxvae
 from fxvae.errors import InputError
 from fxvae.examples import mlp_ae
+from fxvae.study import compare as compare_module
 from fxvae.study import loop
 from fxvae.study.starts import begin, reinitialised
 from tests.digits import DigitsAE
@@ -289,6 +292,43 @@ def test_bad_options_are_input_errors_before_any_work(trained: tuple, options: d
     ae, data = trained
     with pytest.raises(fxvae.InputError, match=message):
         fxvae.compare(ae, data, **{**TINY, **options})
+
+
+def test_options_as_one_object_run_the_same_comparison_as_the_keywords(trained: tuple) -> None:
+    ae, data = trained
+    by_keywords = fxvae.compare(ae, data, starts=("warm", "scratch"), **TINY)
+    options = fxvae.study.CompareOptions(starts=("warm", "scratch"), epochs=2, k=2, final_k=4, likelihood="bernoulli")
+    by_options = fxvae.compare(ae, data, options=options, progress=False)
+    assert by_options.config["options"] == by_keywords.config["options"]
+    for a, b in zip(by_keywords.runs, by_options.runs, strict=True):
+        assert (a.start, a.seed) == (b.start, b.seed)
+        assert [p.evaluation for p in a.points] == [p.evaluation for p in b.points]
+        assert a.final == b.final
+
+
+def test_keywords_beside_options_are_refused_naming_them_before_any_work(trained: tuple) -> None:
+    ae, data = trained
+    options = fxvae.study.CompareOptions(epochs=2)
+    message = r"compare got options= and lr=0.01, seeds=3 beside it: .*dataclasses.replace\(options, lr=0.01, seeds=3\)"
+    with pytest.raises(fxvae.InputError, match=message):
+        fxvae.compare(ae, data, options=options, seeds=3, lr=0.01, progress=False)
+    with pytest.raises(fxvae.InputError, match=r"must be a fxvae\.study\.CompareOptions"):
+        fxvae.compare(ae, data, options={"epochs": 2}, progress=False)
+
+
+def test_keywords_at_their_defaults_leave_the_options_as_given() -> None:
+    options = fxvae.study.CompareOptions(epochs=2, levels=(4, 4))
+    defaults = {name: getattr(fxvae.study.CompareOptions(), name) for name in compare_module.OPTION_NAMES}
+    # a list equal to a tuple default is that default; starts=None is how compare's signature leaves them out
+    keywords = {**defaults, "starts": None, "levels": [8, 5, 5, 5]}
+    assert compare_module._options(options, keywords) is options
+
+
+def test_compare_takes_every_option_as_a_keyword_with_its_default() -> None:
+    parameters = inspect.signature(fxvae.compare).parameters
+    fields = {f.name: f.default for f in dataclasses.fields(fxvae.study.CompareOptions)}
+    assert {name: parameters[name].default for name in fields} == fields
+    assert all(parameters[name].kind is inspect.Parameter.KEYWORD_ONLY for name in (*fields, "options"))
 
 
 def test_data_without_a_length_is_refused(trained: tuple) -> None:

@@ -101,7 +101,7 @@ def test_two_processes_train_each_start_with_ddp_to_the_numbers_of_one(trained: 
 RACER = """
 import sys, time
 from pathlib import Path
-from fxvae.cli.main import main
+from fxvae.cli import main
 folder = Path(sys.argv[1])
 (folder / f"ready{sys.argv[2]}").touch()
 while not (folder / "go").exists():

@@ -138,7 +138,8 @@ def test_a_truncated_image_exits_7_in_the_command_line_with_its_name(tmp_path: P
     pytest.importorskip("PIL")
     from click.testing import CliRunner
 
-    from fxvae.cli.main import ExitCode, app
+    from fxvae.cli.app import app
+    from fxvae.cli.errors import ExitCode
 
     images = tmp_path / "images"
     images.mkdir()
@@ -158,7 +159,8 @@ def test_the_command_line_says_a_folder_mixes_grey_and_colour_before_any_error(t
     pytest.importorskip("PIL")
     from click.testing import CliRunner
 
-    from fxvae.cli.main import ExitCode, app
+    from fxvae.cli.app import app
+    from fxvae.cli.errors import ExitCode
 
     images = tmp_path / "images"
     images.mkdir()

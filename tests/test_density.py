@@ -236,7 +236,7 @@ def test_a_vae_converted_from_the_ae_shares_the_aes_noise_under_one_seed() -> No
     encoder, decoder = coder(ae, (x[:4],))
     with torch.no_grad():
         code = encoder(x)
-    log_s = fxvae.surgery.calibration.auto_log_sigma(
+    log_s = fxvae.measure.sensitivity.auto_log_sigma(
         decoder, [code], [(x,)], fxvae.likelihoods.Gaussian(NOISE), 1 / density.marginal_variance()
     )
     with torch.no_grad():

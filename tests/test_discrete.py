@@ -15,7 +15,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 import fxvae
-from fxvae.cli.main import ExitCode, app
+from fxvae.cli.app import app
+from fxvae.cli.errors import ExitCode
 from tests import cli_models
 from tests.discrete_zoo import BY_NAME, CODE_SHAPES, ENTRIES, HOOKS, assert_same_outputs, calibration, convert
 from tests.helpers import leaves, recon

@@ -14,7 +14,7 @@ import pytest
 
 import conftest
 from conftest import DocsBlock, docs_blocks, docs_markdown_files
-from fxvae.cli.main import app
+from fxvae.cli.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
 FXVAE_COMMANDS = tuple(sorted(app.commands))

@@ -9,7 +9,9 @@ import pytest
 
 from fxvae.measure.evaluation import Estimate, Evaluation
 from fxvae.study import ledger
-from fxvae.study.comparison import Axes, Comparison, Model, RunRecord, ae_vs_vae_axes
+from fxvae.study.ae_vs_vae import Model, columns
+from fxvae.study.comparison import Comparison
+from fxvae.study.records import Axes, RunRecord
 from tests.report_records import ae_vs_vae_records
 
 
@@ -30,7 +32,7 @@ def _line(lines: list[str], start: str) -> str:
 
 
 def _axis(comparison: Comparison, prefix: str):
-    return next(a for a in ae_vs_vae_axes(comparison) if a.name.startswith(prefix))
+    return next(a for a in columns(comparison) if a.name.startswith(prefix))
 
 
 def _without_per_sample(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

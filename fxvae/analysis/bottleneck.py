@@ -27,17 +27,16 @@ from fxvae.analysis.graph import (
     data_path,
     functional_arg,
     is_float_tensor,
-    layer_kind,
     module_path,
     module_stack,
     per_sample_shape,
-    reconstruction,
+    reconstruction_node,
+    stored_layer_kind,
     stored_sources,
     tensor_shape,
     width,
 )
 from fxvae.analysis.operators import ACTIVATIONS, ELEMENTWISE, SHAPE_MOVES, feature_layout
-from fxvae.capture.tracing import TracerName
 from fxvae.errors import BottleneckError
 
 HeadKind = Literal["layer", "pointwise"]
@@ -84,8 +83,8 @@ class Bottleneck:
     """Per-sample element count of the latent."""
     candidates: tuple[Candidate, ...]
     """The narrowest nodes considered, ranked by width, each with the reason it won or lost."""
-    tracer: TracerName
-    """"fx" (symbolic_trace), "export" (torch.export) or "hooks" (forward hooks, no graph)."""
+    tracer: str
+    """"fx" (symbolic_trace), "export" (torch.export), "hooks" (forward hooks, no graph), or a registered tier's."""
     input_width: int
     """Per-sample element count of the data input."""
     layer_node: str | None
@@ -140,7 +139,7 @@ class Plan:
     """The latent dimension a pointwise log-sigma head mixes (-1 features last, 1 channels first)."""
 
 
-def locate(gm: fx.GraphModule, tracer: TracerName, forced: str | None, model_name: str | None = None) -> Plan:
+def locate(gm: fx.GraphModule, tracer: str, forced: str | None, model_name: str | None = None) -> Plan:
     """The bottleneck of a shape-propagated graph (see :func:`fxvae.find_bottleneck`)."""
     name = model_name or type(gm).__name__
     graph = gm.graph
@@ -159,7 +158,7 @@ def locate(gm: fx.GraphModule, tracer: TracerName, forced: str | None, model_nam
         )
     batch = source_shape[0]
     input_width = width(source_shape[1:])
-    recon = reconstruction(graph, source, name)
+    recon = reconstruction_node(graph, source, name)
     path = data_path(graph, source, recon)
     crossing = crossing_edges(path)
     index = {n: i for i, n in enumerate(path)}
@@ -357,7 +356,7 @@ def _seed_chain(gm: fx.GraphModule, latent: fx.Node, on_path: set[fx.Node]) -> l
     """The layer feeding ``latent`` through elementwise maps and shape moves, up to the latent; else None."""
     chain = [latent]
     node = latent
-    while layer_kind(gm, node) is None:
+    while stored_layer_kind(gm, node) is None:
         elementwise = (gm, node) in ELEMENTWISE
         if not (elementwise or (gm, node) in SHAPE_MOVES):
             return None
@@ -414,7 +413,7 @@ def _describe_layer(gm: fx.GraphModule, node: fx.Node) -> str:
         label = type(gm.get_submodule(node.target)).__name__
     else:
         label = getattr(node.target, "__name__", str(node.target)).split(".")[0]
-    kind = layer_kind(gm, node)
+    kind = stored_layer_kind(gm, node)
     sizes = ""
     inputs = data_inputs(node)
     in_shape = tensor_shape(inputs[0]) if inputs else None

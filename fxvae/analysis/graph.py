@@ -10,7 +10,7 @@ import math
 
 import torch.fx as fx
 
-from fxvae.analysis.operators import WEIGHT_ARG, LayerKind, layer_kind_of
+from fxvae.analysis.operators import WEIGHT_ARG, LayerKind, layer_kind_by_target
 from fxvae.analysis.outputs import graph_leaves, reconstruction_index
 from fxvae.errors import BottleneckError
 
@@ -99,8 +99,9 @@ def crossing_edges(path: list[fx.Node]) -> dict[fx.Node, Edge | None]:
     return result
 
 
-def reconstruction(graph: fx.Graph, source: fx.Node, model_name: str) -> fx.Node:
-    """The output leaf with the data input's shape, else the widest floating-point leaf."""
+def reconstruction_node(graph: fx.Graph, source: fx.Node, model_name: str) -> fx.Node:
+    """The graph's output leaf with the data input's shape, else its widest floating-point leaf: a node
+    (:func:`fxvae.analysis.outputs.reconstruction` picks the same leaf from a model's output value)."""
     leaves = [n for n in graph_leaves(graph) if n is not source]
     shapes = [tensor_shape(n) if is_float_tensor(n) else None for n in leaves]
     if not any(s is not None for s in shapes):
@@ -169,13 +170,22 @@ def functional_arg(node: fx.Node, index: int, name: str) -> object:
     return node.kwargs.get(name)
 
 
-def layer_kind(gm: fx.GraphModule, node: fx.Node) -> LayerKind | None:
-    """The kind of parametrized layer ``node`` calls, or None.
+def stored_layer_kind(gm: fx.GraphModule, node: fx.Node) -> LayerKind | None:
+    """The kind of parametrized layer ``node`` calls whose weight is stored in ``gm``, or None.
 
-    A functional call counts only when its weight is computed from stored tensors alone, so that the mu
-    head can take those tensors over.
+    Unlike :func:`fxvae.analysis.operators.layer_kind_by_target`, which reads the call target alone, a
+    functional call counts only when its weight is computed from stored tensors alone, so that the mu head
+    can take those tensors over.
+
+    >>> class GivenWeight(nn.Module):
+    ...     def forward(self, x, w):
+    ...         return F.linear(x, w)
+    >>> gm = fx.symbolic_trace(GivenWeight())
+    >>> call = next(n for n in gm.graph.nodes if n.op == "call_function")
+    >>> stored_layer_kind(gm, call), layer_kind_by_target(gm, call).name
+    (None, 'linear')
     """
-    kind = layer_kind_of(gm, node)
+    kind = layer_kind_by_target(gm, node)
     if kind is None or node.op == "call_module":
         return kind
     weight = functional_arg(node, WEIGHT_ARG, "weight")

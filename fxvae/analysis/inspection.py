@@ -12,9 +12,9 @@ import torch.fx as fx
 from torch import nn
 
 from fxvae.analysis.bottleneck import Bottleneck
-from fxvae.analysis.graph import crossing_edges, data_path, per_sample_shape, reconstruction, tensor_shape, width
-from fxvae.capture.tracing import CAPTURE_LOCK, TracerName, as_args
-from fxvae.convert import capture
+from fxvae.analysis.graph import crossing_edges, data_path, per_sample_shape, reconstruction_node, tensor_shape, width
+from fxvae.capture.tiers import capture
+from fxvae.capture.tracing import CAPTURE_LOCK, as_args
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class ProfileNode:
 class WidthProfile:
     """The hourglass of an autoencoder: per-sample width of every node along its data path."""
 
-    tracer: TracerName
+    tracer: str
     node_count: int
     input_width: int
     nodes: tuple[ProfileNode, ...]
@@ -54,9 +54,9 @@ def width_profile(model: nn.Module, example_inputs: Any, *, bottleneck: str | No
     [('input_1', 64, True), ('_0', 32, True), ('_1', 32, True)]
     """
     with CAPTURE_LOCK:
-        _, traced, plan = capture(model, as_args(example_inputs), bottleneck, copy=True)
-    found = plan.report
-    gm = traced.graph_module
+        captured, site = capture(model, as_args(example_inputs), bottleneck, copy=True)
+    found = site.report
+    gm = captured.graph_module
     if gm is None:
         nodes = tuple(
             ProfileNode(
@@ -70,10 +70,10 @@ def width_profile(model: nn.Module, example_inputs: Any, *, bottleneck: str | No
             )
             for c in found.candidates
         )
-        return WidthProfile("hooks", len(nodes), found.input_width, nodes, found)
+        return WidthProfile(captured.tracer, len(nodes), found.input_width, nodes, found)
     source = gm.graph.find_nodes(op="placeholder")[0]
     batch = tensor_shape(source)[0]
-    path = data_path(gm.graph, source, reconstruction(gm.graph, source, type(model).__name__))
+    path = data_path(gm.graph, source, reconstruction_node(gm.graph, source, type(model).__name__))
     crossing = crossing_edges(path)
     nodes = []
     for node in path:
@@ -90,7 +90,7 @@ def width_profile(model: nn.Module, example_inputs: Any, *, bottleneck: str | No
                 bypass=f"{edge[0].name} -> {edge[1].name}" if edge is not None else None,
             )
         )
-    return WidthProfile(traced.tracer, len(gm.graph.nodes), found.input_width, tuple(nodes), found)
+    return WidthProfile(captured.tracer, len(gm.graph.nodes), found.input_width, tuple(nodes), found)
 
 
 def _describe_target(gm: fx.GraphModule, node: fx.Node) -> str:

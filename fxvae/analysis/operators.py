@@ -389,8 +389,14 @@ def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
     return gm.get_submodule(node.target) if node.op == "call_module" else None
 
 
-def layer_kind_of(gm: fx.GraphModule, node: fx.Node) -> LayerKind | None:
-    """The kind of parametrized layer that ``node`` calls, by its module class or function; else None."""
+def layer_kind_by_target(gm: fx.GraphModule, node: fx.Node) -> LayerKind | None:
+    """The kind of parametrized layer that ``node`` calls, judged by its target alone (module class or
+    function); else None. :func:`fxvae.analysis.graph.stored_layer_kind` also asks where the weight comes from.
+
+    >>> gm = fx.symbolic_trace(nn.Sequential(nn.Linear(4, 2)))
+    >>> [layer_kind_by_target(gm, n).name for n in gm.graph.nodes if n.op == "call_module"]
+    ['linear']
+    """
     module = _module(gm, node)
     if module is not None:
         return next((k for k in LAYER_KINDS if isinstance(module, k.modules)), None)

@@ -13,6 +13,7 @@ log sigma a zero pointwise layer on mu, z = reparameterize(mu) replaces the outp
 with the same hook: the encoder stops at the latent, the decoder runs the model on a zero input with
 the latent replaced by z (exact, since the latent separates), and returns None for the outputs that
 read the input's values. A discrete latent's hook quantises the output instead of sampling it.
+:class:`HooksTier` is this tier behind the :class:`~fxvae.capture.tier.Tier` interface.
 """
 
 from __future__ import annotations
@@ -29,11 +30,14 @@ from torch import nn
 from fxvae.analysis.bottleneck import SHOWN_CANDIDATES, Bottleneck, Candidate
 from fxvae.analysis.operators import module_layout
 from fxvae.analysis.outputs import Spec, flatten, reconstruction_index, unflatten
-from fxvae.errors import BottleneckError, RewriteError
+from fxvae.capture.tier import Captured, Site, Tier
+from fxvae.errors import BottleneckError, InputError, RewriteError
+from fxvae.latents.configs import HeadChoice
 from fxvae.latents.gaussian import Reparameterize
-from fxvae.latents.quantize import Quantizer
 from fxvae.modules import eval_mode, input_names, owned_copy
-from fxvae.surgery.rewrite import LOG_SIGMA_HEAD, QUANTIZE, REPARAMETERIZE, Inserted, pointwise_layer, zero_head
+from fxvae.recipe import CalibrationInfo, Conversion, conversion
+from fxvae.surgery.rewrite import LOG_SIGMA_HEAD, REPARAMETERIZE, Inserted, pointwise_layer, zero_head
+from fxvae.surgery.standardize import LatentAffine
 
 MODEL = "model"
 """Name of the autoencoder inside a hooks-tier VAE (its state-dict keys gain this prefix)."""
@@ -280,11 +284,12 @@ def _feature_dim(model: nn.Module, path: str, latent: torch.Tensor) -> int:
 class _LatentHook:
     """The forward hook that turns the latent module's output into z (and carries what split needs).
 
-    ``at_latent`` is the reparameterisation, or the quantiser of a discrete latent. With a ``calibration`` map
-    (:func:`fxvae.calibrate`), mu is the standardised output and the model goes on with the destandardised z.
+    ``at_latent`` is the reparameterisation, or the module at a discrete latent (its quantiser). With a
+    ``calibration`` map (:func:`fxvae.calibrate`), mu is the standardised output and the model goes on with the
+    destandardised z.
     """
 
-    def __init__(self, at_latent: Reparameterize | Quantizer, decoded: tuple[bool, ...], input_dtype: torch.dtype):
+    def __init__(self, at_latent: nn.Module, decoded: tuple[bool, ...], input_dtype: torch.dtype):
         self.at_latent = at_latent
         self.decoded = decoded
         self.input_dtype = input_dtype
@@ -294,7 +299,7 @@ class _LatentHook:
 
     def __call__(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
         mu = output if self.calibration is None else self.calibration(output)
-        discrete = isinstance(self.at_latent, Quantizer)
+        discrete = not isinstance(self.at_latent, Reparameterize)
         if self.stop:
             raise _Latent(mu, None if discrete else self.at_latent.log_sigma(output))
         if self.replacement is not None:
@@ -319,16 +324,17 @@ def rewrite(
     plan: HookPlan,
     log_sigma_init: float,
     device: torch.device,
-    quantizer: Quantizer | None = None,
+    at: tuple[nn.Module, str] | None = None,
 ) -> tuple[fx.GraphModule, Inserted]:
     """The hooks-tier VAE: a GraphModule calling the model, whose latent module's output is sampled (or,
-    given a ``quantizer``, quantised)."""
-    if quantizer is None:
+    given ``at``, a module and its name, replaced by ``module(latent)``)."""
+    module = at[0] if at is not None else None
+    if module is None:
         latent = _forward(model, args).outputs[plan.module]
         head = zero_head(pointwise_layer(tuple(latent.shape), plan.feature_dim, latent.dtype, device), log_sigma_init)
-        at_latent: Reparameterize | Quantizer = Reparameterize(head)
+        at_latent: nn.Module = Reparameterize(head)
     else:
-        at_latent = quantizer
+        at_latent = module
     hook = _LatentHook(at_latent, plan.decoded, args[0].dtype)
     model.get_submodule(plan.module).register_forward_hook(hook)
     graph = fx.Graph()
@@ -338,9 +344,9 @@ def rewrite(
     root.add_module(MODEL, model)
     gm = fx.GraphModule(root, graph, type(model).__name__)
     key_map = {key: f"{MODEL}.{key}" for key in model.state_dict()}
-    if quantizer is not None:
-        gm.add_submodule(QUANTIZE, quantizer)
-        return gm, Inserted(None, None, QUANTIZE, key_map)
+    if at is not None:
+        gm.add_submodule(at[1], module)
+        return gm, Inserted(None, None, at[1], key_map)
     gm.add_submodule(LOG_SIGMA_HEAD, head)
     gm.add_submodule(REPARAMETERIZE, at_latent)
     return gm, Inserted(None, LOG_SIGMA_HEAD, REPARAMETERIZE, key_map)
@@ -403,3 +409,63 @@ class HookedDecoder(nn.Module):
         spec = flatten(out, leaves)
         kept = (t if keep else None for t, keep in zip(leaves, hook.decoded, strict=True))
         return unflatten(spec, kept)
+
+
+class HooksTier(Tier):
+    """The tier for models no tracer follows: captured as they are, operated on through a forward hook.
+
+    It refuses no model that runs, so it is tried last.
+
+    >>> from fxvae.capture.tiers import tier_of
+    >>> tier_of("hooks").tracers
+    ('hooks',)
+    """
+
+    tracers = ("hooks",)
+
+    def capture(self, model: nn.Module, args: tuple[Any, ...]) -> Captured:
+        return Captured(model, args, self, "hooks", None)
+
+    def locate(self, captured: Captured, forced: str | None, model_name: str) -> Site:
+        plan = locate(captured.model, captured.args, forced)
+        return Site(plan.report, plan.feature_dim, plan.dtype, plan)
+
+    def insert_posterior(
+        self, captured: Captured, site: Site, log_sigma_init: float, device: torch.device, head_kind: HeadChoice
+    ) -> tuple[fx.GraphModule, Inserted]:
+        if head_kind == "layer":
+            raise InputError(
+                f"head_kind='layer' takes over the layer that makes the latent, and the hooks tier sees "
+                f"{site.report.node!r} only as a module's output: pass head_kind='auto' or 'pointwise'"
+            )
+        return rewrite(captured.model, captured.args, site.detail, log_sigma_init, device)
+
+    def insert_module(
+        self, captured: Captured, site: Site, module: nn.Module, device: torch.device, name: str
+    ) -> tuple[fx.GraphModule, Inserted]:
+        return rewrite(captured.model, captured.args, site.detail, 0.0, device, (module, name))
+
+    def split(self, vae: fx.GraphModule, recipe: Conversion) -> tuple[nn.Module, nn.Module]:
+        module = recipe.bottleneck.node
+        return HookedEncoder(vae, module), HookedDecoder(vae, module, recipe.input_shape)
+
+    def fold(self, vae: fx.GraphModule, recipe: Conversion, affine: LatentAffine) -> tuple[str | None, str | None]:
+        # The model's layers are opaque here: the latent hook runs the map.
+        return None, None
+
+    def unfold(self, vae: fx.GraphModule, info: CalibrationInfo, old: LatentAffine) -> None:
+        latent_hook(vae, conversion(vae).bottleneck.node).calibration = None
+
+    def place(
+        self,
+        vae: fx.GraphModule,
+        recipe: Conversion,
+        affine: LatentAffine,
+        name: str,
+        *,
+        standardize: bool,
+        destandardize: bool,
+    ) -> None:
+        # Nothing is folded in this tier, so the hook always runs both directions of the map.
+        vae.add_submodule(name, affine)
+        latent_hook(vae, recipe.bottleneck.node).calibration = affine

@@ -30,10 +30,8 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from fxvae.analysis.operators import DROPOUT_FUNCTIONS
 from fxvae.analysis.outputs import RECORD_META, Spec, flatten, rebuild_in_graph, record_parts
-from fxvae.errors import TraceError
+from fxvae.errors import TraceError, first_line
 from fxvae.modules import eval_mode, first_tensor, input_names, resolve
-
-TracerName = Literal["fx", "export", "hooks"]
 
 CAPTURE_LOCK = threading.RLock()
 """symbolic_trace patches torch.nn.Module.__call__ process-wide while it runs, so no other forward may run
@@ -42,11 +40,11 @@ then: fxvae holds this lock over each whole conversion (capture, rewrite, calibr
 
 @dataclass
 class Traced:
-    """A captured model: the graph module (None for the hooks tier), which tier made it, and why the
-    earlier tiers were not used."""
+    """A captured model: the graph module and the tracer that made it (both None where neither follows the
+    model), and why the tracers before it were not used."""
 
     graph_module: fx.GraphModule | None
-    tracer: TracerName
+    tracer: Literal["fx", "export"] | None
     fx_failure: str | None = None
     export_failure: str | None = None
     dynamic_batch: bool = True
@@ -81,7 +79,7 @@ def as_args(example_inputs: Any) -> tuple[Any, ...]:
 
 
 def trace(model: nn.Module, example_inputs: Any) -> Traced:
-    """Capture ``model``: symbolic_trace, else torch.export, else the hooks tier (no graph).
+    """Capture ``model``: symbolic_trace, else torch.export, else no graph (the hooks tier's case).
 
     The model is run once on the example inputs in eval mode; a forward that raises is a
     :class:`TraceError` naming the user's line. A graph is run once too, which records every node's
@@ -103,7 +101,7 @@ def trace(model: nn.Module, example_inputs: Any) -> Traced:
             return Traced(gm, "export", fx_failure=fx_failure, dynamic_batch=dynamic)
         except Exception as err:  # reported with the fx failure when the hooks tier runs
             export_failure = describe_failure(err, "export")
-    return Traced(None, "hooks", fx_failure=fx_failure, export_failure=export_failure)
+    return Traced(None, None, fx_failure=fx_failure, export_failure=export_failure)
 
 
 def run_eagerly(model: nn.Module, args: Sequence[Any]) -> Any:
@@ -120,7 +118,7 @@ def run_eagerly(model: nn.Module, args: Sequence[Any]) -> Any:
         )
         raise TraceError(
             f"the forward of {type(model).__name__} raises on the example inputs ({shapes}){where}: "
-            f"{type(err).__name__}: {_first_line(err)}; {_input_hint(model, args)}"
+            f"{type(err).__name__}: {first_line(err)}; {_input_hint(model, args)}"
         ) from err
 
 
@@ -335,17 +333,13 @@ _EXPORT_HINTS = (
 
 def describe_failure(err: BaseException, tracer: Literal["fx", "export"]) -> str:
     """One line: what the tracer stopped on (when recognised), the error, and the user's line."""
-    text = f"{type(err).__name__}: {_first_line(err)}"
+    text = f"{type(err).__name__}: {first_line(err)}"
     hints = _FX_HINTS if tracer == "fx" else _EXPORT_HINTS
     full = str(err)
     cause = next((hint for needle, hint in hints if needle in full), None)
     line = user_line(err)
     parts = [f"stopped on {cause}" if cause else None, text, f"at {line}" if line else None]
     return "; ".join(p for p in parts if p)
-
-
-def _first_line(err: BaseException) -> str:
-    return next((line.strip() for line in str(err).splitlines() if line.strip()), "")
 
 
 _LIBRARY_DIRS = (os.path.dirname(torch.__file__) + os.sep, os.path.dirname(__file__) + os.sep)

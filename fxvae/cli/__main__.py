@@ -1,5 +1,5 @@
 """``python -m fxvae.cli``: the command line, as under ``torchrun -m fxvae.cli``."""
 
-from fxvae.cli.main import main
+from fxvae.cli.app import main
 
 main()

@@ -16,17 +16,16 @@ import re
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, overload
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.fx as fx
 from torch import nn
 
+from fxvae.capture.tiers import known_tracers
 from fxvae.convert import convert, rebuild
-from fxvae.errors import CheckpointError, FxvaeError, InputError
-from fxvae.latents.configs import FSQ, VQ, Gaussian, LatentConfig, Standardize
-from fxvae.latents.gaussian import KLDivergence
-from fxvae.latents.quantize import QuantizerLoss
+from fxvae.errors import CheckpointError, FxvaeError, first_line, strip_ansi
+from fxvae.latents.configs import Gaussian, LatentConfig, Standardize
 from fxvae.latents.registry import family_of
 from fxvae.modules import owned_copy, resolve
 from fxvae.recipe import CalibrationInfo, Conversion, Likelihood, Options, conversion, record, unwrap
@@ -131,7 +130,7 @@ def load(model: ModelSource, path: str | os.PathLike[str], example_inputs: Any) 
             f"{name!r} was written by fxvae {metadata.get(VERSION_KEY, '?')} (file format {file_format}); "
             f"this fxvae {VERSION} reads formats up to {FORMAT}: upgrade fxvae (pip install -U fxvae)"
         )
-    saved = _recipe(metadata[RECIPE_KEY], file_format, name)
+    saved = _read_recipe(metadata[RECIPE_KEY], file_format, name)
     if DIGEST_KEY in metadata and metadata[DIGEST_KEY] != _digest(metadata[RECIPE_KEY]):
         raise CheckpointError(
             f"the fxvae recipe in {name!r} does not match its checksum: the file was damaged or edited after "
@@ -216,7 +215,7 @@ def _read_safetensors(name: str, what: str = "") -> tuple[dict[str, torch.Tensor
             else "save it again with fxvae.save"
         )
         raise CheckpointError(
-            f"cannot read {label} as safetensors ({type(err).__name__}: {_first_line(err)}); is the file "
+            f"cannot read {label} as safetensors ({type(err).__name__}: {first_line(err)}); is the file "
             f"truncated or not a safetensors file? {fix}"
         ) from err
     return tensors, metadata
@@ -235,7 +234,7 @@ def _unreadable_pickle(name: str, err: BaseException) -> str:
             "with torch.save(model.state_dict(), path) and pass that file"
         )
     return (
-        f"cannot read checkpoint {name!r} ({type(err).__name__}: {_first_line(err)}); pass a .safetensors file, "
+        f"cannot read checkpoint {name!r} ({type(err).__name__}: {first_line(err)}); pass a .safetensors file, "
         "or a .pt/.pth file saved with torch.save(model.state_dict())"
     )
 
@@ -254,7 +253,8 @@ class _Saved(NamedTuple):
     parts (a calibration map; a quantiser's step-0 report) is read from it."""
 
 
-def _recipe(text: str, file_format: int, name: str) -> _Saved:
+def _read_recipe(text: str, file_format: int, name: str) -> _Saved:
+    """What loading needs from the recipe text of file ``name``, written in file format ``file_format``."""
     try:
         if file_format == 1:
             old = json.loads(text)
@@ -265,6 +265,11 @@ def _recipe(text: str, file_format: int, name: str) -> _Saved:
         raise CheckpointError(
             f"the fxvae recipe in {name!r} is damaged ({err}); save the VAE again from its model"
         ) from err
+    if recipe.tracer not in known_tracers():
+        raise CheckpointError(
+            f"{name!r} was made by the capture tier {recipe.tracer!r}, which no registered tier owns (known "
+            f"tracers: {', '.join(known_tracers())}); register that tier (fxvae.capture.tiers.register_tier) first"
+        )
     options = dataclasses.replace(recipe.options, bottleneck=recipe.bottleneck.node)
     return _Saved(
         options,
@@ -334,103 +339,6 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
                 notes.append(f"stripped key prefix {prefix!r}")
                 stripped = True
     return state, notes
-
-
-def read_data(path: str | os.PathLike[str]) -> torch.Tensor:
-    """A data tensor from ``.pt``/``.pth`` (torch.save), ``.npy`` or ``.safetensors``: the file's tensor,
-    or its entry ``"data"`` (or only entry) where it holds a dict. Used for ``--calibration``.
-
-    >>> torch.save(torch.zeros(8, 64), tmp / "data.pt")
-    >>> fxvae.io.checkpoints.read_data(tmp / "data.pt").shape
-    torch.Size([8, 64])
-    """
-    name = os.fspath(path)
-    if not Path(name).is_file():
-        raise InputError(f"data file {name!r} does not exist")
-    try:
-        if name.endswith(".npy"):
-            import numpy as np
-
-            loaded: Any = torch.from_numpy(np.load(name, allow_pickle=False))
-        elif name.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            loaded = load_file(name)
-        else:
-            loaded = torch.load(name, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise InputError(f"cannot read data file {name!r} ({type(err).__name__}: {_first_line(err)})") from err
-    if isinstance(loaded, Mapping):
-        tensors = {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
-        loaded = tensors.get("data", next(iter(tensors.values())) if len(tensors) == 1 else None)
-    if not isinstance(loaded, torch.Tensor):
-        raise InputError(f"{name!r} holds no data tensor: save one tensor, or a dict with the key 'data'")
-    return loaded
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
-
-
-def strip_ansi(text: str) -> str:
-    """``text`` without terminal escape codes (torch puts bold text in some of its messages).
-
-    >>> fxvae.io.checkpoints.strip_ansi("\\x1b[1mbold\\x1b[0m text")
-    'bold text'
-    """
-    return _ANSI.sub("", text)
-
-
-def _first_line(err: BaseException) -> str:
-    # torch.load's advice to rerun with weights_only=False would load arbitrary code: never pass it on.
-    first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
-    return strip_ansi(first.split(" Re-running")[0])
-
-
-@overload
-def convert_checkpoint(
-    model: ModelSource,
-    checkpoint: str | os.PathLike[str],
-    example_inputs: Any,
-    *,
-    out: str | os.PathLike[str] | None = ...,
-    bottleneck: str | None = ...,
-    latent: Gaussian | Literal["gaussian"] = ...,
-    likelihood: Likelihood = ...,
-    calibration: Any = ...,
-    log_sigma_init: float | Literal["auto"] | None = ...,
-    standardize: Standardize | None = ...,
-) -> tuple[fx.GraphModule, KLDivergence]: ...
-
-
-@overload
-def convert_checkpoint(
-    model: ModelSource,
-    checkpoint: str | os.PathLike[str],
-    example_inputs: Any,
-    *,
-    out: str | os.PathLike[str] | None = ...,
-    bottleneck: str | None = ...,
-    latent: VQ | FSQ | Literal["vq", "fsq"],
-    likelihood: Likelihood = ...,
-    calibration: Any = ...,
-) -> tuple[fx.GraphModule, QuantizerLoss]: ...
-
-
-@overload
-def convert_checkpoint(
-    model: ModelSource,
-    checkpoint: str | os.PathLike[str],
-    example_inputs: Any,
-    *,
-    out: str | os.PathLike[str] | None = ...,
-    bottleneck: str | None = ...,
-    latent: LatentConfig | str = ...,
-    likelihood: Likelihood = ...,
-    calibration: Any = ...,
-    log_sigma_init: float | Literal["auto"] | None = ...,
-    standardize: Standardize | None = ...,
-    options: Options | None = ...,
-) -> tuple[fx.GraphModule, nn.Module]: ...
 
 
 def convert_checkpoint(

@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from fxvae.errors import InputError
-from fxvae.io.checkpoints import strip_ansi
+from fxvae.errors import InputError, first_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 DATA_KEY = "data"
@@ -49,7 +48,7 @@ def read_data(source: str | os.PathLike[str], *, resize: tuple[int, int] | None 
     try:
         loaded = _load(path)
     except Exception as err:
-        raise InputError(f"cannot read data file {str(path)!r} ({type(err).__name__}: {_first_line(err)})") from err
+        raise InputError(f"cannot read data file {str(path)!r} ({type(err).__name__}: {first_line(err)})") from err
     return _pick(loaded, key, str(path))
 
 
@@ -159,7 +158,7 @@ def _open_image(image_module: Any, file: Path) -> Any:
             return image.copy()
     except Exception as err:
         raise InputError(
-            f"cannot read the image {str(file)!r} ({type(err).__name__}: {_first_line(err)}): the file is truncated "
+            f"cannot read the image {str(file)!r} ({type(err).__name__}: {first_line(err)}): the file is truncated "
             "or not an image; replace it or move it out of the folder"
         ) from err
 
@@ -171,10 +170,3 @@ def _some(files: list[Path]) -> str:
 def _size(size: tuple[int, int]) -> str:
     """Pillow's (width, height) as fxvae writes image sizes: HEIGHTxWIDTH, as --resize takes them."""
     return f"{size[1]}x{size[0]}"
-
-
-def _first_line(err: BaseException) -> str:
-    # torch.load's advice to rerun with weights_only=False would load arbitrary code: never pass it on; and torch
-    # writes part of that advice in bold, with terminal escape codes.
-    first = next((line.strip() for line in str(err).splitlines() if line.strip()), "").split(" Re-running")[0]
-    return strip_ansi(first)

@@ -34,10 +34,10 @@ from fxvae.latents.registry import family_of
 from fxvae.measure import likelihoods, noise
 from fxvae.measure.density import Density, coder
 from fxvae.measure.likelihoods import Likelihood, LikelihoodLike, Scale
+from fxvae.measure.sensitivity import auto_log_sigma
 from fxvae.modules import eval_mode, first_tensor, input_count, input_names
 from fxvae.progress import bar
 from fxvae.recipe import META_KEY, Conversion, unwrap
-from fxvae.surgery.calibration import auto_log_sigma
 from fxvae.surgery.split import decoder_conditions, split
 
 ACTIVE_THRESHOLD = 0.01
@@ -275,7 +275,7 @@ def evaluate(
       AE's decoder, then the likelihood", with the proposal q(z | x) = N(code(x), diag s^2) centred on the
       AE's code (at the bottleneck :func:`fxvae.measure.density.coder` finds). Its width is the Laplace width of the
       linearised decoder under the density: 1 / s_j^2 = F_j + 1 / v_j, F_j the decoder's Fisher-weighted
-      sensitivity to z_j (the probes of :func:`fxvae.surgery.calibration.auto_log_sigma`, as ``log_sigma_init="auto"``
+      sensitivity to z_j (the probes of :func:`fxvae.measure.sensitivity.auto_log_sigma`, as ``log_sigma_init="auto"``
       uses them) over the first 512 samples of the data, v_j the density's marginal variance. Any width gives
       a valid bound; this one makes it tight for a near-linear decoder (exact in the limit of large k, and
       with a Gaussian density, a linear decoder and a Gaussian likelihood the posterior is Gaussian).
@@ -317,7 +317,7 @@ def evaluate(
             f"density= takes a fxvae.Density, got a {type(density).__name__}: pass fxvae.fit_density(model, train)"
         )
     lik = likelihoods.get(likelihood, sigma=sigma)
-    recipe = _recipe(model)
+    recipe = _conversion_or_none(model)
     family = family_of(recipe.options.latent) if recipe is not None else None
     if density is not None and family is not None and family.estimator != "posterior":
         raise InputError(
@@ -347,7 +347,8 @@ PROPOSAL_SAMPLES = 512
 """An autoencoder's proposal width is fitted on this many first samples of the data."""
 
 
-def _recipe(model: nn.Module) -> Conversion | None:
+def _conversion_or_none(model: nn.Module) -> Conversion | None:
+    """The recipe of a model fxvae converted, None for any other model (an autoencoder)."""
     inner = unwrap(model)
     recipe = inner.meta.get(META_KEY) if isinstance(inner, fx.GraphModule) else None
     return recipe if isinstance(recipe, Conversion) else None

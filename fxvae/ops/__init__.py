@@ -1,4 +1,4 @@
-"""Loss kernels; nothing here depends on the rest of fxvae."""
+"""Loss kernels; nothing here depends on the rest of fxvae but :mod:`fxvae.errors` (for :class:`~fxvae.KLError`)."""
 
 from __future__ import annotations
 

@@ -7,15 +7,18 @@
   samples, latent, reconstruction, downstream use); :mod:`fxvae.study.labels`: the labels those downstream uses read;
 - :mod:`fxvae.study.samples`: the data as indexable samples (the same batches for every start);
 - :mod:`fxvae.study.ledger`: ``metrics.jsonl``, written as it happens and read back;
-- :mod:`fxvae.study.comparison`: the result, its table and verdict; :mod:`fxvae.study.plots`: its pictures;
+- :mod:`fxvae.study.comparison`: the result, :class:`Comparison`: what it measured (:mod:`fxvae.study.records`)
+  and what it says: the report (:mod:`fxvae.study.report`), which VAE start (:mod:`fxvae.study.verdict`), the AE
+  against its VAEs (:mod:`fxvae.study.ae_vs_vae`) and the pictures (:mod:`fxvae.study.plots`);
 - :mod:`fxvae.study.options`: the options, shared with the command line.
 """
 
 from __future__ import annotations
 
-from fxvae.study.comparison import Comparison, Point, RunRecord
+from fxvae.study.comparison import Comparison
 from fxvae.study.ledger import read
 from fxvae.study.options import CompareOptions
+from fxvae.study.records import Point, RunRecord
 from fxvae.study.samples import Samples
 
 __all__ = ["CompareOptions", "Comparison", "Point", "RunRecord", "Samples", "read"]

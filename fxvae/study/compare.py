@@ -41,11 +41,12 @@ from fxvae.progress import bar
 from fxvae.recipe import conversion
 from fxvae.study import ledger
 from fxvae.study.axes import FinalAxes
-from fxvae.study.comparison import Comparison, objective_of
+from fxvae.study.comparison import Comparison
 from fxvae.study.labels import Labels, index_of, indexed, label_values
 from fxvae.study.ledger import rounded
 from fxvae.study.loop import Run, batch_order, is_gaussian, load_checkpoint, save_checkpoint, start_run
 from fxvae.study.options import CompareOptions, DensityKind, Latent, Optimizer, Schedule, StartName
+from fxvae.study.records import objective_of
 from fxvae.study.samples import Samples
 from fxvae.study.starts import begin
 from fxvae.surgery.split import decoder_conditions, sample, split
@@ -60,6 +61,8 @@ REPORT_SECONDS = 10.0
 starts, matplotlib imported) on one shared CPU core."""
 MODELS = "models"
 """The folder under ``out`` that holds each run's final model."""
+OPTION_NAMES = tuple(f.name for f in dataclasses.fields(CompareOptions))
+"""The keywords of :func:`compare` that :class:`CompareOptions` holds (the others say what to compare and where)."""
 
 
 def compare(
@@ -67,6 +70,7 @@ def compare(
     train: Any,
     test: Any = None,
     *,
+    options: CompareOptions | None = None,
     starts: tuple[StartName, ...] | None = None,
     epochs: int = 20,
     latent: Latent = "gaussian",
@@ -170,39 +174,23 @@ def compare(
     ['ae', 'scratch', 'warm', 'calibrated']
     >>> len(result.run("warm", 0).points)  # epoch 0, 1, 2
     3
+
+    ``options`` holds the choices from ``starts`` to ``density`` as one :class:`fxvae.study.CompareOptions`, the
+    object the command line builds, to keep or vary between calls. With ``options``, those keywords stay at
+    their defaults: one given beside it is refused rather than silently laid over it (a keyword at its default
+    cannot be told from one left out). Vary the options with ``dataclasses.replace(options, seeds=3)``.
+
+    >>> options = fxvae.study.CompareOptions(epochs=2, k=2, final_k=4)
+    >>> fxvae.compare(ae, torch.randn(200, 64), options=options, seeds=3)
+    Traceback (most recent call last):
+    fxvae.errors.InputError: compare got options= and seeds=3 beside it: ...
     """
-    options = CompareOptions(
-        starts=starts,
-        epochs=epochs,
-        latent=latent,
-        codebook_size=codebook_size,
-        levels=levels,
-        likelihood=likelihood,
-        sigma=sigma,
-        beta=beta,
-        kl_warmup=kl_warmup,
-        free_bits=free_bits,
-        optimizer=optimizer,
-        lr=lr,
-        schedule=schedule,
-        lr_warmup=lr_warmup,
-        log_sigma_lr=log_sigma_lr,
-        batch_size=batch_size,
-        holdout=holdout,
-        seeds=seeds,
-        k=k,
-        final_k=final_k,
-        max_minutes=max_minutes,
-        shown=shown,
-        bottleneck=bottleneck,
-        image_shape=image_shape,
-        density=density,
-    )
+    given = locals()  # the parameters by name, before any other name is bound: CompareOptions' fields among them
     return run_comparison(
         ae,
         train,
         test,
-        options,
+        _options(options, {name: given[name] for name in OPTION_NAMES}),
         labels=labels,
         anomaly_labels=anomaly_labels,
         features=features,
@@ -214,6 +202,27 @@ def compare(
         resume=resume,
         progress=progress,
     )
+
+
+def _options(options: CompareOptions | None, keywords: dict[str, Any]) -> CompareOptions:
+    """``options``, or the keywords as options: never both, where a keyword differs from its default."""
+    if options is None:
+        return CompareOptions(**keywords)
+    if not isinstance(options, CompareOptions):
+        raise InputError(f"options={options!r} must be a fxvae.study.CompareOptions")
+    defaults = {f.name: f.default for f in dataclasses.fields(CompareOptions)}
+    given = {
+        name: value
+        for name, value in keywords.items()
+        if (tuple(value) if isinstance(value, list) else value) != defaults[name]
+    }
+    if given:
+        listed = ", ".join(f"{name}={value!r}" for name, value in given.items())
+        raise InputError(
+            f"compare got options= and {listed} beside it: pass them in the options, "
+            f"dataclasses.replace(options, {listed}), or drop options="
+        )
+    return options
 
 
 def run_comparison(
@@ -250,7 +259,10 @@ def run_comparison(
         with held:
             _check_axes_inputs(options, labels=labels, anomaly_labels=anomaly_labels, features=features)
             data = _Data(train, test, ae_train, labels, anomaly_labels, features)
-            study = _Study(ae, data, options, scratch, device, out, resume, progress and rank == 0, rank, world)
+            session = _Session(
+                device=device, out=out, resume=resume, show=progress and rank == 0, rank=rank, world=world
+            )
+            study = _Study(ae, data, options, scratch, session)
             if rank == 0:
                 for warning in study.warnings:
                     warnings.warn(warning, UserWarning, stacklevel=3)
@@ -281,6 +293,20 @@ class _Data:
     labels: Any = None
     anomaly_labels: Any = None
     features: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Session:
+    """Where and how this process runs the comparison: its device (None: the AE's), the folder it writes (rank 0
+    alone), whether it resumes the comparison there, whether it shows progress, and its rank among ``world``
+    processes (torchrun)."""
+
+    device: str | torch.device | None
+    out: str | os.PathLike[str] | None
+    resume: bool
+    show: bool
+    rank: int
+    world: int
 
 
 @contextlib.contextmanager
@@ -338,16 +364,11 @@ class _Study:
         data: _Data,
         options: CompareOptions,
         scratch: Callable[[], nn.Module] | None,
-        device: str | torch.device | None,
-        out: str | os.PathLike[str] | None,
-        resume: bool,
-        shown: bool,
-        rank: int,
-        world: int,
+        session: _Session,
     ) -> None:
         self.ae, self.options, self.scratch = ae, options, scratch
-        self.rank, self.world, self.show = rank, world, shown
-        self.device = torch.device(device) if device is not None else first_tensor(ae).device
+        self.rank, self.world, self.show = session.rank, session.world, session.show
+        self.device = torch.device(session.device) if session.device is not None else first_tensor(ae).device
         self.warnings: list[str] = []
         # A Dataset may draw at random as it reads (augmentation): the set-up reads under its own seed.
         with _seeded(self.device, "set-up"):
@@ -362,11 +383,11 @@ class _Study:
             self.likelihood = self._likelihood()
             self.axes = FinalAxes(self, data.features) if options.latent == "gaussian" else None
         self.measure_seconds: dict[tuple[str, int], float] = {}
-        self.out = Path(out) if out is not None else None
+        self.out = Path(session.out) if session.out is not None else None
         self.records: list[dict[str, Any]] = []
         self.ledger: ledger.Ledger | None = None
-        self.resume = resume
-        self.steps_per_epoch = sum(len(b) >= world for b in batch_order(len(self.train), options.batch_size, 0, 1))
+        self.resume = session.resume
+        self.steps_per_epoch = sum(len(b) >= self.world for b in batch_order(len(self.train), options.batch_size, 0, 1))
         self.began = _clock()
 
     # --- set-up ---------------------------------------------------------------------------------------

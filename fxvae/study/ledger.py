@@ -21,7 +21,8 @@ import torch
 
 from fxvae.errors import InputError
 from fxvae.measure.evaluation import Evaluation
-from fxvae.study.comparison import Axes, Comparison, Point, RunRecord
+from fxvae.study.comparison import Comparison
+from fxvae.study.records import Axes, Point, RunRecord
 
 DECIMALS = 4
 """Decimals of the pictures' values in the records (far below what a picture shows)."""

@@ -1,5 +1,7 @@
 """The report's pictures: held-out curves per start with the seeds' spread, reconstructions of fixed held-out
-samples, prior samples, and the KL per latent dimension. matplotlib is imported here and only here.
+samples, prior samples, and the KL per latent dimension. In the study, matplotlib is imported here and only here,
+inside the functions that draw, so that importing this module (or ``fxvae``) does not import it; the one other
+place in fxvae that draws is the command line's ``fxvae inspect --plot``.
 
 A sample is drawn by its shape: (C, H, W) with 1 or 3 channels and (H, W) as images, (L,) and (C, L) with
 a few long channels as signals (a line per channel), anything else as a heat map; ``image_shape`` views
@@ -31,8 +33,11 @@ from typing import Any
 import torch
 
 from fxvae.errors import InputError
-from fxvae.study.comparison import AE_VS_VAE_FIGURES, NEAR_NATS, Comparison, Point
+from fxvae.study.records import NEAR_NATS, Point, Records
 
+AE_VS_VAE_FIGURES = ("ae_vs_vae_samples.png", "ae_vs_vae_interpolation.png")
+"""The pictures of the report's AE-vs-VAE section (:func:`plot_all` writes them; :mod:`fxvae.study.report` shows
+them in that section)."""
 _KL_BARS = 64
 """Latent dimensions shown in the KL picture (the largest first)."""
 _KL_TICKS = 32
@@ -58,7 +63,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_all(comparison: Comparison, directory: Path) -> list[Path]:
+def plot_all(comparison: Records, directory: Path) -> list[Path]:
     """Every picture that the comparison's records allow, written to ``directory``; their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     written = [_save(curves_figure(comparison), directory / "curves.png")]
@@ -83,7 +88,7 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def _colours(comparison: Comparison) -> dict[str, Any]:
+def _colours(comparison: Records) -> dict[str, Any]:
     palette = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
     return {start: palette[i % len(palette)] for i, start in enumerate(comparison.starts)}
 
@@ -195,7 +200,7 @@ def robust_range(curves: Sequence[Sequence[float]], keep: Sequence[float] = ()) 
     )
 
 
-def curves_figure(comparison: Comparison) -> Any:
+def curves_figure(comparison: Records) -> Any:
     """Held-out curves per start: the ranked measure (left) and the reconstruction term, or a discrete latent's
     codebook perplexity (right); a line per start (the mean over seeds), the seeds' range shaded, and the
     y-axis cut by :func:`robust_range` (said in the panel's title)."""
@@ -325,7 +330,7 @@ def _draw(ax: Any, sample: torch.Tensor, kind: str, limits: tuple[float, float])
         ax.set_yticks([])
 
 
-def grid_figure(comparison: Comparison, what: str) -> Any:
+def grid_figure(comparison: Records, what: str) -> Any:
     """``what``: "reconstructions" or "samples". Rows: the held-out samples (for reconstructions), then each
     start's first seed; columns: samples. The title says what was drawn (a prior samples' grid: from which prior)."""
     plt = _pyplot()
@@ -368,7 +373,7 @@ def grid_figure(comparison: Comparison, what: str) -> Any:
     return fig
 
 
-def _prior(comparison: Comparison) -> str:
+def _prior(comparison: Records) -> str:
     """The prior the samples' grid draws from, as its title says it."""
     has_ae = any(r.samples for r in comparison.of("ae"))
     if comparison.discrete:
@@ -380,7 +385,7 @@ def _prior(comparison: Comparison) -> str:
     return "z ~ N(0, I)" + (" (the AE row: its decoder on the same prior)" if has_ae else "")
 
 
-def kl_order(comparison: Comparison) -> tuple[str, list[int]] | None:
+def kl_order(comparison: Records) -> tuple[str, list[int]] | None:
     """The start whose KL per dimension orders the KL picture, and its dimensions, largest KL first (at most
     :data:`_KL_BARS`). Every start draws dimension d at the same place. The first start converted from the AE
     orders them (warm and calibrated share the AE's latent units; scratch's units have no relation to them);
@@ -393,7 +398,7 @@ def kl_order(comparison: Comparison) -> tuple[str, list[int]] | None:
     return start, sorted(range(len(per_dim)), key=lambda d: (-per_dim[d], d))[:_KL_BARS]
 
 
-def _kl_per_dim(comparison: Comparison) -> dict[str, list[float]]:
+def _kl_per_dim(comparison: Records) -> dict[str, list[float]]:
     """Per start with a final KL per dimension: its mean over the seeds."""
     kls = {}
     for start in comparison.starts:
@@ -403,7 +408,7 @@ def _kl_per_dim(comparison: Comparison) -> dict[str, list[float]]:
     return kls
 
 
-def kl_figure(comparison: Comparison) -> Any:
+def kl_figure(comparison: Records) -> Any:
     """Bars of the final KL per latent dimension, a group per dimension with a bar per start (see :func:`kl_order`)."""
     plt = _pyplot()
     from matplotlib.ticker import FixedLocator
@@ -447,24 +452,24 @@ _STRIPS = 2
 """Interpolation strips shown per model."""
 
 
-def _first_pictures(comparison: Comparison, start: str) -> dict[str, Any]:
+def _first_pictures(comparison: Records, start: str) -> dict[str, Any]:
     """The AE-vs-VAE pictures of ``start``'s first seed that recorded them ({} where none did)."""
     return next((r.pictures for r in comparison.of(start) if r.pictures), {})
 
 
-def _sources(comparison: Comparison) -> list[str]:
+def _sources(comparison: Records) -> list[str]:
     """What the models sample from, in the picture's column order: the prior, then each density kind."""
     kinds = {k for s in comparison.starts for k in (_first_pictures(comparison, s).get("samples") or {})}
     return sorted(kinds, key=lambda k: (k != "prior", k != "gaussian", k))
 
 
-def _strips(comparison: Comparison) -> dict[str, list[Any]]:
+def _strips(comparison: Records) -> dict[str, list[Any]]:
     """Per start with interpolation strips: its first :data:`_STRIPS` strips."""
     found = {s: (_first_pictures(comparison, s).get("interpolation") or [])[:_STRIPS] for s in comparison.starts}
     return {s: strips for s, strips in found.items() if strips}
 
 
-def _layout(comparison: Comparison, values: Sequence[torch.Tensor]) -> tuple[str, tuple[float, float], Any]:
+def _layout(comparison: Records, values: Sequence[torch.Tensor]) -> tuple[str, tuple[float, float], Any]:
     """How the pictures' samples are drawn (see :func:`_kind`), their shared value range (the shown held-out
     samples' where recorded) and the image shape to view them with."""
     image_shape = comparison.config.get("options", {}).get("image_shape")
@@ -525,16 +530,16 @@ def _strip(ax: Any, samples: torch.Tensor, kind: str, limits: tuple[float, float
     return [i * (width + 1) + (width - 1) / 2 for i in range(len(tiles))]
 
 
-def sources_figure(comparison: Comparison) -> Any:
+def sources_figure(comparison: Records) -> Any:
     """Each model's samples side by side: a row per start, a column per source (its prior N(0, I), then each
     density fitted to its training codes), up to :data:`_PER_SOURCE` samples in each cell. Each cell's axes is
     labelled ``"start|source"`` (``Axes.get_label()``) for a reader of the figure.
 
-    >>> from fxvae.study.comparison import RunRecord
+    >>> from fxvae.study.records import RunRecord
     >>> drawn = {"prior": [[0.0, 1.0, 2.0, 3.0]] * 2, "gmm": [[3.0, 2.0, 1.0, 0.0]] * 2}
     >>> runs = [RunRecord("ae", 0, pictures={"samples": {"gmm": drawn["gmm"]}}),
     ...         RunRecord("warm", 0, pictures={"samples": drawn})]
-    >>> fig = sources_figure(Comparison({}, runs))
+    >>> fig = sources_figure(Records({}, runs))
     >>> [ax.get_label() for ax in fig.axes if ax.get_label()]
     ['ae|gmm', 'warm|prior', 'warm|gmm']
     """
@@ -581,14 +586,14 @@ def sources_figure(comparison: Comparison) -> Any:
     return fig
 
 
-def interpolation_figure(comparison: Comparison) -> Any:
+def interpolation_figure(comparison: Records) -> Any:
     """Interpolation strips: per start, up to :data:`_STRIPS` straight lines between two held-out codes, decoded
     at evenly spaced points, each line a row (t = 0 at the first code, 1 at the second, under each point). Each
     row's axes is labelled ``"start|line"``.
 
-    >>> from fxvae.study.comparison import RunRecord
+    >>> from fxvae.study.records import RunRecord
     >>> strip = [[t / 4] * 4 for t in range(5)]
-    >>> fig = interpolation_figure(Comparison({}, [RunRecord("warm", 0, pictures={"interpolation": [strip]})]))
+    >>> fig = interpolation_figure(Records({}, [RunRecord("warm", 0, pictures={"interpolation": [strip]})]))
     >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
     ['t = 0', '0.25', '0.5', '0.75', '1']
     """

@@ -31,7 +31,7 @@ import torch.fx as fx
 from torch import nn
 
 from fxvae.analysis.bottleneck import Plan
-from fxvae.analysis.graph import functional_arg, layer_kind, module_path, stored_sources, tensor_shape
+from fxvae.analysis.graph import functional_arg, module_path, stored_layer_kind, stored_sources, tensor_shape
 from fxvae.analysis.operators import (
     BIAS_ARG,
     CONV_ARG_NAMES,
@@ -42,7 +42,6 @@ from fxvae.analysis.operators import (
 )
 from fxvae.errors import FxvaeError, RewriteError
 from fxvae.latents.gaussian import FunctionalHead, Reparameterize
-from fxvae.latents.quantize import Quantizer
 from fxvae.modules import is_buffer, place, remove, resolve
 
 MU_HEAD, LOG_SIGMA_HEAD, REPARAMETERIZE, QUANTIZE = "mu_head", "log_sigma_head", "reparameterize", "quantize"
@@ -84,14 +83,21 @@ def direct_lookups(gm: fx.GraphModule) -> fx.GraphModule:
 
 
 def rewrite(
-    gm: fx.GraphModule, plan: Plan, *, log_sigma_init: float, device: torch.device, quantizer: Quantizer | None = None
+    gm: fx.GraphModule,
+    plan: Plan,
+    *,
+    log_sigma_init: float,
+    device: torch.device,
+    module: nn.Module | None = None,
+    name: str = "",
 ) -> Inserted:
-    """Turn ``gm`` (in place) into a VAE around ``plan``'s latent, or, given a ``quantizer``, into a model
-    whose latent is quantised; returns what was inserted."""
+    """Turn ``gm`` (in place) into a VAE around ``plan``'s latent, or, given a ``module`` (a quantiser), into a
+    model whose latent is ``module(latent)``, registered as ``name`` (or a free variant); returns what was
+    inserted."""
     try:
-        if quantizer is not None:
-            name = free_name(gm, QUANTIZE)
-            insert_at_latent(gm, plan.latent, [], quantizer, name)
+        if module is not None:
+            name = free_name(gm, name)
+            insert_at_latent(gm, plan.latent, [], module, name)
             gm.graph.lint()
             direct_lookups(gm)
             return Inserted(None, None, name, {})
@@ -200,7 +206,7 @@ def log_sigma_head(
 ) -> tuple[nn.Module, tuple[Any, ...]]:
     """A new layer with weight 0 and bias ``log_sigma_init``, and the graph values it reads."""
     if plan.layer is not None:
-        kind = layer_kind(gm, plan.layer)
+        kind = stored_layer_kind(gm, plan.layer)
         head = _same_kind_layer(gm, plan.layer, kind)
         args = plan.layer.args[:1] if plan.layer.op == "call_function" else plan.layer.args
     else:
