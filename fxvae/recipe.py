@@ -139,7 +139,7 @@ class CalibrationInfo:
 class QuantizerInfo:
     """What a discrete conversion put at the latent (``Conversion.quantizer``) and what it cost at step 0.
 
-    >>> vq, loss = fxvae.convert(ae, x, latent="vq", codebook_size=16, calibration=torch.randn(256, 64))
+    >>> vq, loss = fxvae.convert(ae, x, latent=fxvae.VQ(codebook_size=16), calibration=torch.randn(256, 64))
     >>> info = fxvae.conversion(vq).quantizer
     >>> info.family, info.module, info.rate_bits, info.code_shape, info.samples
     ('vq', 'quantize', 4.0, (), 256)
@@ -239,7 +239,7 @@ class Conversion:
     def head_kind(self) -> HeadKind:
         """How the log-sigma head was made (``"layer"`` or ``"pointwise"``); a discrete latent has no head.
 
-        >>> vq, _ = fxvae.convert(ae, x, latent="fsq", levels=(5, 5, 5))
+        >>> vq, _ = fxvae.convert(ae, x, latent=fxvae.FSQ(levels=(5, 5, 5)))
         >>> fxvae.conversion(vq).head_kind  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         fxvae.errors.InputError: head_kind describes a Gaussian VAE's log-sigma head, and this conversion ...

@@ -39,6 +39,7 @@ class IdentityFamily(Family):
     kind = "identity"
     estimator = "point"
     starts = ("warm",)
+    what = "an identity latent"
 
     def insert(
         self, site: LatentSite, config: LatentConfig, calibration: Batches | None

@@ -63,11 +63,17 @@ def conversion_options(*names: str) -> Callable[[Callable[..., Any]], Callable[.
                 given = {f.name: kwargs.pop(f.name) for _, f in family_fields}
                 for config, f in family_fields:
                     if config is not family and given[f.name] != f.default:
-                        raise fxvae.InputError(
+                        raise click.UsageError(
                             f"--{f.name.replace('_', '-')} applies to --latent {config.family}, and this conversion "
                             f"makes --latent {family.family}: leave it out"
                         )
-                chosen["latent"] = family(**{f.name: given[f.name] for f in dataclasses.fields(family)})
+                try:
+                    chosen["latent"] = family(**{f.name: given[f.name] for f in dataclasses.fields(family)})
+                except fxvae.InputError as err:
+                    message = str(err)
+                    for f in dataclasses.fields(family):
+                        message = message.replace(f"{f.name}=", f"--{f.name.replace('_', '-')} ")
+                    raise click.UsageError(message) from err
             return command(options=fxvae.Options(**chosen), **kwargs)
 
         hints = typing.get_type_hints(fxvae.Options)
@@ -228,3 +234,9 @@ def _field_option(field: dataclasses.Field[Any], hint: Any) -> Callable[[Callabl
         else kind.name.upper(),
         help=field.metadata["help"],
     )
+
+
+def _metavar(kind: click.ParamType) -> str | None:
+    if isinstance(kind, click.Choice):
+        return None
+    return kind.name if isinstance(kind, _Words) else kind.name.upper()

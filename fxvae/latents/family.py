@@ -69,7 +69,9 @@ class Family(ABC):
     """What :func:`fxvae.evaluate` calls a model of the family in its table (``"vae"``, ``"vq"``...)."""
     estimator: ClassVar[Estimator]
     starts: ClassVar[tuple[str, ...]]
-    """The starts ``fxvae.compare`` can train beside the AE (the first ones are its default)."""
+    """The starts ``fxvae.compare`` can train beside the AE (:data:`fxvae.study.options.StartName`)."""
+    what: ClassVar[str]
+    """The latent in a few words, for messages: ``"a Gaussian latent"``."""
 
     @property
     def name(self) -> str:
@@ -110,9 +112,6 @@ class Family(ABC):
         return config, False
 
     def restart(self, name: str, vae: fx.GraphModule, seed: int) -> None:
-        """What the study's start ``name`` changes in a fresh conversion before training (nothing, by default)."""
+        """What the study's start ``name`` changes in a fresh conversion before training, drawing under ``seed``
+        (nothing, by default)."""
         return None
-
-    def describe(self, config: LatentConfig) -> str:
-        """One line for reports: what the latent is and what the loss adds."""
-        return f"latent {self.name}"

@@ -138,14 +138,15 @@ def reparameterize_of(vae: nn.Module, what: str = "fxvae.posterior") -> Reparame
     """The reparameterisation of a Gaussian VAE; ``what`` names the call that needs it, for another latent."""
     recipe = conversion(vae)
     if recipe.reparameterize is None:
-        raise FxvaeError(
-            f"{what} needs a Gaussian latent, and {type(vae).__name__} has latent={recipe.options.latent.family!r}"
-            + (
-                ": fxvae.quantized(model) gives the latest forward's codes and codebook use, fxvae.tokenize(model, x) "
-                "the codes of inputs, fxvae.detokenize(model, codes) their decoding"
-                if recipe.quantizer is not None
-                else ""
+        if recipe.quantizer is not None:
+            raise FxvaeError(
+                f"{what} needs a Gaussian latent, and {type(vae).__name__} has a discrete one (latent="
+                f"{recipe.quantizer.family!r}): fxvae.quantized(model) gives the latest forward's codes and codebook "
+                "use, fxvae.tokenize(model, x) the codes of inputs, fxvae.detokenize(model, codes) their decoding"
             )
+        raise FxvaeError(
+            f"{what} needs a Gaussian latent, and {type(vae).__name__} has latent={recipe.options.latent.family!r}: "
+            "convert with latent=fxvae.Gaussian(...) for a posterior"
         )
     return inserted(vae, recipe.reparameterize, Reparameterize)
 

@@ -20,14 +20,15 @@ class GaussianFamily(Family):
     """z = mu + exp(log sigma) * eps: the AE's bottleneck layer as the mu head, a zero log-sigma head beside it.
 
     >>> from fxvae.latents.registry import family_of
-    >>> family_of(fxvae.Gaussian()).describe(fxvae.Gaussian(log_sigma_init=-1.0))
-    'latent gaussian: diagonal posterior, log sigma starting at -1.0; loss = reconstruction + KL to N(0, I)'
+    >>> family_of(fxvae.Gaussian()).start("calibrated", fxvae.Gaussian())
+    (Gaussian(log_sigma_init='auto', standardize='auto', head_kind='auto'), True)
     """
 
     config = Gaussian
     kind = "vae"
     estimator = "posterior"
     starts = ("scratch", "warm", "calibrated")
+    what = "a Gaussian latent"
 
     def check(self, config: Gaussian, calibration: Batches | None) -> None:  # type: ignore[override]
         if config.log_sigma_init == "auto" and calibration is None:
@@ -75,9 +76,3 @@ class GaussianFamily(Family):
         if name == "calibrated":
             return dataclasses.replace(config, log_sigma_init="auto"), True
         return config, False
-
-    def describe(self, config: Gaussian) -> str:  # type: ignore[override]
-        return (
-            f"latent gaussian: diagonal posterior, log sigma starting at {config.log_sigma_init}; "
-            "loss = reconstruction + KL to N(0, I)"
-        )

@@ -466,7 +466,7 @@ class QuantizerLoss(nn.Module):
     gradient; FSQ: 0. It reads the quantiser's latest forward and does not own it, as
     :class:`fxvae.KLDivergence` reads the reparameterisation.
 
-    >>> vq, loss = fxvae.convert(ae, x, latent="vq", codebook_size=8, calibration=torch.randn(64, 64))
+    >>> vq, loss = fxvae.convert(ae, x, latent=fxvae.VQ(codebook_size=8), calibration=torch.randn(64, 64))
     >>> total = F.mse_loss(vq.train()(x), x) + loss()
     >>> loss.source.quantized().codes.shape
     torch.Size([16])
@@ -486,7 +486,8 @@ def quantizer_of(vae: nn.Module, what: str) -> Quantizer:
     if recipe.quantizer is None:
         raise FxvaeError(
             f"{what} needs a discrete latent, and {type(vae).__name__} has latent={recipe.options.latent.family!r}: "
-            "convert with latent=fxvae.VQ(...) or fxvae.FSQ(...) (fxvae.posterior reads a Gaussian VAE's latent)"
+            "convert with latent='vq' or latent='fsq' (fxvae.VQ(...), fxvae.FSQ(...); fxvae.posterior reads a "
+            "Gaussian VAE's latent)"
         )
     return inserted(vae, recipe.quantizer.module, Quantizer)
 

@@ -22,9 +22,6 @@ from fxvae.recipe import Conversion, QuantizerInfo, conversion, record
 from fxvae.surgery.rewrite import QUANTIZE, Inserted
 from fxvae.surgery.split import decoder_conditions, split
 
-_RESET_SEED = 7919
-"""Offsets the study's seed for a quantiser's reset, so that it draws apart from the model's own initialisation."""
-
 
 class _QuantizerFamily(Family):
     """What VQ and FSQ share: a quantiser at the latent, each code the latent's feature vector at one position."""
@@ -32,6 +29,7 @@ class _QuantizerFamily(Family):
     kind: str
     estimator = "codes"
     starts = ("scratch", "warm", "random")
+    what = "a discrete latent (latent='vq' or 'fsq')"
 
     def quantizer(self, site: LatentSite, config: Any) -> Quantizer:
         """The quantiser for the latent, with its starting values: the structure, before any data."""
@@ -90,7 +88,7 @@ class _QuantizerFamily(Family):
     def restart(self, name: str, vae: fx.GraphModule, seed: int) -> None:
         if name != "warm":
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_RESET_SEED + seed)
+                torch.manual_seed(seed)
                 quantizer_of(vae, "a study's start").reset()
 
 
@@ -98,8 +96,8 @@ class VQFamily(_QuantizerFamily):
     """VQ: the nearest of a learned codebook's codes; its codebook starts at the k-means centres of the data's codes.
 
     >>> from fxvae.latents.registry import family_of
-    >>> family_of(fxvae.VQ()).describe(fxvae.VQ(codebook_size=64))
-    "latent vq: 64 codes per position; loss = reconstruction + the quantiser's commitment term (beta 0.25)"
+    >>> family_of(fxvae.VQ()).kind, family_of(fxvae.VQ()).start("random", fxvae.VQ(codebook_size=64))
+    ('vq', (VQ(codebook_size=64, beta=0.25, ema=True, decay=0.99, dead_code_threshold=0.03), True))
     """
 
     config = VQ
@@ -136,19 +134,13 @@ class VQFamily(_QuantizerFamily):
                 "place more centres than it has codes; pass more calibration data or a smaller codebook_size"
             )
 
-    def describe(self, config: VQ) -> str:  # type: ignore[override]
-        return (
-            f"latent vq: {config.codebook_size} codes per position; loss = reconstruction + the quantiser's "
-            f"commitment term (beta {config.beta})"
-        )
-
 
 class FSQFamily(_QuantizerFamily):
     """FSQ: each dimension rounded to a fixed number of levels; its projections and ranges fitted to the data.
 
     >>> from fxvae.latents.registry import family_of
-    >>> family_of("fsq").describe(fxvae.FSQ(levels=(5, 5, 5)))
-    'latent fsq: levels (5, 5, 5), 125 codes per position; loss = reconstruction'
+    >>> family_of("fsq").estimator
+    'codes'
     """
 
     config = FSQ
@@ -161,11 +153,6 @@ class FSQFamily(_QuantizerFamily):
             feature_dim=site.feature_dim,
             dtype=site.dtype,
             device=site.device,
-        )
-
-    def describe(self, config: FSQ) -> str:  # type: ignore[override]
-        return (
-            f"latent fsq: levels {config.levels}, {math.prod(config.levels)} codes per position; loss = reconstruction"
         )
 
 

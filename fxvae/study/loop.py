@@ -304,4 +304,4 @@ def load_checkpoint(run: Run, path: Path) -> bool:
 
 def is_gaussian(run: Run) -> bool:
     """Whether the run's model draws z (a Gaussian VAE): its measurement's cost grows with k."""
-    return run.begun.is_vae and conversion(run.model).quantizer is None
+    return run.begun.is_vae and conversion(run.model).reparameterize is not None
