@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,3 +101,14 @@ def test_a_config_whose_family_is_not_registered_is_refused_naming_the_fix() -> 
 def test_the_built_in_families_are_registered_by_name() -> None:
     assert {"gaussian", "vq", "fsq"} <= set(FAMILIES)
     assert [family_of(name).config.family for name in ("gaussian", "vq", "fsq")] == ["gaussian", "vq", "fsq"]
+
+
+@pytest.mark.parametrize("function", [fxvae.convert, fxvae.convert_checkpoint], ids=["convert", "convert_checkpoint"])
+def test_the_overloads_tell_a_type_checker_the_training_term_from_the_config(function) -> None:
+    terms = {}
+    for overload in typing.get_overloads(function):
+        hints = typing.get_type_hints(overload)
+        configs = {a for a in typing.get_args(hints["latent"]) if isinstance(a, type)}
+        terms[frozenset(configs)] = typing.get_args(hints["return"])[1]
+    assert terms[frozenset({fxvae.Gaussian})] is fxvae.KLDivergence
+    assert terms[frozenset({fxvae.VQ, fxvae.FSQ})] is fxvae.QuantizerLoss

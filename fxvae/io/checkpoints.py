@@ -16,7 +16,7 @@ import re
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 import torch
 import torch.fx as fx
@@ -25,7 +25,9 @@ from torch import nn
 from fxvae.capture.tiers import known_tracers
 from fxvae.convert import convert, rebuild
 from fxvae.errors import CheckpointError, FxvaeError, first_line, strip_ansi
-from fxvae.latents.configs import Gaussian, LatentConfig, Standardize
+from fxvae.latents.configs import FSQ, VQ, Gaussian, LatentConfig, Standardize
+from fxvae.latents.gaussian import KLDivergence
+from fxvae.latents.quantize import QuantizerLoss
 from fxvae.latents.registry import family_of
 from fxvae.modules import owned_copy, resolve
 from fxvae.recipe import CalibrationInfo, Conversion, Likelihood, Options, conversion, record, unwrap
@@ -339,6 +341,53 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
                 notes.append(f"stripped key prefix {prefix!r}")
                 stripped = True
     return state, notes
+
+
+@overload
+def convert_checkpoint(
+    model: ModelSource,
+    checkpoint: str | os.PathLike[str],
+    example_inputs: Any,
+    *,
+    out: str | os.PathLike[str] | None = ...,
+    bottleneck: str | None = ...,
+    latent: Gaussian | Literal["gaussian"] = ...,
+    likelihood: Likelihood = ...,
+    calibration: Any = ...,
+    log_sigma_init: float | Literal["auto"] | None = ...,
+    standardize: Standardize | None = ...,
+) -> tuple[fx.GraphModule, KLDivergence]: ...
+
+
+@overload
+def convert_checkpoint(
+    model: ModelSource,
+    checkpoint: str | os.PathLike[str],
+    example_inputs: Any,
+    *,
+    out: str | os.PathLike[str] | None = ...,
+    bottleneck: str | None = ...,
+    latent: VQ | FSQ | Literal["vq", "fsq"],
+    likelihood: Likelihood = ...,
+    calibration: Any = ...,
+) -> tuple[fx.GraphModule, QuantizerLoss]: ...
+
+
+@overload
+def convert_checkpoint(
+    model: ModelSource,
+    checkpoint: str | os.PathLike[str],
+    example_inputs: Any,
+    *,
+    out: str | os.PathLike[str] | None = ...,
+    bottleneck: str | None = ...,
+    latent: LatentConfig | str = ...,
+    likelihood: Likelihood = ...,
+    calibration: Any = ...,
+    log_sigma_init: float | Literal["auto"] | None = ...,
+    standardize: Standardize | None = ...,
+    options: Options | None = ...,
+) -> tuple[fx.GraphModule, nn.Module]: ...
 
 
 def convert_checkpoint(
