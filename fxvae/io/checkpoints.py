@@ -44,8 +44,10 @@ ALIASES_KEY = "fxvae.aliases"
 FORMAT_KEY = "fxvae.format"
 VERSION_KEY = "fxvae.version"
 TORCH_KEY = "torch.version"
-FORMAT = 2
-"""Version of the file layout; 1 was the first release's (no format key, a flat recipe)."""
+FORMAT = 3
+"""Version of the file layout: 1 was the first release's (no format key, a flat recipe); 2 (release 0.1.0) wrote
+every latent family's options; 3 writes the latent's own family's only (:meth:`fxvae.Options.to_record`), and
+the recipe's ``latent_module``. Every earlier format loads (``tests/fixtures/release-*``)."""
 NESTING_KEYS = ("state_dict", "model_state_dict", "model", "module", "ema", "ema_state_dict")
 """Keys under which training scripts nest the model's state dict, tried in this order."""
 KEY_PREFIXES = ("module.", "_orig_mod.")
