@@ -2,7 +2,7 @@
 
 scikit-learn's two sample photographs (no download) are cut into 32x32 RGB patches (stride 16), a small conv AE
 with a 4x8x8 latent trains on 90% of them for ``--minutes``, and the AE is converted with
-``latent="fsq", levels=(8, 5, 5, 5)`` (4 channels: no projection) with the training patches as calibration data.
+``latent=fxvae.FSQ(levels=(8, 5, 5, 5))`` (4 channels: no projection) with the training patches as calibration data.
 Measured on the held-out patches, in mean squared error of the pixels: the AE, the converted model as
 ``convert`` fits it, and the same model with the quantiser at its start without data (``reset()``). Also shown:
 what each candidate range of the fit (the data's extremes, the range of least quantisation error, no data) costs.
@@ -117,7 +117,7 @@ def main() -> None:
         ae[4].weight.mul_(args.latent_scale)
         ae[4].bias.mul_(args.latent_scale)
         ae[6].weight.div_(args.latent_scale)
-    fsq, _ = fxvae.convert(ae, train_set[:8], latent="fsq", levels=LEVELS, calibration=train_set)
+    fsq, _ = fxvae.convert(ae, train_set[:8], latent=fxvae.FSQ(levels=LEVELS), calibration=train_set)
     info = fxvae.conversion(fsq).quantizer
     quantizer = fsq.get_submodule(info.module)
     kept = {"center": quantizer.center.tolist(), "scale": quantizer.scale.tolist(), "fit": info.fit}

@@ -71,7 +71,8 @@ def step0_mse(pair: Pair, latent: str, args: argparse.Namespace) -> dict[str, fl
     ae, data = trained(pair, args.out / "autoencoders", epochs=args.ae_epochs)
     train, test = fxvae.study.Samples(data).split(HOLDOUT, seed=0)
     example = train.batch(torch.arange(64))
-    model, _ = fxvae.convert(ae, example, calibration=train, likelihood=pair.likelihood, **LATENTS[latent])
+    config = fxvae.study.CompareOptions(**LATENTS[latent]).latent_config()
+    model, _ = fxvae.convert(ae, example, calibration=train, likelihood=pair.likelihood, latent=config)
     info = fxvae.conversion(model).quantizer
     likelihood = fxvae.likelihoods.get(pair.likelihood)
     held_out = test.tensors[0]

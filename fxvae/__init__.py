@@ -19,15 +19,16 @@ from fxvae.errors import (
 )
 from fxvae.io.checkpoints import convert_checkpoint, load, load_ae_state_dict, save
 from fxvae.io.onnx import export_onnx
-from fxvae.latents.gaussian import DiagonalGaussian, KLDivergence, Reparameterize
-from fxvae.latents.quantize import FiniteScalarQuantize, Quantized, QuantizerLoss, VectorQuantize
+from fxvae.latents.configs import FSQ, VQ, Gaussian
+from fxvae.latents.gaussian import DiagonalGaussian, KLDivergence, Reparameterize, posterior
+from fxvae.latents.quantize import FiniteScalarQuantize, Quantized, QuantizerLoss, VectorQuantize, quantized
 from fxvae.latents.tokens import detokenize, split_tokens, tokenize
 from fxvae.measure import likelihoods
 from fxvae.measure.density import Density, fit_density
 from fxvae.measure.evaluation import Estimate, Evaluation, evaluate
 from fxvae.measure.quality import SampleQuality, sample_quality
 from fxvae.ops import kl_divergence
-from fxvae.recipe import CalibrationInfo, Conversion, Options, QuantizerInfo, conversion, posterior, quantized
+from fxvae.recipe import CalibrationInfo, Conversion, Options, QuantizerInfo, conversion
 from fxvae.study.compare import compare
 from fxvae.study.comparison import Comparison
 from fxvae.surgery.calibration import calibrate
@@ -35,6 +36,8 @@ from fxvae.surgery.split import sample, split
 from fxvae.version import VERSION as __version__
 
 __all__ = [
+    "FSQ",
+    "VQ",
     "Bottleneck",
     "BottleneckError",
     "CalibrationInfo",
@@ -48,6 +51,7 @@ __all__ = [
     "Evaluation",
     "FiniteScalarQuantize",
     "FxvaeError",
+    "Gaussian",
     "InputError",
     "KLDivergence",
     "KLError",

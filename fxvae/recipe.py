@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,50 +18,30 @@ from torch import nn
 
 from fxvae.analysis.bottleneck import Bottleneck, HeadKind
 from fxvae.errors import CheckpointError, FxvaeError, InputError
-from fxvae.latents.gaussian import DiagonalGaussian, Reparameterize
-from fxvae.latents.quantize import CodebookUpdate, Family, Quantized, Quantizer, check_levels
+from fxvae.latents.configs import CONFIGS, Gaussian, LatentConfig, config_of
 from fxvae.measure.likelihoods import LikelihoodName
 
 META_KEY = "fxvae"
 ModuleT = typing.TypeVar("ModuleT", bound=nn.Module)
 
-Standardize = Literal["auto", "element", "channel", "whiten"]
-"""How calibration standardises the latent: ``"element"``, a mean and spread per latent element;
-``"channel"``, per channel (features last for linear latents, channels first for conv latents), shared
-over positions; ``"whiten"``, a mean per channel and a ZCA whitening matrix over channels (a rotation too,
-since latent dimensions correlate); ``"auto"``: element for flat latents, channel otherwise."""
 Likelihood = LikelihoodName
-"""What ``log_sigma_init="auto"`` assumes the reconstruction is (:data:`fxvae.likelihoods.LikelihoodName`): the
+"""What ``log_sigma_init="auto"`` assumes the reconstruction is (:data:`fxvae.measure.likelihoods.LikelihoodName`): the
 mean of a Gaussian or a Laplace (their scale is the AE's own error), Bernoulli logits or probabilities."""
-LatentFamily = Literal["gaussian", "vq", "fsq"]
-"""What the latent becomes: ``"gaussian"``, a VAE's posterior; ``"vq"``, the nearest of a learned codebook's
-codes (a VQ-VAE); ``"fsq"``, finite scalar quantisation (docs/discrete.md)."""
+QuantizerFamily = Literal["vq", "fsq"]
 
 
 @dataclass(frozen=True)
 class Options:
-    """The choices that shape a conversion: :func:`convert`'s keyword arguments, the command line's
-    options, and what a saved VAE replays.
+    """The choices that shape a conversion: what :func:`fxvae.convert` was asked for, what a saved VAE replays.
+    ``convert(ae, x, options=fxvae.conversion(vae).options)`` makes the same choices again.
 
-    >>> fxvae.Options(log_sigma_init=-2.0).log_sigma_init
-    -2.0
+    >>> fxvae.Options(latent=fxvae.VQ(codebook_size=64)).latent.codebook_size
+    64
     """
 
     bottleneck: str | None = field(
         default=None,
         metadata={"help": "Force the bottleneck: an fx node name or a module path (inspect lists candidates)."},
-    )
-    log_sigma_init: float | Literal["auto"] = field(
-        default=0.0,
-        metadata={
-            "help": "Initial log sigma, the log-sigma head's bias: 0 starts at the prior's scale; a negative "
-            "value keeps training-mode samples close to the AE's latent; 'auto' (with calibration data) sets "
-            "each dimension from the decoder's sensitivity."
-        },
-    )
-    standardize: Standardize = field(
-        default="auto",
-        metadata={"help": "With calibration data: standardise the latent per element, channel, or whiten it."},
     )
     likelihood: Likelihood = field(
         default="gaussian",
@@ -72,37 +51,9 @@ class Options:
             "ending in a sigmoid)."
         },
     )
-    latent: LatentFamily = field(
-        default="gaussian",
-        metadata={
-            "help": "What the latent becomes: gaussian (a VAE), vq (a VQ-VAE; needs calibration data for its "
-            "k-means codebook) or fsq (finite scalar quantisation)."
-        },
-    )
-    codebook_size: int = field(
-        default=512, metadata={"help": "VQ: the number of codes K, log2 K bits per position of the latent."}
-    )
-    levels: tuple[int, ...] = field(
-        default=(8, 5, 5, 5),
-        metadata={
-            "help": "FSQ: levels per dimension, comma-separated; projections are inserted where the latent's "
-            "width per position differs from their count."
-        },
-    )
-    commitment: float = field(
-        default=0.25, metadata={"help": "VQ: beta, the weight of the commitment term ||z - sg(z_q)||^2."}
-    )
-    codebook_update: CodebookUpdate = field(
-        default="ema",
-        metadata={"help": "VQ: the codebook learns by moving averages of its codes (ema) or by gradient."},
-    )
-    ema_decay: float = field(default=0.99, metadata={"help": "VQ: the decay of the codebook's moving averages."})
-    dead_code_threshold: float = field(
-        default=0.03,
-        metadata={
-            "help": "VQ: a code used less than this fraction of the average code's use restarts at an encoder "
-            "output (0: never)."
-        },
+    latent: LatentConfig = field(
+        default=Gaussian(),
+        metadata={"help": "What the latent becomes, with its own choices: fxvae.Gaussian, fxvae.VQ or fxvae.FSQ."},
     )
 
     def __post_init__(self) -> None:
@@ -111,51 +62,54 @@ class Options:
                 f"bottleneck={self.bottleneck!r} must be a node name or module path (a string); "
                 "fxvae.find_bottleneck lists the candidates"
             )
-        start = self.log_sigma_init
-        if start != "auto" and not (isinstance(start, (int, float)) and math.isfinite(start)):
-            raise InputError(f"log_sigma_init={start!r} must be a finite number or 'auto'")
-        for name, kind in (
-            ("standardize", Standardize),
-            ("likelihood", Likelihood),
-            ("latent", LatentFamily),
-            ("codebook_update", CodebookUpdate),
-        ):
-            if getattr(self, name) not in typing.get_args(kind):
-                raise InputError(f"{name}={getattr(self, name)!r} must be one of {typing.get_args(kind)}")
-        # JSON and command lines give lists: the recipe holds a tuple.
-        object.__setattr__(self, "levels", check_levels(self.levels))
-        size = self.codebook_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 2:
-            raise InputError(f"codebook_size={size!r} must be an integer of at least 2")
-        for name, (fits, expected) in _RANGES.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not fits(value):
-                raise InputError(f"{name}={value!r} must be {expected}")
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        for name, family in _ONLY_FOR.items():
-            if self.latent != family and getattr(self, name) != defaults[name]:
-                raise InputError(
-                    f"{name}={getattr(self, name)!r} applies to latent={family!r} only, and this conversion makes "
-                    f"latent={self.latent!r}: leave {name} out"
-                )
+        if self.likelihood not in typing.get_args(Likelihood):
+            raise InputError(f"likelihood={self.likelihood!r} must be one of {typing.get_args(Likelihood)}")
+        object.__setattr__(self, "latent", config_of(self.latent))
+
+    def to_record(self) -> dict[str, typing.Any]:
+        """The options as a saved recipe holds them: flat, the latent by its family's name beside its fields."""
+        return {
+            "bottleneck": self.bottleneck,
+            "likelihood": self.likelihood,
+            "latent": self.latent.family,
+            **self.latent.to_record(),
+        }
+
+    @classmethod
+    def from_record(cls, value: typing.Any, where: str) -> Options:
+        """The options :meth:`to_record` wrote, or a file's of an earlier format, where every family's fields
+        were written: another family's field is accepted at its default only."""
+        if not isinstance(value, dict):
+            raise CheckpointError(f"the recipe's field {where} is {_shown(value)}, where a record belongs")
+        family = value.get("latent", "gaussian")
+        if family not in CONFIGS:
+            raise CheckpointError(
+                f"the recipe's field {where}.latent is {_shown(family)}, where one of {list(CONFIGS)} belongs"
+            )
+        config = CONFIGS[family]
+        own = {name: value[name] for name in config.record_fields() if name in value}
+        others = {
+            name: v
+            for name, v in value.items()
+            if name not in own and name not in ("bottleneck", "likelihood", "latent")
+        }
+        defaults = {k: v for c in CONFIGS.values() if c is not config for k, v in c().to_record().items()}
+        wrong = sorted(name for name, v in others.items() if name not in defaults or _as_saved(defaults[name]) != v)
+        if wrong:
+            raise CheckpointError(f"the recipe's {where} has fields {wrong} that latent={family!r} does not take")
+        try:
+            return cls(
+                bottleneck=_decode(str | None, value.get("bottleneck"), f"{where}.bottleneck"),
+                likelihood=_decode(Likelihood, value.get("likelihood", "gaussian"), f"{where}.likelihood"),
+                latent=config.from_record(own),
+            )
+        except InputError as err:
+            raise CheckpointError(f"the recipe's {where} holds a value fxvae refuses: {err}") from err
 
 
-_ONLY_FOR = {
-    "log_sigma_init": "gaussian",
-    "standardize": "gaussian",
-    "codebook_size": "vq",
-    "commitment": "vq",
-    "codebook_update": "vq",
-    "ema_decay": "vq",
-    "dead_code_threshold": "vq",
-    "levels": "fsq",
-}
-"""The options that shape one latent family only: set for another, they are refused."""
-_RANGES: dict[str, tuple[typing.Callable[[float], bool], str]] = {
-    "commitment": (lambda v: 0 <= v < math.inf, "a finite number of at least 0"),
-    "ema_decay": (lambda v: 0 < v < 1, "a number between 0 and 1 (both excluded)"),
-    "dead_code_threshold": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-}
+def _as_saved(value: typing.Any) -> typing.Any:
+    """A value as JSON gives it back (tuples as lists)."""
+    return json.loads(json.dumps(value))
 
 
 @dataclass(frozen=True)
@@ -185,7 +139,7 @@ class CalibrationInfo:
 class QuantizerInfo:
     """What a discrete conversion put at the latent (``Conversion.quantizer``) and what it cost at step 0.
 
-    >>> vq, loss = fxvae.convert(ae, x, latent="vq", codebook_size=16, calibration=torch.randn(256, 64))
+    >>> vq, loss = fxvae.convert(ae, x, latent=fxvae.VQ(codebook_size=16), calibration=torch.randn(256, 64))
     >>> info = fxvae.conversion(vq).quantizer
     >>> info.family, info.module, info.rate_bits, info.code_shape, info.samples
     ('vq', 'quantize', 4.0, (), 256)
@@ -193,7 +147,7 @@ class QuantizerInfo:
     True
     """
 
-    family: Family
+    family: QuantizerFamily
     module: str
     """The quantiser's name in the model (:class:`fxvae.VectorQuantize` or :class:`fxvae.FiniteScalarQuantize`)."""
     codebook_size: int
@@ -263,15 +217,19 @@ class Conversion:
     """How the latent was standardised with the user's data (see :func:`fxvae.calibrate`), if it was."""
     quantizer: QuantizerInfo | None = None
     """The quantiser at a discrete latent (``latent="vq"`` or ``"fsq"``); None for a Gaussian one."""
-
-    @property
-    def latent_module(self) -> str:
-        """The module the rewrite inserted at the latent: the reparameterisation, or the quantiser."""
-        return self.quantizer.module if self.quantizer is not None else str(self.reparameterize)
+    latent_module: str = ""
+    """The module the rewrite inserted at the latent: the reparameterisation, the quantiser, another family's."""
 
     @property
     def log_sigma_init(self) -> float | Literal["auto"]:
-        return self.options.log_sigma_init
+        """The Gaussian latent's log-sigma start (:attr:`fxvae.Gaussian.log_sigma_init`)."""
+        latent = self.options.latent
+        if not isinstance(latent, Gaussian):
+            raise InputError(
+                f"log_sigma_init is a Gaussian latent's, and this conversion made latent={latent.family!r}: "
+                "read .options.latent"
+            )
+        return latent.log_sigma_init
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -281,22 +239,24 @@ class Conversion:
     def head_kind(self) -> HeadKind:
         """How the log-sigma head was made (``"layer"`` or ``"pointwise"``); a discrete latent has no head.
 
-        >>> vq, _ = fxvae.convert(ae, x, latent="fsq", levels=(5, 5, 5))
+        >>> vq, _ = fxvae.convert(ae, x, latent=fxvae.FSQ(levels=(5, 5, 5)))
         >>> fxvae.conversion(vq).head_kind  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         fxvae.errors.InputError: head_kind describes a Gaussian VAE's log-sigma head, and this conversion ...
         """
-        if self.quantizer is not None:
+        if self.log_sigma_head is None:
             raise InputError(
                 f"head_kind describes a Gaussian VAE's log-sigma head, and this conversion made latent="
-                f"{self.quantizer.family!r}, which has none: read .quantizer (its module {self.quantizer.module!r}), "
+                f"{self.options.latent.family!r}, which has none: read .latent_module ({self.latent_module!r}), "
                 "or .bottleneck.head_kind for the head a Gaussian conversion would make"
             )
         return self.bottleneck.head_kind
 
     def to_json(self) -> str:
         """The recipe as JSON (what :func:`fxvae.save` stores in the file's metadata)."""
-        return json.dumps(dataclasses.asdict(self))
+        data = dataclasses.asdict(self)
+        data["options"] = self.options.to_record()
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> Conversion:
@@ -314,6 +274,11 @@ class Conversion:
             data = json.loads(text)
         except ValueError as err:
             raise CheckpointError(f"the recipe is not JSON ({err})") from err
+        if isinstance(data, dict) and "latent_module" not in data:  # written before the field was
+            quantizer = data.get("quantizer")
+            data["latent_module"] = (
+                quantizer.get("module") if isinstance(quantizer, dict) else data.get("reparameterize")
+            )
         return _decode(cls, data, "")
 
 
@@ -321,6 +286,8 @@ def _decode(hint: typing.Any, value: typing.Any, where: str) -> typing.Any:
     """``value`` read from JSON as the type ``hint`` says (lists become tuples, dicts dataclasses), or a
     CheckpointError naming the field ``where``."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Options:
+        return Options.from_record(value, where or "options")
     if dataclasses.is_dataclass(hint):
         return _decode_record(typing.cast(type, hint), value, where)
     if origin is typing.Literal:
@@ -426,19 +393,7 @@ def record(vae: nn.Module, recipe: Conversion) -> None:
     unwrap(vae).meta[META_KEY] = recipe
 
 
-def reparameterize_of(vae: nn.Module, what: str = "fxvae.posterior") -> Reparameterize:
-    """The reparameterisation of a Gaussian VAE; ``what`` names the call that needs it, for a discrete model."""
-    recipe = conversion(vae)
-    if recipe.quantizer is not None:
-        raise FxvaeError(
-            f"{what} needs a Gaussian latent, and {type(vae).__name__} has a discrete one (latent="
-            f"{recipe.quantizer.family!r}): fxvae.quantized(model) gives the latest forward's codes and codebook "
-            "use, fxvae.tokenize(model, x) the codes of inputs, fxvae.detokenize(model, codes) their decoding"
-        )
-    return _inserted(vae, str(recipe.reparameterize), Reparameterize)
-
-
-def _inserted(vae: nn.Module, name: str, kind: type[ModuleT]) -> ModuleT:
+def inserted(vae: nn.Module, name: str, kind: type[ModuleT]) -> ModuleT:
     """The module the rewrite inserted under ``name``, checked to be still there."""
     try:
         module = unwrap(vae).get_submodule(name)
@@ -447,40 +402,3 @@ def _inserted(vae: nn.Module, name: str, kind: type[ModuleT]) -> ModuleT:
     if not isinstance(module, kind):
         raise FxvaeError(f"{name!r} is gone from {type(vae).__name__}; convert again")
     return module
-
-
-def posterior(vae: nn.Module) -> DiagonalGaussian:
-    """q(z | x) of the VAE's latest forward: ``.mu``, ``.log_sigma``, ``.sample()``, ``.mode()``, ``.kl()``.
-
-    After an eval forward the log-sigma head runs now, on what that forward kept.
-
-    >>> _ = vae.eval()(x)
-    >>> post = fxvae.posterior(vae)
-    >>> post.mu.shape, post.log_sigma.shape
-    (torch.Size([16, 8]), torch.Size([16, 8]))
-    """
-    return reparameterize_of(vae).posterior()
-
-
-def quantizer_of(vae: nn.Module, what: str) -> Quantizer:
-    """The quantiser of a discrete model; ``what`` names the call that needs it, for a Gaussian VAE."""
-    recipe = conversion(vae)
-    if recipe.quantizer is None:
-        raise FxvaeError(
-            f"{what} needs a discrete latent, and {type(vae).__name__} has a Gaussian one: convert with "
-            "latent='vq' or latent='fsq' (fxvae.posterior reads a Gaussian VAE's latent)"
-        )
-    return _inserted(vae, recipe.quantizer.module, Quantizer)
-
-
-def quantized(vae: nn.Module) -> Quantized:
-    """The quantised latent of a discrete model's latest forward: ``.latent``, ``.codes``, ``.perplexity``,
-    ``.used`` (the fraction of the codebook used).
-
-    >>> vq, loss = fxvae.convert(ae, x, latent="fsq", levels=(5, 5, 5), calibration=torch.randn(64, 64))
-    >>> _ = vq.eval()(x)
-    >>> step = fxvae.quantized(vq)
-    >>> step.codes.shape, step.latent.shape, 0 < step.used <= 1
-    (torch.Size([16]), torch.Size([16, 8]), True)
-    """
-    return quantizer_of(vae, "fxvae.quantized").quantized()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from torch import nn
 
 import fxvae
+from fxvae.latents.configs import config_of
 from tests.helpers import with_none
 from tests.zoo import ZOO, ZooEntry, build
 
@@ -58,8 +60,8 @@ def calibration(entry: ZooEntry, n: int = CALIBRATION, seed: int = 1) -> list[tu
 
 def convert(entry: ZooEntry, latent: str, **options: Any) -> tuple[torch.fx.GraphModule, fxvae.QuantizerLoss]:
     """``entry``'s model converted to ``latent`` with the small test settings and calibration data."""
-    settings = {**SETTINGS[latent], **options}
-    return fxvae.convert(build(entry), entry.inputs(4), latent=latent, calibration=calibration(entry), **settings)
+    config = dataclasses.replace(config_of(latent), **{**SETTINGS[latent], **options})
+    return fxvae.convert(build(entry), entry.inputs(4), latent=config, calibration=calibration(entry))
 
 
 def assert_same_outputs(got: Any, expected: Any) -> None:

@@ -203,9 +203,9 @@ CALIBRATION = torch.randn(256, 64, generator=torch.Generator().manual_seed(0))
 SAVED: dict[str, Callable[[], torch.fx.GraphModule]] = {
     "calibrated": lambda: fxvae.convert(MLPSigmoid().eval(), torch.randn(*X), calibration=CALIBRATION)[0],
     "vq": lambda: fxvae.convert(
-        MLPSigmoid().eval(), torch.randn(*X), latent="vq", codebook_size=16, calibration=CALIBRATION
+        MLPSigmoid().eval(), torch.randn(*X), latent=fxvae.VQ(codebook_size=16), calibration=CALIBRATION
     )[0],
-    "fsq": lambda: fxvae.convert(MLPSigmoid().eval(), torch.randn(*X), latent="fsq", levels=(5, 5, 5))[0],
+    "fsq": lambda: fxvae.convert(MLPSigmoid().eval(), torch.randn(*X), latent=fxvae.FSQ(levels=(5, 5, 5)))[0],
 }
 
 

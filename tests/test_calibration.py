@@ -199,7 +199,7 @@ def test_auto_log_sigma_is_the_prior_where_the_decoder_ignores_a_dimension(likel
     bias = vae.get_parameter("log_sigma_head.bias").detach()
     assert torch.all(bias[:2] < -0.01)
     torch.testing.assert_close(bias[2:], torch.zeros(2), atol=1e-6, rtol=0)
-    assert fxvae.conversion(vae).options.log_sigma_init == "auto"
+    assert fxvae.conversion(vae).options.latent.log_sigma_init == "auto"
 
 
 def test_a_calibrated_vae_samples_the_aes_codes_from_the_prior() -> None:

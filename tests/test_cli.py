@@ -354,11 +354,24 @@ def test_help_screens_show_plain_metavars(command: list[str]) -> None:
         assert f"Usage: app {command[0]} [OPTIONS] MODEL" in out
 
 
-def test_conversion_options_come_from_the_recipe_dataclass() -> None:
+def test_conversion_options_come_from_the_recipe_dataclass_and_the_latent_configs() -> None:
     _, out, _ = run("convert", "--help")
-    for field in ("bottleneck", "log_sigma_init"):
-        help_text = fxvae.Options.__dataclass_fields__[field].metadata["help"]
+    for owner, field in ((fxvae.Options, "bottleneck"), (fxvae.Gaussian, "log_sigma_init"), (fxvae.VQ, "beta")):
+        help_text = owner.__dataclass_fields__[field].metadata["help"]
         assert f"--{field.replace('_', '-')}" in out and " ".join(help_text.split()[:4]) in " ".join(out.split())
+    assert "--ema / --no-ema" in out and "--levels" in out
+
+
+def test_a_latent_option_of_another_family_is_refused_naming_it() -> None:
+    code, _, err = run("bench", MLP, "--input-shape", "2,16", "--latent", "fsq", "--codebook-size", "16")
+    assert code == ExitCode.USAGE
+    assert "--codebook-size applies to --latent vq, and this conversion makes --latent fsq: leave it out" in err
+
+
+def test_a_latent_option_out_of_range_is_a_usage_error_naming_it() -> None:
+    code, _, err = run("bench", MLP, "--input-shape", "2,16", "--latent", "vq", "--codebook-size", "1")
+    assert code == ExitCode.USAGE
+    assert "codebook-size" in err and "must be an integer of at least 2" in err
 
 
 def test_an_input_shape_without_batch_dimension_says_so() -> None:

@@ -100,7 +100,7 @@ def test_evaluate_errors_are_one_line_with_their_exit_code(
 def test_a_vq_file_is_measured_by_its_distortion_rate_and_code_use(tmp_path: Path) -> None:
     ae = cli_models.mlp_ae()
     data = torch.rand(300, 16, generator=torch.Generator().manual_seed(0))
-    vq, _ = fxvae.convert(ae, data[:2], latent="vq", codebook_size=16, calibration=data)
+    vq, _ = fxvae.convert(ae, data[:2], latent=fxvae.VQ(codebook_size=16), calibration=data)
     fxvae.save(vq, tmp_path / "vq.safetensors")
     torch.save(data, tmp_path / "held.pt")
     code, out, err = run(

@@ -396,8 +396,8 @@ def test_sampling_an_autoencoder_without_a_density_names_fit_density() -> None:
 def test_a_discrete_model_has_no_density() -> None:
     entry = BY_NAME["conv_latent"]
     x = entry.inputs(16)[0]
-    model, _ = fxvae.convert(build(entry), x[:4], latent="fsq", levels=(4, 4, 3))
-    with pytest.raises(fxvae.InputError, match=r"has a discrete latent \(fsq\)"):
+    model, _ = fxvae.convert(build(entry), x[:4], latent=fxvae.FSQ(levels=(4, 4, 3)))
+    with pytest.raises(fxvae.InputError, match=r"has latent='fsq', no Gaussian posterior"):
         fxvae.fit_density(model, x)
 
 

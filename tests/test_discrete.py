@@ -89,12 +89,12 @@ def test_the_recipe_with_its_quantizer_round_trips_through_json() -> None:
     model, _ = convert(MLP, "fsq")
     recipe = fxvae.conversion(model)
     again = fxvae.Conversion.from_json(recipe.to_json())
-    assert again == recipe and again.options.levels == (5, 4, 3)
+    assert again == recipe and again.options.latent.levels == (5, 4, 3)
     assert json.loads(recipe.to_json())["quantizer"]["family"] == "fsq"
 
 
 def test_fsq_converts_without_calibration_from_the_latent_as_it_is() -> None:
-    model, _ = fxvae.convert(build(MLP), MLP.inputs(4), latent="fsq", levels=(4,) * 8)
+    model, _ = fxvae.convert(build(MLP), MLP.inputs(4), latent=fxvae.FSQ(levels=(4,) * 8))
     info = fxvae.conversion(model).quantizer
     assert (info.samples, info.ae_mse, info.projected) == (0, None, False)
     fsq = model.get_submodule(info.module)
@@ -103,7 +103,7 @@ def test_fsq_converts_without_calibration_from_the_latent_as_it_is() -> None:
 
 @pytest.mark.parametrize(
     ("latent", "options"),
-    [("vq", {}), ("vq", {"codebook_update": "gradient"}), ("fsq", {})],
+    [("vq", {}), ("vq", {"ema": False}), ("fsq", {})],
     ids=["vq-ema", "vq-gradient", "fsq"],
 )
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
@@ -141,8 +141,7 @@ def test_convert_checkpoint_makes_a_vq_model(tmp_path: Path) -> None:
         tmp_path / "ae.pt",
         MLP.inputs(4),
         out=tmp_path / "vq.safetensors",
-        latent="vq",
-        codebook_size=16,
+        latent=fxvae.VQ(codebook_size=16),
         calibration=calibration(MLP),
     )
     assert isinstance(loss, fxvae.QuantizerLoss)
@@ -175,13 +174,13 @@ def test_the_command_line_converts_to_vq_with_calibration_data(tmp_path: Path) -
     assert "vq quantiser 'quantize': 32 codes, 5 bits per position" in " ".join(result.stderr.split())
     assert "(quantised, before training)" in " ".join(result.stderr.split())
     loaded, _ = fxvae.load(cli_models.mlp_ae(), tmp_path / "vq.safetensors", torch.randn(2, 16))
-    assert fxvae.conversion(loaded).options.codebook_size == 32
+    assert fxvae.conversion(loaded).options.latent.codebook_size == 32
     fsq = CliRunner().invoke(
         app, ["convert", *common, "--out", str(tmp_path / "f.safetensors"), "--latent", "fsq", "--levels", "5,3"]
     )
     assert fsq.exit_code == 0, fsq.stderr
     loaded, _ = fxvae.load(cli_models.mlp_ae(), tmp_path / "f.safetensors", torch.randn(2, 16))
-    assert fxvae.conversion(loaded).options.levels == (5, 3)
+    assert fxvae.conversion(loaded).options.latent.levels == (5, 3)
 
 
 def test_the_command_line_refuses_vq_without_calibration_data(tmp_path: Path) -> None:
@@ -223,36 +222,52 @@ class ScalarLatent(nn.Module):
 @pytest.mark.parametrize(
     ("options", "error", "match"),
     [
-        ({"latent": "vq"}, fxvae.InputError, r"latent='vq' starts its codebook at the k-means centres.*calibration="),
         (
-            {"latent": "vq", "codebook_size": 300, "calibration": torch.randn(256, 64)},
+            lambda: {"latent": "vq"},
+            fxvae.InputError,
+            r"latent='vq' starts its codebook at the k-means centres.*calibration=",
+        ),
+        (
+            lambda: {"latent": fxvae.VQ(codebook_size=300), "calibration": torch.randn(256, 64)},
             fxvae.InputError,
             r"codebook_size=300 is more than the 256 codes in the calibration data \(256 samples x 1 per sample at "
             r"the latent 'enc_3'\).*smaller codebook_size",
         ),
         (
-            {"latent": "fsq", "levels": (8, 1, 5)},
+            lambda: {"latent": fxvae.FSQ(levels=(8, 1, 5))},
             fxvae.InputError,
             r"levels=\(8, 1, 5\) has a dimension with fewer than 2",
         ),
-        ({"latent": "fsq", "levels": ()}, fxvae.InputError, r"levels=\(\) must be a non-empty sequence of integers"),
-        ({"latent": "vq", "codebook_size": 1}, fxvae.InputError, r"codebook_size=1 must be an integer of at least 2"),
-        ({"latent": "vq", "ema_decay": 1.0}, fxvae.InputError, r"ema_decay=1.0 must be a number between 0 and 1"),
-        ({"latent": "codebook"}, fxvae.InputError, r"latent='codebook' must be one of \('gaussian', 'vq', 'fsq'\)"),
+        (lambda: {"latent": fxvae.FSQ(levels=())}, fxvae.InputError, r"levels=\(\) must be a non-empty sequence"),
+        (lambda: {"latent": fxvae.VQ(codebook_size=1)}, fxvae.InputError, r"codebook_size=1 must be an integer of"),
+        (lambda: {"latent": fxvae.VQ(decay=1.0)}, fxvae.InputError, r"decay=1.0 must be a number between 0 and 1"),
         (
-            {"latent": "fsq", "log_sigma_init": -1.0},
+            lambda: {"latent": "codebook"},
             fxvae.InputError,
-            r"log_sigma_init=-1.0 applies to latent='gaussian' only.*latent='fsq': leave log_sigma_init out",
+            r"latent='codebook' must be a latent config .* one of \('gaussian', 'vq', 'fsq'",
         ),
         (
-            {"latent": "fsq", "standardize": "whiten"},
+            lambda: {"latent": "fsq", "log_sigma_init": -1.0},
             fxvae.InputError,
-            r"standardize='whiten' applies to latent='gaussian'",
+            r"log_sigma_init=-1.0 applies to a Gaussian latent.*latent='fsq': leave log_sigma_init out",
         ),
-        ({"latent": "fsq", "codebook_size": 64}, fxvae.InputError, r"codebook_size=64 applies to latent='vq' only"),
-        ({"levels": (4, 4)}, fxvae.InputError, r"levels=\(4, 4\) applies to latent='fsq' only.*'gaussian'"),
         (
-            {"latent": "vq", "calibration": torch.randn(64, 32)},
+            lambda: {"latent": "fsq", "standardize": "whiten"},
+            fxvae.InputError,
+            r"standardize='whiten' applies to a Gaussian latent",
+        ),
+        (
+            lambda: {"latent": fxvae.Gaussian(), "log_sigma_init": -1.0},
+            fxvae.InputError,
+            r"log_sigma_init is given twice.*set it on fxvae.Gaussian\(...\) only",
+        ),
+        (
+            lambda: {"options": fxvae.Options(), "latent": fxvae.FSQ()},
+            fxvae.InputError,
+            r"options= makes another conversion's choices again: leave bottleneck, latent",
+        ),
+        (
+            lambda: {"latent": "vq", "calibration": torch.randn(64, 32)},
             fxvae.InputError,
             r"a calibration batch has shape \[64, 32\], but the model takes \['batch', 64\]",
         ),
@@ -267,8 +282,8 @@ class ScalarLatent(nn.Module):
         "unknown-family",
         "log-sigma-for-fsq",
         "standardize-for-fsq",
-        "vq-option-for-fsq",
-        "fsq-option-for-gaussian",
+        "a-gaussian-shorthand-beside-its-config",
+        "options-beside-keywords",
         "data-of-another-shape",
     ],
 )
@@ -276,7 +291,7 @@ def test_a_bad_discrete_conversion_is_refused_and_leaves_the_model_unchanged(opt
     model = build(MLP)
     before = snapshot(model)
     with pytest.raises(error, match=match):
-        fxvae.convert(model, MLP.inputs(4), **options)
+        fxvae.convert(model, MLP.inputs(4), **options())
     assert_unchanged(model, before)
 
 
@@ -294,7 +309,7 @@ def test_the_hooks_tier_refuses_too_large_a_codebook_and_leaves_the_model_unchan
     model = build(HOOKS)
     before = snapshot(model)
     with pytest.raises(fxvae.InputError, match=r"codebook_size=64 is more than the 32 codes"):
-        fxvae.convert(model, HOOKS.inputs(4), latent="vq", codebook_size=64, calibration=torch.randn(32, 16))
+        fxvae.convert(model, HOOKS.inputs(4), latent=fxvae.VQ(codebook_size=64), calibration=torch.randn(32, 16))
     assert_unchanged(model, before)
 
 
@@ -338,7 +353,7 @@ def _heavy_tailed_ae(outliers: float) -> tuple[nn.Module, torch.Tensor]:
 
 def test_fsq_keeps_its_start_without_data_where_the_fit_reconstructs_worse() -> None:
     ae, data = _heavy_tailed_ae(outliers=3.0)
-    model, _ = fxvae.convert(ae, data[:4], latent="fsq", levels=(5, 5), calibration=data)
+    model, _ = fxvae.convert(ae, data[:4], latent=fxvae.FSQ(levels=(5, 5)), calibration=data)
     info = fxvae.conversion(model).quantizer
     fsq = model.get_submodule(info.module)
     assert info.fit == "none" and info.quantized_mse == info.unfitted_mse
@@ -349,7 +364,7 @@ def test_fsq_keeps_its_start_without_data_where_the_fit_reconstructs_worse() -> 
 
 def test_fsq_keeps_its_fit_where_it_reconstructs_better() -> None:
     ae, data = _heavy_tailed_ae(outliers=1.5)
-    model, _ = fxvae.convert(ae, data[:4], latent="fsq", levels=(5, 5), calibration=5 * data)
+    model, _ = fxvae.convert(ae, data[:4], latent=fxvae.FSQ(levels=(5, 5)), calibration=5 * data)
     info = fxvae.conversion(model).quantizer
     assert info.fit == "data" and info.quantized_mse < info.unfitted_mse
     latent = 5 * data[:, :2]
@@ -360,7 +375,7 @@ def test_fsq_keeps_its_fit_where_it_reconstructs_better() -> None:
 @pytest.mark.parametrize("spread", [0.2, 1.0, 5.0])
 def test_the_fsq_start_reconstructs_the_calibration_data_no_worse_than_no_fit(outliers: float, spread: float) -> None:
     ae, data = _heavy_tailed_ae(outliers)
-    model, _ = fxvae.convert(ae, data[:4], latent="fsq", levels=(8, 3), calibration=spread * data)
+    model, _ = fxvae.convert(ae, data[:4], latent=fxvae.FSQ(levels=(8, 3)), calibration=spread * data)
     info = fxvae.conversion(model).quantizer
     assert info.quantized_mse <= info.unfitted_mse
     assert info.fit == ("data" if info.quantized_mse < info.unfitted_mse else "none")
@@ -370,6 +385,6 @@ def test_the_fsq_start_reconstructs_the_calibration_data_no_worse_than_no_fit(ou
 def test_head_kind_of_a_discrete_conversion_is_refused_naming_the_option(latent: str) -> None:
     model, _ = convert(MLP, latent)
     recipe = fxvae.conversion(model)
-    with pytest.raises(fxvae.InputError, match=rf"head_kind .* latent='{latent}', which has none: read .quantizer"):
+    with pytest.raises(fxvae.InputError, match=rf"head_kind .* latent='{latent}', which has none: read .latent_module"):
         _ = recipe.head_kind
     assert recipe.bottleneck.head_kind in ("layer", "pointwise")  # the search's own finding stays readable

@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import fxvae
+from fxvae.latents.configs import LatentConfig
 from tests.snapshot import assert_unchanged, snapshot
 from tests.test_patterns import BranchesOnValues
 from tests.zoo import BY_NAME, build
@@ -310,11 +311,11 @@ def test_bad_inputs_are_input_errors_and_change_nothing(data: object, options: d
     assert_unchanged(vae, before)
 
 
-@pytest.mark.parametrize(("latent", "options"), [("vq", {"codebook_size": 16}), ("fsq", {"levels": (4, 4, 3)})])
-def test_a_discrete_model_is_measured_by_its_reconstruction_rate_and_code_use(latent: str, options: dict) -> None:
+@pytest.mark.parametrize("latent", [fxvae.VQ(codebook_size=16), fxvae.FSQ(levels=(4, 4, 3))], ids=["vq", "fsq"])
+def test_a_discrete_model_is_measured_by_its_reconstruction_rate_and_code_use(latent: LatentConfig) -> None:
     entry = BY_NAME["conv_latent"]
     data = entry.inputs(64)[0]
-    model, _ = fxvae.convert(build(entry), data[:4], latent=latent, calibration=data, **options)
+    model, _ = fxvae.convert(build(entry), data[:4], latent=latent, calibration=data)
     model.train()
     before = snapshot(model)
     result = fxvae.evaluate(model, data, likelihood="gaussian", sigma=1.0)
@@ -324,7 +325,7 @@ def test_a_discrete_model_is_measured_by_its_reconstruction_rate_and_code_use(la
     with torch.no_grad(), fxvae.modules.eval_mode(model):
         expected = -torch.distributions.Normal(model(data), 1.0).log_prob(data).flatten(1).sum(1).mean()
         codes = fxvae.tokenize(model, data)
-    assert result.kind == latent and result.nll is None
+    assert result.kind == latent.family and result.nll is None
     assert result.recon.value == pytest.approx(expected.item(), rel=1e-5)
     assert result.kl.value == pytest.approx(positions * math.log(info.codebook_size))
     assert result.rate_bits == pytest.approx(positions * info.rate_bits)

@@ -231,11 +231,13 @@ def test_a_record_from_an_older_run_without_per_dimension_lists_reads_back() -> 
     assert again.kl_per_dim == () and again.unit_variance == () and isinstance(again.recon, Estimate)
 
 
-@pytest.mark.parametrize(("latent", "options"), [("vq", {"codebook_size": 16}), ("fsq", {"levels": (4, 4, 3)})])
-def test_a_discrete_models_perplexity_and_code_use_are_those_of_its_codes_histogram(latent: str, options) -> None:
+@pytest.mark.parametrize("latent", [fxvae.VQ(codebook_size=16), fxvae.FSQ(levels=(4, 4, 3))], ids=["vq", "fsq"])
+def test_a_discrete_models_perplexity_and_code_use_are_those_of_its_codes_histogram(
+    latent: fxvae.VQ | fxvae.FSQ,
+) -> None:
     entry = BY_NAME["conv_latent"]
     data = entry.inputs(48)[0]
-    model, _ = fxvae.convert(build(entry), data[:4], latent=latent, calibration=data, **options)
+    model, _ = fxvae.convert(build(entry), data[:4], latent=latent, calibration=data)
     result = fxvae.evaluate(model, data, likelihood="gaussian", sigma=1.0, batch_size=20)
     info = fxvae.conversion(model).quantizer
     codes = fxvae.tokenize(model, data).reshape(-1)
@@ -261,7 +263,7 @@ def test_an_autoencoders_record_says_how_many_samples_with_which_seed_and_no_sca
 def test_a_discrete_models_optimal_sigma_is_fitted_to_its_deterministic_reconstruction() -> None:
     entry = BY_NAME["conv_latent"]
     data = entry.inputs(24)[0]
-    model, _ = fxvae.convert(build(entry), data[:4], latent="fsq", levels=(4, 4, 3))
+    model, _ = fxvae.convert(build(entry), data[:4], latent=fxvae.FSQ(levels=(4, 4, 3)))
     result = fxvae.evaluate(model, data, seed=3)
     with torch.no_grad(), fxvae.modules.eval_mode(model):
         rmse = (model(data) - data).pow(2).mean().sqrt().item()
@@ -274,7 +276,7 @@ def test_a_discrete_models_optimal_sigma_is_fitted_to_its_deterministic_reconstr
 def test_a_conditional_discrete_models_decoder_gets_the_condition() -> None:
     entry = BY_NAME["conditional"]
     x, label = entry.inputs(32)
-    model, _ = fxvae.convert(build(entry), (x[:4], label[:4]), latent="fsq", levels=(4, 4, 3))
+    model, _ = fxvae.convert(build(entry), (x[:4], label[:4]), latent=fxvae.FSQ(levels=(4, 4, 3)))
     same = fxvae.evaluate(model, [(x, label)], likelihood="gaussian", sigma=1.0)
     other = fxvae.evaluate(model, [(x, (label + 1) % 10)], likelihood="gaussian", sigma=1.0)
     with torch.no_grad(), fxvae.modules.eval_mode(model):

@@ -52,7 +52,7 @@ def test_saved_metadata_records_the_recipe(tmp_path: Path) -> None:
     recipe = fxvae.Conversion.from_json(metadata["fxvae.recipe"])
     assert recipe == fxvae.conversion(vae)
     assert (recipe.bottleneck.node, recipe.bottleneck.layer, recipe.latent_shape) == ("enc_3", "enc.2", (8,))
-    assert recipe.options == fxvae.Options(log_sigma_init=-1.0)
+    assert recipe.options == fxvae.Options(latent=fxvae.Gaussian(log_sigma_init=-1.0))
     assert metadata["torch.version"] == torch.__version__ and metadata["fxvae.version"] == fxvae.__version__
 
 

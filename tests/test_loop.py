@@ -25,7 +25,7 @@ def _begun(start: str = "warm", latent: str = "gaussian") -> Begun:
     ae = MLPSigmoid()
     if start == "ae":
         return Begun("ae", ae.train(), None)
-    kwargs = {"latent": latent, "codebook_size": 16, "calibration": DATA} if latent == "vq" else {}
+    kwargs = {"latent": fxvae.VQ(codebook_size=16), "calibration": DATA} if latent == "vq" else {}
     model, aux = fxvae.convert(ae, DATA[:4], **kwargs)
     return Begun(start, model.train(), aux)
 

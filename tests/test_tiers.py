@@ -43,14 +43,14 @@ class ToyTier(Tier):
         return self.graph.locate(captured, forced, model_name)
 
     def insert_posterior(
-        self, captured: Captured, site: Site, log_sigma_init: float, device: torch.device
+        self, captured: Captured, site: Site, log_sigma_init: float, device: torch.device, head_kind: Any
     ) -> tuple[fx.GraphModule, Any]:
-        return self.graph.insert_posterior(captured, site, log_sigma_init, device)
+        return self.graph.insert_posterior(captured, site, log_sigma_init, device, head_kind)
 
     def insert_module(
-        self, captured: Captured, site: Site, module: nn.Module, device: torch.device
+        self, captured: Captured, site: Site, module: nn.Module, device: torch.device, name: str
     ) -> tuple[fx.GraphModule, Any]:
-        return self.graph.insert_module(captured, site, module, device)
+        return self.graph.insert_module(captured, site, module, device, name)
 
     def split(self, vae: fx.GraphModule, recipe: Any) -> tuple[nn.Module, nn.Module]:
         return self.graph.split(vae, recipe)

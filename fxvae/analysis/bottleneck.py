@@ -13,6 +13,7 @@ The search returns a :class:`Plan` holding the graph's own nodes for the rewrite
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -101,6 +102,12 @@ class Bottleneck:
     """Whether ``bottleneck=`` chose it."""
     feature_dim: int = -1
     """The latent dimension holding features (-1: last, linear and attention latents; 1: channels first)."""
+
+    def pointwise(self) -> Bottleneck:
+        """The same latent with a pointwise head: mu is the latent itself (``Gaussian(head_kind="pointwise")``)."""
+        return dataclasses.replace(
+            self, layer=None, layer_node=None, layer_type=None, chain=(self.node,), head_kind="pointwise"
+        )
 
     def __str__(self) -> str:
         where = f" = output of {self.module!r}" if self.module else ""

@@ -20,9 +20,11 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from fxvae.analysis.bottleneck import locate
+from fxvae.analysis.bottleneck import Plan, locate
 from fxvae.capture.tier import Captured, Site, Tier, TierRefused
 from fxvae.capture.tracing import trace
+from fxvae.errors import InputError
+from fxvae.latents.configs import HeadChoice
 from fxvae.recipe import CalibrationInfo, Conversion
 from fxvae.surgery import folding
 from fxvae.surgery.cut import cut
@@ -63,16 +65,24 @@ class GraphTier(Tier):
         return Site(plan.report, plan.feature_dim, plan.latent.meta["tensor_meta"].dtype, plan)
 
     def insert_posterior(
-        self, captured: Captured, site: Site, log_sigma_init: float, device: torch.device
+        self, captured: Captured, site: Site, log_sigma_init: float, device: torch.device, head_kind: HeadChoice
     ) -> tuple[fx.GraphModule, Inserted]:
+        plan: Plan = site.detail
+        if head_kind == "layer" and plan.layer is None:
+            raise InputError(
+                f"head_kind='layer' takes over the layer that makes the latent, and the latent {plan.report.node!r} "
+                "is no single layer's output: pass head_kind='auto' or 'pointwise'"
+            )
+        if head_kind == "pointwise":
+            plan = Plan(plan.report.pointwise(), plan.latent, None, (), plan.feature_dim)
         gm = _graph(captured)
-        return gm, rewrite(gm, site.detail, log_sigma_init=log_sigma_init, device=device)
+        return gm, rewrite(gm, plan, log_sigma_init=log_sigma_init, device=device)
 
     def insert_module(
-        self, captured: Captured, site: Site, module: nn.Module, device: torch.device
+        self, captured: Captured, site: Site, module: nn.Module, device: torch.device, name: str
     ) -> tuple[fx.GraphModule, Inserted]:
         gm = _graph(captured)
-        return gm, rewrite(gm, site.detail, log_sigma_init=0.0, device=device, module=module)
+        return gm, rewrite(gm, site.detail, log_sigma_init=0.0, device=device, module=module, name=name)
 
     def split(self, vae: fx.GraphModule, recipe: Conversion) -> tuple[nn.Module, nn.Module]:
         return cut(vae, recipe)

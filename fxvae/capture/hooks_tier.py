@@ -31,11 +31,12 @@ from fxvae.analysis.bottleneck import SHOWN_CANDIDATES, Bottleneck, Candidate
 from fxvae.analysis.operators import module_layout
 from fxvae.analysis.outputs import Spec, flatten, reconstruction_index, unflatten
 from fxvae.capture.tier import Captured, Site, Tier
-from fxvae.errors import BottleneckError, RewriteError
+from fxvae.errors import BottleneckError, InputError, RewriteError
+from fxvae.latents.configs import HeadChoice
 from fxvae.latents.gaussian import Reparameterize
 from fxvae.modules import eval_mode, input_names, owned_copy
 from fxvae.recipe import CalibrationInfo, Conversion, conversion
-from fxvae.surgery.rewrite import LOG_SIGMA_HEAD, QUANTIZE, REPARAMETERIZE, Inserted, pointwise_layer, zero_head
+from fxvae.surgery.rewrite import LOG_SIGMA_HEAD, REPARAMETERIZE, Inserted, pointwise_layer, zero_head
 from fxvae.surgery.standardize import LatentAffine
 
 MODEL = "model"
@@ -323,10 +324,11 @@ def rewrite(
     plan: HookPlan,
     log_sigma_init: float,
     device: torch.device,
-    module: nn.Module | None = None,
+    at: tuple[nn.Module, str] | None = None,
 ) -> tuple[fx.GraphModule, Inserted]:
     """The hooks-tier VAE: a GraphModule calling the model, whose latent module's output is sampled (or,
-    given a ``module``, replaced by ``module(latent)``)."""
+    given ``at``, a module and its name, replaced by ``module(latent)``)."""
+    module = at[0] if at is not None else None
     if module is None:
         latent = _forward(model, args).outputs[plan.module]
         head = zero_head(pointwise_layer(tuple(latent.shape), plan.feature_dim, latent.dtype, device), log_sigma_init)
@@ -342,9 +344,9 @@ def rewrite(
     root.add_module(MODEL, model)
     gm = fx.GraphModule(root, graph, type(model).__name__)
     key_map = {key: f"{MODEL}.{key}" for key in model.state_dict()}
-    if module is not None:
-        gm.add_submodule(QUANTIZE, module)
-        return gm, Inserted(None, None, QUANTIZE, key_map)
+    if at is not None:
+        gm.add_submodule(at[1], module)
+        return gm, Inserted(None, None, at[1], key_map)
     gm.add_submodule(LOG_SIGMA_HEAD, head)
     gm.add_submodule(REPARAMETERIZE, at_latent)
     return gm, Inserted(None, LOG_SIGMA_HEAD, REPARAMETERIZE, key_map)
@@ -429,14 +431,19 @@ class HooksTier(Tier):
         return Site(plan.report, plan.feature_dim, plan.dtype, plan)
 
     def insert_posterior(
-        self, captured: Captured, site: Site, log_sigma_init: float, device: torch.device
+        self, captured: Captured, site: Site, log_sigma_init: float, device: torch.device, head_kind: HeadChoice
     ) -> tuple[fx.GraphModule, Inserted]:
+        if head_kind == "layer":
+            raise InputError(
+                f"head_kind='layer' takes over the layer that makes the latent, and the hooks tier sees "
+                f"{site.report.node!r} only as a module's output: pass head_kind='auto' or 'pointwise'"
+            )
         return rewrite(captured.model, captured.args, site.detail, log_sigma_init, device)
 
     def insert_module(
-        self, captured: Captured, site: Site, module: nn.Module, device: torch.device
+        self, captured: Captured, site: Site, module: nn.Module, device: torch.device, name: str
     ) -> tuple[fx.GraphModule, Inserted]:
-        return rewrite(captured.model, captured.args, site.detail, 0.0, device, module)
+        return rewrite(captured.model, captured.args, site.detail, 0.0, device, (module, name))
 
     def split(self, vae: fx.GraphModule, recipe: Conversion) -> tuple[nn.Module, nn.Module]:
         module = recipe.bottleneck.node

@@ -23,6 +23,7 @@ from torch import nn
 from fxvae.analysis.bottleneck import Bottleneck
 
 if TYPE_CHECKING:
+    from fxvae.latents.configs import HeadChoice
     from fxvae.recipe import CalibrationInfo, Conversion
     from fxvae.surgery.rewrite import Inserted
     from fxvae.surgery.standardize import LatentAffine
@@ -108,16 +109,18 @@ class Tier(ABC):
 
     @abstractmethod
     def insert_posterior(
-        self, captured: Captured, site: Site, log_sigma_init: float, device: torch.device
+        self, captured: Captured, site: Site, log_sigma_init: float, device: torch.device, head_kind: HeadChoice
     ) -> tuple[fx.GraphModule, Inserted]:
         """The Gaussian VAE: a mu head, a log-sigma head starting at ``log_sigma_init`` and a
-        :class:`fxvae.Reparameterize` at the latent; eval outputs stay the model's."""
+        :class:`fxvae.Reparameterize` at the latent; eval outputs stay the model's. ``head_kind`` chooses the
+        heads (:data:`fxvae.latents.configs.HeadChoice`); a choice the tier cannot make is an InputError."""
 
     @abstractmethod
     def insert_module(
-        self, captured: Captured, site: Site, module: nn.Module, device: torch.device
+        self, captured: Captured, site: Site, module: nn.Module, device: torch.device, name: str
     ) -> tuple[fx.GraphModule, Inserted]:
-        """``z = module(latent)`` at the latent (a quantiser), with nothing else changed."""
+        """``z = module(latent)`` at the latent (a quantiser), registered as ``name`` (or a free variant of it),
+        with nothing else changed."""
 
     @abstractmethod
     def split(self, vae: fx.GraphModule, recipe: Conversion) -> tuple[nn.Module, nn.Module]:

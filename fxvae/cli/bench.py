@@ -90,7 +90,7 @@ def bench(
             load_checkpoint_into(module, checkpoint)
         x = example_input(module, shape)
         start = time.perf_counter()
-        vae, kl = fxvae.convert(module, x, **asdict(options))
+        vae, kl = fxvae.convert(module, x, options=options)
         convert_s = time.perf_counter() - start
         if not fxvae.conversion(vae).dynamic_batch and set(sizes) != {shape[0]}:
             raise CliError(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -81,7 +80,7 @@ def convert(
             check_source(module, data, f"--calibration {calibration}")
         with stderr.status(f"converting {checkpoint}"):
             start = time.perf_counter()
-            vae, _ = fxvae.convert_checkpoint(module, checkpoint, x, out=out, calibration=data, **asdict(options))
+            vae, _ = fxvae.convert_checkpoint(module, checkpoint, x, out=out, calibration=data, options=options)
             elapsed = time.perf_counter() - start
         recipe = fxvae.conversion(vae)
         b = recipe.bottleneck

@@ -16,6 +16,7 @@ import click
 
 import fxvae
 from fxvae.cli.errors import CliError, ExitCode
+from fxvae.latents.configs import CONFIGS
 
 DEFAULT_THREADS = 1
 """torch threads for ``bench``: on 2 shared cores one epoch of a small MLP took 11.8 s with torch's default
@@ -37,8 +38,10 @@ threads_option = click.option(
 
 
 def conversion_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Click options for the fields of :class:`fxvae.Options` (all, or those named), passed on as one
-    ``options`` argument. The fields' types, defaults and help are declared once, on the dataclass.
+    """Click options for :class:`fxvae.Options` (all its fields, or those named), passed on as one ``options``
+    argument: ``--latent`` names the family, and every latent config's fields are options of their own
+    (``--log-sigma-init``, ``--codebook-size``, ``--levels``...). Types, defaults and help are declared once, on
+    the dataclasses; a field of another family than ``--latent``'s, set away from its default, is refused.
 
     >>> @click.command()
     ... @conversion_options("bottleneck")
@@ -47,7 +50,49 @@ def conversion_options(*names: str) -> Callable[[Callable[..., Any]], Callable[.
     >>> show(["--bottleneck", "enc.fc2"], standalone_mode=False)
     enc.fc2
     """
-    return dataclass_options(fxvae.Options, *names)
+    plain = [f for f in dataclasses.fields(fxvae.Options) if f.name != "latent" and (not names or f.name in names)]
+    configs = list(CONFIGS.values()) if not names or "latent" in names else []
+    family_fields = [(config, f) for config in configs for f in dataclasses.fields(config)]
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            chosen = {f.name: kwargs.pop(f.name) for f in plain}
+            if configs:
+                family = CONFIGS[kwargs.pop("latent")]
+                given = {f.name: kwargs.pop(f.name) for _, f in family_fields}
+                for config, f in family_fields:
+                    if config is not family and given[f.name] != f.default:
+                        raise click.UsageError(
+                            f"--{f.name.replace('_', '-')} applies to --latent {config.family}, and this conversion "
+                            f"makes --latent {family.family}: leave it out"
+                        )
+                try:
+                    chosen["latent"] = family(**{f.name: given[f.name] for f in dataclasses.fields(family)})
+                except fxvae.InputError as err:
+                    message = str(err)
+                    for f in dataclasses.fields(family):
+                        message = message.replace(f"{f.name}=", f"--{f.name.replace('_', '-')} ")
+                    raise click.UsageError(message) from err
+            return command(options=fxvae.Options(**chosen), **kwargs)
+
+        hints = typing.get_type_hints(fxvae.Options)
+        for config, f in reversed(family_fields):
+            wrapper = _field_option(f, typing.get_type_hints(config)[f.name])(wrapper)
+        if configs:
+            wrapper = click.option(
+                "--latent",
+                type=click.Choice(list(CONFIGS)),
+                default="gaussian",
+                show_default=True,
+                help="What the latent becomes: gaussian (a VAE), vq (a VQ-VAE; needs calibration data for its "
+                "k-means codebook) or fsq (finite scalar quantisation). The options marked VQ: or FSQ: are theirs.",
+            )(wrapper)
+        for f in reversed(plain):
+            wrapper = _field_option(f, hints[f.name])(wrapper)
+        return wrapper
+
+    return decorate
 
 
 def dataclass_options(
@@ -65,22 +110,7 @@ def dataclass_options(
             return command(**{into: cls(**chosen)}, **kwargs)
 
         for field in reversed(fields):
-            kind = _click_type(hints[field.name])
-            # A tuple default is given as it is typed, so that the help shows 8,5,5,5.
-            default = ",".join(map(str, field.default)) if isinstance(field.default, tuple) else field.default
-            wrapper = click.option(
-                f"--{field.name.replace('_', '-')}",
-                field.name,
-                type=kind,
-                default=default,
-                show_default=default is not None,
-                metavar=None
-                if isinstance(kind, click.Choice)
-                else kind.name
-                if isinstance(kind, _Words)
-                else kind.name.upper(),
-                help=field.metadata["help"],
-            )(wrapper)
+            wrapper = _field_option(field, hints[field.name])(wrapper)
         return wrapper
 
     return decorate
@@ -179,3 +209,34 @@ def check_output(path: Path | None, force: bool, option: str) -> None:
         raise CliError(ExitCode.USAGE, f"{str(path)!r} exists; pass --force to overwrite it")
     if not path.parent.is_dir():
         raise CliError(ExitCode.USAGE, f"{option}: directory {str(path.parent)!r} of {str(path)!r} does not exist")
+
+
+def _field_option(field: dataclasses.Field[Any], hint: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The click option of one dataclass field: ``--name`` (``--name/--no-name`` for a flag)."""
+    flag = f"--{field.name.replace('_', '-')}"
+    if hint is bool:
+        return click.option(
+            f"{flag}/--no-{flag[2:]}", field.name, default=field.default, show_default=True, help=field.metadata["help"]
+        )
+    kind = _click_type(hint)
+    # A tuple default is given as it is typed, so that the help shows 8,5,5,5.
+    default = ",".join(map(str, field.default)) if isinstance(field.default, tuple) else field.default
+    return click.option(
+        flag,
+        field.name,
+        type=kind,
+        default=default,
+        show_default=default is not None,
+        metavar=None
+        if isinstance(kind, click.Choice)
+        else kind.name
+        if isinstance(kind, _Words)
+        else kind.name.upper(),
+        help=field.metadata["help"],
+    )
+
+
+def _metavar(kind: click.ParamType) -> str | None:
+    if isinstance(kind, click.Choice):
+        return None
+    return kind.name if isinstance(kind, _Words) else kind.name.upper()

@@ -16,7 +16,7 @@ import re
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 import torch
 import torch.fx as fx
@@ -25,11 +25,12 @@ from torch import nn
 from fxvae.capture.tiers import known_tracers
 from fxvae.convert import convert, rebuild
 from fxvae.errors import CheckpointError, FxvaeError, first_line, strip_ansi
+from fxvae.latents.configs import FSQ, VQ, Gaussian, LatentConfig, Standardize
 from fxvae.latents.gaussian import KLDivergence
 from fxvae.latents.quantize import QuantizerLoss
+from fxvae.latents.registry import family_of
 from fxvae.modules import owned_copy, resolve
-from fxvae.recipe import CalibrationInfo, Conversion, Options, QuantizerInfo, conversion, record, unwrap
-from fxvae.surgery.calibration import restore
+from fxvae.recipe import CalibrationInfo, Conversion, Likelihood, Options, conversion, record, unwrap
 from fxvae.surgery.rewrite import zero_head
 from fxvae.version import VERSION
 
@@ -43,8 +44,10 @@ ALIASES_KEY = "fxvae.aliases"
 FORMAT_KEY = "fxvae.format"
 VERSION_KEY = "fxvae.version"
 TORCH_KEY = "torch.version"
-FORMAT = 2
-"""Version of the file layout; 1 was the first release's (no format key, a flat recipe)."""
+FORMAT = 3
+"""Version of the file layout: 1 was the first release's (no format key, a flat recipe); 2 (release 0.1.0) wrote
+every latent family's options; 3 writes the latent's own family's only (:meth:`fxvae.Options.to_record`), and
+the recipe's ``latent_module``. Every earlier format loads (``tests/fixtures/release-*``)."""
 NESTING_KEYS = ("state_dict", "model_state_dict", "model", "module", "ema", "ema_state_dict")
 """Keys under which training scripts nest the model's state dict, tried in this order."""
 KEY_PREFIXES = ("module.", "_orig_mod.")
@@ -104,11 +107,10 @@ def save(vae: nn.Module, path: str | os.PathLike[str]) -> None:
     _fsync_dir(target.parent)
 
 
-def load(
-    model: ModelSource, path: str | os.PathLike[str], example_inputs: Any
-) -> tuple[fx.GraphModule, KLDivergence | QuantizerLoss]:
+def load(model: ModelSource, path: str | os.PathLike[str], example_inputs: Any) -> tuple[fx.GraphModule, nn.Module]:
     """Rebuild a VAE saved by :func:`save` from its AE's architecture; returns ``(vae, kl)`` like convert.
 
+    The second value is the latent family's training term, as :func:`fxvae.convert` returns it.
     ``model`` is an instance of the autoencoder (its weights do not matter and it is not changed) or
     a zero-argument factory. The recipe's options are passed to :func:`fxvae.convert`, then the saved
     tensors are loaded, so the VAE equals the saved one exactly. An unreadable or truncated file, one
@@ -142,9 +144,8 @@ def load(
         tensors[alias] = tensors[source]
     ae = model if isinstance(model, nn.Module) else model()
     # The weights come from the file: the replay needs the structure, not the data-driven starts.
-    start = 0.0 if saved.options.log_sigma_init == "auto" else saved.options.log_sigma_init
     try:
-        vae, kl = rebuild(ae, example_inputs, dataclasses.replace(saved.options, log_sigma_init=start))
+        vae, kl = rebuild(ae, example_inputs, saved.options)
     except FxvaeError as err:
         # The recorded bottleneck is not in this architecture: first say which AE keys differ.
         inverse = {vae_key: ae_key for ae_key, vae_key in saved.key_map.items()}
@@ -158,14 +159,11 @@ def load(
             f"{name!r} holds a VAE with latent shape {saved.latent_shape}, but converting {type(ae).__name__} "
             f"gives {got_shape}; pass the architecture that was saved"
         )
-    recipe = conversion(vae)
-    if saved.calibration is not None:
-        _check_calibration(saved.calibration, vae, name)
-        restore(vae, saved.calibration)
-        recipe = dataclasses.replace(recipe, calibration=saved.calibration, new_keys=saved.new_keys)
-    if saved.quantizer is not None:
-        recipe = dataclasses.replace(recipe, quantizer=saved.quantizer)
-    record(vae, dataclasses.replace(recipe, options=saved.options))
+    if saved.recipe is not None:
+        if saved.recipe.calibration is not None:
+            _check_calibration(saved.recipe.calibration, vae, name)
+        family_of(saved.options.latent).restore(vae, saved.recipe)
+    record(vae, dataclasses.replace(conversion(vae), options=saved.options))
     what = f"{name!r} vs the VAE of {type(ae).__name__}"
     check_fits(tensors, vae.state_dict(), what)
     load_into(vae, tensors, what)
@@ -254,9 +252,9 @@ class _Saved(NamedTuple):
     key_map: dict[str, str]
     new_keys: tuple[str, ...]
     dropped_keys: tuple[str, ...]
-    calibration: CalibrationInfo | None
-    quantizer: QuantizerInfo | None = None
-    """A discrete latent's quantiser, with its step-0 report (the structure is rebuilt from the options)."""
+    recipe: Conversion | None
+    """The whole recipe (None in the first format's files): what the latent family rebuilds from its data-driven
+    parts (a calibration map; a quantiser's step-0 report) is read from it."""
 
 
 def _read_recipe(text: str, file_format: int, name: str) -> _Saved:
@@ -264,7 +262,7 @@ def _read_recipe(text: str, file_format: int, name: str) -> _Saved:
     try:
         if file_format == 1:
             old = json.loads(text)
-            options = Options(bottleneck=old["bottleneck_node"], log_sigma_init=old["log_sigma_init"])
+            options = Options(bottleneck=old["bottleneck_node"], latent=Gaussian(log_sigma_init=old["log_sigma_init"]))
             return _Saved(options, tuple(old["latent_shape"]), old["key_map"], tuple(old["new_keys"]), (), None)
         recipe = Conversion.from_json(text)
     except (KeyError, TypeError, ValueError, CheckpointError) as err:
@@ -283,8 +281,7 @@ def _read_recipe(text: str, file_format: int, name: str) -> _Saved:
         recipe.key_map,
         recipe.new_keys,
         recipe.dropped_keys,
-        recipe.calibration,
-        recipe.quantizer,
+        recipe,
     )
 
 
@@ -348,21 +345,74 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     return state, notes
 
 
+@overload
+def convert_checkpoint(
+    model: ModelSource,
+    checkpoint: str | os.PathLike[str],
+    example_inputs: Any,
+    *,
+    out: str | os.PathLike[str] | None = ...,
+    bottleneck: str | None = ...,
+    latent: Gaussian | Literal["gaussian"] = ...,
+    likelihood: Likelihood = ...,
+    calibration: Any = ...,
+    log_sigma_init: float | Literal["auto"] | None = ...,
+    standardize: Standardize | None = ...,
+) -> tuple[fx.GraphModule, KLDivergence]: ...
+
+
+@overload
+def convert_checkpoint(
+    model: ModelSource,
+    checkpoint: str | os.PathLike[str],
+    example_inputs: Any,
+    *,
+    out: str | os.PathLike[str] | None = ...,
+    bottleneck: str | None = ...,
+    latent: VQ | FSQ | Literal["vq", "fsq"],
+    likelihood: Likelihood = ...,
+    calibration: Any = ...,
+) -> tuple[fx.GraphModule, QuantizerLoss]: ...
+
+
+@overload
+def convert_checkpoint(
+    model: ModelSource,
+    checkpoint: str | os.PathLike[str],
+    example_inputs: Any,
+    *,
+    out: str | os.PathLike[str] | None = ...,
+    bottleneck: str | None = ...,
+    latent: LatentConfig | str = ...,
+    likelihood: Likelihood = ...,
+    calibration: Any = ...,
+    log_sigma_init: float | Literal["auto"] | None = ...,
+    standardize: Standardize | None = ...,
+    options: Options | None = ...,
+) -> tuple[fx.GraphModule, nn.Module]: ...
+
+
 def convert_checkpoint(
     model: ModelSource,
     checkpoint: str | os.PathLike[str],
     example_inputs: Any,
     *,
     out: str | os.PathLike[str] | None = None,
-    **options: Any,
-) -> tuple[fx.GraphModule, KLDivergence | QuantizerLoss]:
+    bottleneck: str | None = None,
+    latent: LatentConfig | str = "gaussian",
+    likelihood: Likelihood = "gaussian",
+    calibration: Any = None,
+    log_sigma_init: float | Literal["auto"] | None = None,
+    standardize: Standardize | None = None,
+    options: Options | None = None,
+) -> tuple[fx.GraphModule, nn.Module]:
     """Load an autoencoder checkpoint into ``model``'s architecture, convert it, and optionally save.
 
     ``model`` is an instance (copied, never changed) or a zero-argument factory; ``checkpoint`` a
     ``.safetensors`` or ``.pt``/``.pth`` file, read by :func:`read_state_dict` (what it unwrapped is
     logged on the ``fxvae`` logger at INFO level). Missing or unexpected keys and shape mismatches
-    raise :class:`CheckpointError` naming them. ``options`` are :func:`fxvae.convert`'s keyword
-    arguments (``bottleneck``, ``log_sigma_init``, ``calibration``, ``latent``...). With ``out``, the VAE is
+    raise :class:`CheckpointError` naming them. The keyword arguments are :func:`fxvae.convert`'s, with the same
+    types (``latent=fxvae.VQ(...)`` returns a :class:`fxvae.QuantizerLoss`). With ``out``, the VAE is
     written by :func:`save`. ``model`` may be built on ``torch.device("meta")``: its tensors are then the
     checkpoint's (see :func:`load_into`), and ``example_inputs`` must be real.
 
@@ -378,7 +428,18 @@ def convert_checkpoint(
     what = f"{os.fspath(checkpoint)!r} vs {type(ae).__name__}"
     check_fits(state, ae.state_dict(), what)
     load_into(ae, state, what)
-    vae, kl = convert(ae, example_inputs, copy=False, **options)
+    vae, kl = convert(
+        ae,
+        example_inputs,
+        copy=False,
+        bottleneck=bottleneck,
+        latent=latent,
+        likelihood=likelihood,
+        calibration=calibration,
+        log_sigma_init=log_sigma_init,
+        standardize=standardize,
+        options=options,
+    )
     if out is not None:
         save(vae, out)
     return vae, kl

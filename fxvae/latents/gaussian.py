@@ -11,6 +11,7 @@ from torch import nn
 from fxvae.errors import FxvaeError
 from fxvae.ops import kl_divergence
 from fxvae.ops.kl import Reduction
+from fxvae.recipe import conversion, inserted
 
 
 @dataclass(frozen=True)
@@ -131,3 +132,33 @@ class KLDivergence(nn.Module):
         if mu is None or log_sigma is None:
             raise TypeError("kl() takes no arguments or both mu and log_sigma")
         return kl_divergence(mu, log_sigma, reduction=self.reduction)
+
+
+def reparameterize_of(vae: nn.Module, what: str = "fxvae.posterior") -> Reparameterize:
+    """The reparameterisation of a Gaussian VAE; ``what`` names the call that needs it, for another latent."""
+    recipe = conversion(vae)
+    if recipe.reparameterize is None:
+        if recipe.quantizer is not None:
+            raise FxvaeError(
+                f"{what} needs a Gaussian latent, and {type(vae).__name__} has a discrete one (latent="
+                f"{recipe.quantizer.family!r}): fxvae.quantized(model) gives the latest forward's codes and codebook "
+                "use, fxvae.tokenize(model, x) the codes of inputs, fxvae.detokenize(model, codes) their decoding"
+            )
+        raise FxvaeError(
+            f"{what} needs a Gaussian latent, and {type(vae).__name__} has latent={recipe.options.latent.family!r}: "
+            "convert with latent=fxvae.Gaussian(...) for a posterior"
+        )
+    return inserted(vae, recipe.reparameterize, Reparameterize)
+
+
+def posterior(vae: nn.Module) -> DiagonalGaussian:
+    """q(z | x) of the VAE's latest forward: ``.mu``, ``.log_sigma``, ``.sample()``, ``.mode()``, ``.kl()``.
+
+    After an eval forward the log-sigma head runs now, on what that forward kept.
+
+    >>> _ = vae.eval()(x)
+    >>> post = fxvae.posterior(vae)
+    >>> post.mu.shape, post.log_sigma.shape
+    (torch.Size([16, 8]), torch.Size([16, 8]))
+    """
+    return reparameterize_of(vae).posterior()

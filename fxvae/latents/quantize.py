@@ -21,20 +21,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from fxvae.errors import FxvaeError, InputError
+from fxvae.errors import FxvaeError
+from fxvae.latents.configs import CodebookUpdate
 from fxvae.latents.kmeans import BLOCK_ELEMENTS, kmeans, nearest
-
-Family = Literal["vq", "fsq"]
-CodebookUpdate = Literal["ema", "gradient"]
-"""How a VQ codebook learns: ``"ema"``, each entry the moving average of the codes it wins (no loss term
-for it); ``"gradient"``, by the optimiser, from the codebook term ||sg(z) - z_q||^2 of the loss."""
+from fxvae.recipe import QuantizerFamily, conversion, inserted
 
 
 @dataclass(frozen=True)
@@ -76,7 +73,7 @@ class Quantizer(nn.Module):
     features (one per position) become codes and back.
     """
 
-    family: ClassVar[Family]
+    family: ClassVar[QuantizerFamily]
 
     def __init__(self, width: int, feature_dim: int) -> None:
         super().__init__()
@@ -469,7 +466,7 @@ class QuantizerLoss(nn.Module):
     gradient; FSQ: 0. It reads the quantiser's latest forward and does not own it, as
     :class:`fxvae.KLDivergence` reads the reparameterisation.
 
-    >>> vq, loss = fxvae.convert(ae, x, latent="vq", codebook_size=8, calibration=torch.randn(64, 64))
+    >>> vq, loss = fxvae.convert(ae, x, latent=fxvae.VQ(codebook_size=8), calibration=torch.randn(64, 64))
     >>> total = F.mse_loss(vq.train()(x), x) + loss()
     >>> loss.source.quantized().codes.shape
     torch.Size([16])
@@ -483,15 +480,26 @@ class QuantizerLoss(nn.Module):
         return self.source.loss()
 
 
-def check_levels(levels: object) -> tuple[int, ...]:
-    """``levels`` as a tuple of ints of at least 2 each, or an InputError that says what is wrong."""
-    if not isinstance(levels, (tuple, list)) or not levels or not all(isinstance(n, int) for n in levels):
-        raise InputError(f"levels={levels!r} must be a non-empty sequence of integers, e.g. levels=(8, 5, 5, 5)")
-    if any(isinstance(n, bool) or n < 2 for n in levels):
-        raise InputError(
-            f"levels={tuple(levels)!r} has a dimension with fewer than 2 levels: each dimension needs at least 2 "
-            "(e.g. levels=(8, 5, 5, 5))"
+def quantizer_of(vae: nn.Module, what: str) -> Quantizer:
+    """The quantiser of a discrete model; ``what`` names the call that needs it, for another latent."""
+    recipe = conversion(vae)
+    if recipe.quantizer is None:
+        raise FxvaeError(
+            f"{what} needs a discrete latent, and {type(vae).__name__} has latent={recipe.options.latent.family!r}: "
+            "convert with latent='vq' or latent='fsq' (fxvae.VQ(...), fxvae.FSQ(...); fxvae.posterior reads a "
+            "Gaussian VAE's latent)"
         )
-    if math.prod(levels) >= 2**63:
-        raise InputError(f"levels={tuple(levels)!r} make more codes than an int64 token holds: use fewer levels")
-    return tuple(levels)
+    return inserted(vae, recipe.quantizer.module, Quantizer)
+
+
+def quantized(vae: nn.Module) -> Quantized:
+    """The quantised latent of a discrete model's latest forward: ``.latent``, ``.codes``, ``.perplexity``,
+    ``.used`` (the fraction of the codebook used).
+
+    >>> vq, loss = fxvae.convert(ae, x, latent=fxvae.FSQ(levels=(5, 5, 5)), calibration=torch.randn(64, 64))
+    >>> _ = vq.eval()(x)
+    >>> step = fxvae.quantized(vq)
+    >>> step.codes.shape, step.latent.shape, 0 < step.used <= 1
+    (torch.Size([16]), torch.Size([16, 8]), True)
+    """
+    return quantizer_of(vae, "fxvae.quantized").quantized()

@@ -20,9 +20,9 @@ from torch import nn
 
 from fxvae.capture.tracing import as_args
 from fxvae.errors import InputError
-from fxvae.latents.quantize import Quantizer
+from fxvae.latents.quantize import Quantizer, quantizer_of
 from fxvae.modules import eval_mode, owned_copy
-from fxvae.recipe import conversion, quantizer_of, unwrap
+from fxvae.recipe import conversion, unwrap
 from fxvae.surgery.split import split
 
 CODES = "codes"
@@ -49,7 +49,7 @@ def split_tokens(model: nn.Module) -> tuple[fx.GraphModule, fx.GraphModule]:
     GraphModules that share the model's tensors and have their own train/eval flags, and
     :func:`fxvae.export_onnx` exports them (the models of the graph tiers: not of the hooks tier).
 
-    >>> vq, _ = fxvae.convert(ae, x, latent="vq", codebook_size=16, calibration=torch.randn(256, 64))
+    >>> vq, _ = fxvae.convert(ae, x, latent=fxvae.VQ(codebook_size=16), calibration=torch.randn(256, 64))
     >>> to_codes, from_codes = fxvae.split_tokens(vq)
     >>> codes = to_codes(x)
     >>> codes.shape, codes.dtype, torch.equal(from_codes(codes), vq.eval()(x))
@@ -89,7 +89,7 @@ def tokenize(model: nn.Module, inputs: Any) -> torch.Tensor:
     eval mode without gradients; the model's own mode is left as it was. See :mod:`fxvae.latents.tokens` for
     their shape. For many batches, :func:`split_tokens` once and call ``to_codes``.
 
-    >>> fsq, _ = fxvae.convert(ae, x, latent="fsq", levels=(8, 5, 5, 5), calibration=torch.randn(256, 64))
+    >>> fsq, _ = fxvae.convert(ae, x, latent=fxvae.FSQ(levels=(8, 5, 5, 5)), calibration=torch.randn(256, 64))
     >>> codes = fxvae.tokenize(fsq, x)
     >>> codes.shape, bool(codes.max() < 8 * 5 * 5 * 5)
     (torch.Size([16]), True)
@@ -104,7 +104,7 @@ def detokenize(model: nn.Module, codes: torch.Tensor, *conditions: Any) -> Any:
     without gradients: ``detokenize(model, tokenize(model, x))`` is the eval-mode ``model(x)``. Codes of
     another shape, dtype or range are refused.
 
-    >>> fsq, _ = fxvae.convert(ae, x, latent="fsq", levels=(8, 5, 5, 5), calibration=torch.randn(256, 64))
+    >>> fsq, _ = fxvae.convert(ae, x, latent=fxvae.FSQ(levels=(8, 5, 5, 5)), calibration=torch.randn(256, 64))
     >>> torch.equal(fxvae.detokenize(fsq, fxvae.tokenize(fsq, x)), fsq.eval()(x))
     True
     """

@@ -326,11 +326,10 @@ def coder(model: nn.Module, example_args: tuple[Any, ...]) -> tuple[nn.Module, n
     inner = unwrap(model)
     recipe = inner.meta.get(META_KEY) if isinstance(inner, fx.GraphModule) else None
     if isinstance(recipe, Conversion):
-        if recipe.quantizer is not None:
+        if recipe.reparameterize is None:
             raise InputError(
-                f"{type(model).__name__} has a discrete latent ({recipe.quantizer.family}): its codes are "
-                "integers, not points a density can be fitted to; fit the density to the autoencoder or a "
-                "Gaussian VAE instead"
+                f"{type(model).__name__} has latent={recipe.options.latent.family!r}, no Gaussian posterior whose "
+                "means a density can be fitted to; fit the density to the autoencoder or a Gaussian VAE instead"
             )
         encoder, decoder = split(inner)
         return _Mean(encoder), decoder

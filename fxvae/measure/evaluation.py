@@ -21,7 +21,7 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -30,6 +30,7 @@ from torch import nn
 from fxvae.analysis.outputs import reconstruction_like
 from fxvae.errors import FxvaeError, InputError
 from fxvae.io.data import batches, check_batch, to_device
+from fxvae.latents.registry import family_of
 from fxvae.measure import likelihoods, noise
 from fxvae.measure.density import Density, coder
 from fxvae.measure.likelihoods import Likelihood, LikelihoodLike, Scale
@@ -79,9 +80,6 @@ class Estimate:
         return f"{self.value:.4g} ± {self.stderr:.2g}"
 
 
-Kind = Literal["vae", "vq", "fsq", "ae"]
-
-
 @dataclass(frozen=True)
 class Evaluation:
     """What :func:`evaluate` measured, in nats per sample, and what it was computed with.
@@ -97,7 +95,8 @@ class Evaluation:
     True
     """
 
-    kind: Kind
+    kind: str
+    """``"ae"``, or the latent family's (:attr:`fxvae.latents.family.Family.kind`): ``"vae"``, ``"vq"``, ``"fsq"``."""
     n: int
     """Samples measured."""
     k: int
@@ -319,10 +318,11 @@ def evaluate(
         )
     lik = likelihoods.get(likelihood, sigma=sigma)
     recipe = _conversion_or_none(model)
-    if density is not None and recipe is not None and recipe.quantizer is not None:
+    family = family_of(recipe.options.latent) if recipe is not None else None
+    if density is not None and family is not None and family.estimator != "posterior":
         raise InputError(
-            f"a {recipe.quantizer.family} model has a discrete latent, whose prior is uniform over its codes: "
-            "a density does not apply; leave density out"
+            f"a {family.name} model's latent is measured by its {family.estimator}, not by draws from a posterior "
+            "under a prior: a density does not apply; leave density out"
         )
     run = _Run(model, data, recipe, batch_size, seed, progress)
     with torch.random.fork_rng(devices=_cuda_devices(run.device)), torch.no_grad():
@@ -330,8 +330,10 @@ def evaluate(
             result = _evaluate_ae(run, lik)
         elif recipe is None:
             result = _evaluate_ae_density(run, lik, k, chunk, density)
-        elif recipe.quantizer is not None:
+        elif family is not None and family.estimator == "codes":
             result = _evaluate_discrete(run, lik)
+        elif family is not None and family.estimator == "point":
+            result = dataclasses.replace(_evaluate_ae(run, lik), kind=family.kind)
         else:
             result = _evaluate_vae(run, lik, k, chunk, active_threshold, mixture, density)
     return result if per_sample else dataclasses.replace(result, per_sample=None)

@@ -19,12 +19,13 @@ from fxvae.analysis.outputs import reconstruction_like
 from fxvae.convert import convert
 from fxvae.errors import InputError
 from fxvae.io.data import to_device
+from fxvae.latents.gaussian import posterior
 from fxvae.measure import downstream, fidelity
 from fxvae.measure.density import coder, codes, fit_density
 from fxvae.measure.evaluation import evaluate
 from fxvae.measure.quality import sample_quality
 from fxvae.modules import eval_mode, first_tensor
-from fxvae.recipe import conversion, posterior
+from fxvae.recipe import conversion
 from fxvae.study.ledger import rounded
 from fxvae.study.loop import Run, is_gaussian
 from fxvae.surgery.split import decoder_conditions, sample, split

@@ -32,6 +32,7 @@ from fxvae.convert import convert, find_bottleneck
 from fxvae.errors import InputError
 from fxvae.io.checkpoints import save
 from fxvae.io.data import check_model_takes, to_device
+from fxvae.latents.registry import family_of
 from fxvae.latents.tokens import detokenize
 from fxvae.measure import likelihoods
 from fxvae.measure.evaluation import evaluate
@@ -275,7 +276,7 @@ def _check_axes_inputs(options: CompareOptions, **given: Any) -> None:
     if features is not None and not callable(features):
         raise InputError(f"features={features!r} must be a callable features(batch) -> Tensor[N, F]")
     named = [f"{name}=" for name, value in given.items() if value is not None]
-    if named and options.latent != "gaussian":
+    if named and family_of(options.latent).estimator != "posterior":
         raise InputError(
             f"{', '.join(named)} measure the axes at the end of a Gaussian comparison; latent={options.latent!r} "
             "has none: leave them out"
@@ -381,7 +382,8 @@ class _Study:
             # Every start converts at the same latent, the one the trained AE shows (an untrained one may tie).
             self.options = dataclasses.replace(options, bottleneck=self.found.node)
             self.likelihood = self._likelihood()
-            self.axes = FinalAxes(self, data.features) if options.latent == "gaussian" else None
+            measured = family_of(options.latent).estimator == "posterior"
+            self.axes = FinalAxes(self, data.features) if measured else None
         self.measure_seconds: dict[tuple[str, int], float] = {}
         self.out = Path(session.out) if session.out is not None else None
         self.records: list[dict[str, Any]] = []

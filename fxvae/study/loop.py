@@ -24,10 +24,10 @@ from torch import nn
 
 from fxvae.analysis.outputs import reconstruction_like
 from fxvae.errors import FxvaeError, InputError
-from fxvae.latents.gaussian import KLDivergence
+from fxvae.latents.gaussian import KLDivergence, posterior
 from fxvae.measure.likelihoods import Likelihood
 from fxvae.ops import kl_divergence
-from fxvae.recipe import conversion, posterior
+from fxvae.recipe import conversion
 from fxvae.study.options import CompareOptions
 from fxvae.study.samples import Samples
 from fxvae.study.starts import Begun
@@ -304,4 +304,4 @@ def load_checkpoint(run: Run, path: Path) -> bool:
 
 def is_gaussian(run: Run) -> bool:
     """Whether the run's model draws z (a Gaussian VAE): its measurement's cost grows with k."""
-    return run.begun.is_vae and conversion(run.model).quantizer is None
+    return run.begun.is_vae and conversion(run.model).reparameterize is not None

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fxvae.errors import InputError
+from fxvae.latents.configs import LatentConfig, config_of
+from fxvae.latents.family import Family
+from fxvae.latents.registry import FAMILIES
 from fxvae.measure.likelihoods import LikelihoodName
 
 StartName = Literal["scratch", "warm", "calibrated", "random", "ae"]
@@ -19,18 +22,14 @@ latent: its codebook or projections fitted to the training data's codes); ``"cal
 and decoder with the quantiser at the random initialisation a new one has (a codebook drawn from N(0, I), or FSQ's
 projections as a new Linear draws them), i.e. warm without the fit to the data; ``"ae"``: the AE itself, trained
 on."""
-DEFAULT_STARTS: dict[str, tuple[StartName, ...]] = {
-    "gaussian": ("ae", "scratch", "warm", "calibrated"),
-    "vq": ("scratch", "warm", "random"),
-    "fsq": ("scratch", "warm", "random"),
-}
-"""The starts of a comparison that names none, per latent: each family's own (calibrated is Gaussian only, random
-discrete only). A Gaussian comparison includes the AE itself, so that the plain command answers "the AE or its
-VAE?" on the same axes."""
 DensityKind = Literal["gaussian", "gmm"]
 """An ex-post density fitted to a model's training codes (:func:`fxvae.fit_density`): a full-covariance Gaussian,
 or a mixture of 10 of them (scikit-learn)."""
 Latent = Literal["gaussian", "vq", "fsq"]
+"""The built-in latent families; a family registered with :func:`fxvae.latents.registry.register_family` is
+accepted too."""
+LATENT_FIELDS = ("codebook_size", "levels")
+"""The comparison options that configure the latent, passed to the family's config where it has the field."""
 Optimizer = Literal["adam", "adamw", "sgd"]
 Schedule = Literal["constant", "cosine", "one-cycle"]
 """The learning rate over the run: constant; a cosine from ``lr`` to 0; or one cycle (a rise from lr / 25 to
@@ -118,21 +117,22 @@ class CompareOptions:
     )
 
     def __post_init__(self) -> None:
-        if self.latent not in DEFAULT_STARTS:
-            raise InputError(f"latent={self.latent!r} must be one of {typing.get_args(Latent)}")
-        starts = DEFAULT_STARTS[self.latent] if self.starts is None else tuple(self.starts)
+        if self.latent not in FAMILIES:
+            raise InputError(f"latent={self.latent!r} must be one of {tuple(FAMILIES)}")
+        family = FAMILIES[self.latent]
+        starts = default_starts(family) if self.starts is None else tuple(self.starts)
         object.__setattr__(self, "starts", starts)
         known = typing.get_args(StartName)
         if not starts or any(s not in known for s in starts) or len(set(starts)) != len(starts):
             raise InputError(f"starts={self.starts!r} must be distinct names among {', '.join(known)}")
         if "ae" in starts and len(starts) == 1:
             raise InputError("starts=('ae',) has no VAE to compare: add scratch, warm or calibrated")
-        wrong = "calibrated" if self.latent != "gaussian" else "random"
-        if wrong in starts:
-            fits = "a Gaussian latent" if wrong == "calibrated" else "a discrete latent (latent='vq' or 'fsq')"
+        wrong = next((s for s in starts if s != "ae" and s not in family.starts), None)
+        if wrong is not None:
+            fits = " or ".join(sorted({f.what for f in FAMILIES.values() if wrong in f.starts}))
             raise InputError(
                 f"the {wrong!r} start is for {fits}; with latent={self.latent!r} the starts are "
-                f"{', '.join(s for s in typing.get_args(StartName) if s != wrong)}"
+                f"{', '.join(s for s in typing.get_args(StartName) if s == 'ae' or s in family.starts)}"
             )
         object.__setattr__(self, "levels", tuple(self.levels))
         if self.density is not None:
@@ -140,7 +140,7 @@ class CompareOptions:
             kinds = typing.get_args(DensityKind)
             if any(d not in kinds for d in self.density) or len(set(self.density)) != len(self.density):
                 raise InputError(f"density={self.density!r} must be distinct names among {', '.join(kinds)}")
-            if self.latent != "gaussian":
+            if family.estimator != "posterior":
                 raise InputError(
                     f"density= fits ex-post densities at the end of a Gaussian comparison; latent={self.latent!r} "
                     "has none: leave density out"
@@ -167,10 +167,20 @@ class CompareOptions:
             object.__setattr__(self, "image_shape", tuple(self.image_shape))
             if not self.image_shape or any(not isinstance(n, int) or n < 1 for n in self.image_shape):
                 raise InputError(f"image_shape={self.image_shape!r} must be positive whole numbers, e.g. (8, 8)")
-        kinds = (("likelihood", LikelihoodName), ("optimizer", Optimizer), ("schedule", Schedule), ("latent", Latent))
+        kinds = (("likelihood", LikelihoodName), ("optimizer", Optimizer), ("schedule", Schedule))
         for name, kind in kinds:
             if getattr(self, name) not in typing.get_args(kind):
                 raise InputError(f"{name}={getattr(self, name)!r} must be one of {typing.get_args(kind)}")
+
+    def latent_config(self) -> LatentConfig:
+        """The latent every start converts to: the family's config, with the comparison's latent options.
+
+        >>> CompareOptions(latent="vq", codebook_size=64).latent_config()
+        VQ(codebook_size=64, beta=0.25, ema=True, decay=0.99, dead_code_threshold=0.03)
+        """
+        config = config_of(self.latent)
+        names = {f.name for f in dataclasses.fields(config)}
+        return dataclasses.replace(config, **{n: getattr(self, n) for n in LATENT_FIELDS if n in names})
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -190,3 +200,15 @@ def _positive_int(name: str, value: Any) -> None:
 def _positive_float(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise InputError(f"{name}={value!r} must be a positive number")
+
+
+def default_starts(family: Family) -> tuple[StartName, ...]:
+    """The starts of a comparison that names none: the family's own, and the AE itself where the comparison
+    measures the AE and its VAE on the same axes (a latent with a posterior), so that the plain command answers
+    "the AE or its VAE?".
+
+    >>> default_starts(FAMILIES["gaussian"]), default_starts(FAMILIES["vq"])
+    (('ae', 'scratch', 'warm', 'calibrated'), ('scratch', 'warm', 'random'))
+    """
+    own = typing.cast(tuple[StartName, ...], family.starts)
+    return ("ae", *own) if family.estimator == "posterior" else own

@@ -15,8 +15,8 @@ from fxvae.convert import convert
 from fxvae.errors import InputError
 from fxvae.latents.gaussian import KLDivergence
 from fxvae.latents.quantize import QuantizerLoss
+from fxvae.latents.registry import family_of
 from fxvae.modules import owned_copy
-from fxvae.recipe import conversion
 from fxvae.study.options import CompareOptions, StartName
 from fxvae.study.samples import Samples
 
@@ -51,34 +51,18 @@ def begin(
         model = owned_copy(ae)
         model.train()
         return Begun(name, model, None)
-    calibration = train.with_count(len(example))
+    family = family_of(options.latent)
+    config, reads_data = family.start(name, options.latent_config())
     source = ae if name in ("warm", "calibrated", "random") else _untrained(ae, seed, scratch)
-    if options.latent != "gaussian":
-        family = {"codebook_size": options.codebook_size} if options.latent == "vq" else {"levels": options.levels}
-        model, aux = convert(
-            source,
-            example,
-            bottleneck=options.bottleneck,
-            latent=options.latent,
-            calibration=calibration,
-            likelihood=options.likelihood,
-            **family,
-        )
-        if name != "warm":
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_RESET_SEED + seed)
-                model.get_submodule(conversion(model).quantizer.module).reset()
-    elif name == "calibrated":
-        model, aux = convert(
-            ae,
-            example,
-            bottleneck=options.bottleneck,
-            calibration=calibration,
-            log_sigma_init="auto",
-            likelihood=options.likelihood,
-        )
-    else:
-        model, aux = convert(source, example, bottleneck=options.bottleneck)
+    model, aux = convert(
+        source,
+        example,
+        bottleneck=options.bottleneck,
+        latent=config,
+        likelihood=options.likelihood,
+        calibration=train.with_count(len(example)) if reads_data else None,
+    )
+    family.restart(name, model, _RESET_SEED + seed)
     model.train()
     return Begun(name, model, aux)
 

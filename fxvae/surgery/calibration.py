@@ -21,6 +21,7 @@ sensitivity to z_j over the calibration data (see :func:`fxvae.measure.sensitivi
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any, Literal
 
 import torch
@@ -31,9 +32,11 @@ from fxvae.capture.tiers import tier_of
 from fxvae.capture.tracing import CAPTURE_LOCK
 from fxvae.errors import InputError
 from fxvae.io.data import batches, check_batch, to_device
+from fxvae.latents.configs import Gaussian, Standardize
+from fxvae.latents.gaussian import reparameterize_of
 from fxvae.measure.sensitivity import auto_log_sigma, head_bias
 from fxvae.modules import eval_mode, first_tensor
-from fxvae.recipe import CalibrationInfo, Likelihood, Standardize, conversion, record, reparameterize_of, unwrap
+from fxvae.recipe import CalibrationInfo, Likelihood, conversion, record, unwrap
 from fxvae.surgery.split import decoder_conditions, split
 from fxvae.surgery.standardize import LatentAffine, Mode, empty_affine, fit_affine
 
@@ -56,7 +59,7 @@ def calibrate(
     ``data`` is a tensor (cut into batches of 256) or an iterable of batches (a DataLoader); a batch is a
     tensor or a tuple whose first items are the VAE's inputs (a supervised loader's ``(x, label)`` gives
     ``x`` to a one-input VAE). The AE's latent is read in eval mode over all of it and its statistics are
-    accumulated in float64 in one pass. ``standardize`` chooses the map (:data:`fxvae.recipe.Standardize`).
+    accumulated in float64 in one pass. ``standardize`` chooses the map (:data:`fxvae.latents.configs.Standardize`).
     A calibrated VAE can be calibrated again (new data, another mode): the old map is undone first.
     ``log_sigma_init`` sets the log-sigma head's bias: a number, ``"auto"`` (each dimension from the
     decoder's sensitivity under ``likelihood``, :func:`fxvae.measure.sensitivity.auto_log_sigma`), or None to leave it.
@@ -99,11 +102,12 @@ def _calibrate(
     affine, samples = fit_affine(latents, latent_shape, mode, axis, codes[0].dtype)
     info = _install(gm, affine, old, mode, samples)
     new_keys = tuple(dict.fromkeys((*recipe.new_keys, *(f"{info.module}.{k}" for k in affine.state_dict()))))
-    options = recipe.options
+    options, latent = recipe.options, typing.cast(Gaussian, recipe.options.latent)  # reparameterize_of checked it
     if log_sigma_init is not None:
         _set_log_sigma(gm, recipe, log_sigma_init, likelihood, [affine(a) for a in latents], inputs)
-        options = dataclasses.replace(options, log_sigma_init=log_sigma_init, likelihood=likelihood)
-    options = dataclasses.replace(options, standardize=standardize)
+        options = dataclasses.replace(options, likelihood=likelihood)
+        latent = dataclasses.replace(latent, log_sigma_init=log_sigma_init)
+    options = dataclasses.replace(options, latent=dataclasses.replace(latent, standardize=standardize))
     record(gm, dataclasses.replace(recipe, calibration=info, new_keys=new_keys, options=options))
 
 

@@ -23,8 +23,9 @@ import torch.fx as fx
 from fxvae.analysis.graph import carries_values, tensor_shape, value_dependents
 from fxvae.analysis.outputs import RECORD_META
 from fxvae.errors import RewriteError
+from fxvae.latents.gaussian import reparameterize_of
 from fxvae.modules import owned_copy, resolve
-from fxvae.recipe import Conversion, reparameterize_of
+from fxvae.recipe import Conversion
 
 LATENT_INPUT = "z"
 
@@ -52,7 +53,7 @@ def cut(vae: fx.GraphModule, recipe: Conversion) -> tuple[fx.GraphModule, fx.Gra
         )
     reparam = matches[0]
     placeholders = graph.find_nodes(op="placeholder")
-    branch = None if recipe.quantizer is not None else reparameterize_of(vae).log_sigma_fn
+    branch = reparameterize_of(vae).log_sigma_fn if recipe.reparameterize is not None else None
     encoder = _encoder(vae, placeholders, reparam, branch)
     decoder = _Decoder(vae, reparam, placeholders).build()
     return encoder, decoder

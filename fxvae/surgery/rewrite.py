@@ -83,13 +83,20 @@ def direct_lookups(gm: fx.GraphModule) -> fx.GraphModule:
 
 
 def rewrite(
-    gm: fx.GraphModule, plan: Plan, *, log_sigma_init: float, device: torch.device, module: nn.Module | None = None
+    gm: fx.GraphModule,
+    plan: Plan,
+    *,
+    log_sigma_init: float,
+    device: torch.device,
+    module: nn.Module | None = None,
+    name: str = "",
 ) -> Inserted:
     """Turn ``gm`` (in place) into a VAE around ``plan``'s latent, or, given a ``module`` (a quantiser), into a
-    model whose latent is ``module(latent)``; returns what was inserted."""
+    model whose latent is ``module(latent)``, registered as ``name`` (or a free variant); returns what was
+    inserted."""
     try:
         if module is not None:
-            name = free_name(gm, QUANTIZE)
+            name = free_name(gm, name)
             insert_at_latent(gm, plan.latent, [], module, name)
             gm.graph.lint()
             direct_lookups(gm)

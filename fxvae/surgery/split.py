@@ -21,8 +21,9 @@ from torch import nn
 
 from fxvae.capture.tiers import tier_of
 from fxvae.errors import InputError
+from fxvae.latents.gaussian import reparameterize_of
 from fxvae.modules import eval_mode, first_tensor, input_names
-from fxvae.recipe import META_KEY, Conversion, conversion, reparameterize_of, unwrap
+from fxvae.recipe import META_KEY, Conversion, conversion, unwrap
 
 if TYPE_CHECKING:
     from fxvae.measure.density import Density
