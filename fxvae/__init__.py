@@ -27,12 +27,13 @@ from fxvae.measure import likelihoods
 from fxvae.measure.density import Density, fit_density
 from fxvae.measure.evaluation import Estimate, Evaluation, evaluate
 from fxvae.measure.quality import SampleQuality, sample_quality
+from fxvae.measure.sampling import sample
 from fxvae.ops import kl_divergence
 from fxvae.recipe import CalibrationInfo, Conversion, Options, QuantizerInfo, conversion
 from fxvae.study.compare import compare
 from fxvae.study.comparison import Comparison
 from fxvae.surgery.calibration import calibrate
-from fxvae.surgery.split import sample, split
+from fxvae.surgery.split import split
 from fxvae.version import VERSION as __version__
 
 __all__ = [

@@ -24,11 +24,12 @@ from fxvae.measure import downstream, fidelity
 from fxvae.measure.density import coder, codes, fit_density
 from fxvae.measure.evaluation import evaluate
 from fxvae.measure.quality import sample_quality
+from fxvae.measure.sampling import sample
 from fxvae.modules import eval_mode, first_tensor
 from fxvae.recipe import conversion
 from fxvae.study.ledger import rounded
 from fxvae.study.loop import Run, is_gaussian
-from fxvae.surgery.split import decoder_conditions, sample, split
+from fxvae.surgery.split import decoder_conditions, split
 
 SUBSET_SEED = 0
 """The held-out subset the axes are measured on does not change with the seeds, as the held-out split does not."""

@@ -37,6 +37,7 @@ from fxvae.latents.tokens import detokenize
 from fxvae.measure import likelihoods
 from fxvae.measure.evaluation import evaluate
 from fxvae.measure.likelihoods import Likelihood, LikelihoodName
+from fxvae.measure.sampling import sample
 from fxvae.modules import eval_mode, first_tensor, input_count
 from fxvae.progress import bar
 from fxvae.recipe import conversion
@@ -50,7 +51,7 @@ from fxvae.study.options import CompareOptions, DensityKind, Latent, Optimizer, 
 from fxvae.study.records import objective_of
 from fxvae.study.samples import Samples
 from fxvae.study.starts import begin
-from fxvae.surgery.split import decoder_conditions, sample, split
+from fxvae.surgery.split import decoder_conditions, split
 from fxvae.version import VERSION
 
 _clock = time.perf_counter
