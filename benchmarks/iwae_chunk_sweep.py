@@ -5,10 +5,10 @@ elements (``CHUNK_ELEMENTS``: the likelihood and the sums run once per block) an
 calls sized by the decoder's work: as many rows (draws of one sample) per call as keep the decoder's largest
 activation within ``fxvae.measure.evaluation.CACHE_BYTES`` (2 MiB, and at least ``MIN_ROWS`` = 64 rows), the
 largest activation per row coming from shape propagation on the split decoder's graph (``chunk_rows``). This
-script sweeps the rows per decoder call from 8 to 8192 on three decoders, by setting ``CACHE_BYTES`` to rows x the decoder's bytes per row, and times the
-whole ``fxvae.evaluate`` call at each, interleaved; beside them the rule's own pick and the previous rule (one
-decoder call per block, ``chunk=`` draws of the whole batch). Target: the rule's pick within 10% of the best
-swept time.
+script sweeps the rows per decoder call from 8 to 8192 on three decoders, by setting ``CACHE_BYTES`` to rows x
+the decoder's bytes per row, and times the whole ``fxvae.evaluate`` call at each, interleaved; beside them the
+rule's own pick and the previous rule (one decoder call per block, ``chunk=`` draws of the whole batch). Target: the
+rule's pick within 10% of the best swept time.
 
 Decoders (untrained weights: the cost does not depend on them):
 
@@ -157,11 +157,13 @@ def markdown(data: dict[str, Any]) -> str:
     lines += [
         "",
         f"The rule's pick is at most {worst:.3f}x the best swept time ({'meets' if worst <= TARGET else 'misses'} "
-        f"the {TARGET:.2f}x target). A call's rows are the draws times the batch's samples; where the rule "
-        "allows fewer rows than the batch has samples (a conv decoder), the batch is decoded a group of samples "
-        "at a time, one draw per call. The numbers do not depend on the chunk: each sample's draws are keyed "
-        "by its index and the draw's. Where the decoder has no graph (the hooks tier) the previous rule "
-        "(`CHUNK_ELEMENTS`, 2^18 output elements per call) stays; on a GPU too, where wide calls pay.",
+        f"the {TARGET:.2f}x target). The draws are taken in blocks of about 2^18 reconstruction elements (the "
+        "likelihood and the sums run once per block), and a block is decoded in calls of the rule's rows: fewer "
+        "than a batch's samples for a conv decoder, several draws of the batch for the MLP. Where the previous "
+        "rule gives the same rows as the rule, the two columns differ by this machine's noise alone. The "
+        "numbers do not depend on the chunk: each sample's draws are keyed by its index and the draw's. Where "
+        "the decoder has no graph (the hooks tier) the previous rule (`CHUNK_ELEMENTS`, 2^18 output elements "
+        "per call) stays; on a GPU too, where wide calls pay.",
         END,
     ]
     return "\n".join(lines)

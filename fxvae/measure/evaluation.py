@@ -53,7 +53,7 @@ this many bytes, so that each layer's output is still in cache when the next lay
 ``MIN_ROWS`` (benchmarks/iwae_chunk_sweep.py measures both on an MLP, a conv and a 1-d conv decoder)."""
 MIN_ROWS = 64
 """The fewest rows per default decoder call: each call has a fixed cost, and a conv's kernels lose efficiency on a
-few images (a conv decoder of 128 KiB a row ran 7-15% slower on 16 rows a call than on 64)."""
+few images (a conv decoder of 128 KiB a row ran 5-15% slower on 16 rows a call than on 64)."""
 CHUNK_ELEMENTS = 2**18
 """By default the draws are taken in blocks of about this many reconstruction elements: the likelihood and the
 sums run once per block, however many decoder calls it takes. Where the decoder's activations are unknown (the
@@ -268,8 +268,8 @@ def evaluate(
       logsumexp in float64. It equals ``neg_elbo`` at k = 1, is at most ``neg_elbo`` for every sample, and
       falls towards -log p(x) as k grows; with q the exact posterior, w is constant and both are exact. The
       k draws are decoded in chunks of ``chunk`` draws, each chunk one batched decoder call (by default, on
-      CPU: as many draws per call as keep the decoder's largest activation within 2 MiB, from the shapes of
-      its graph, and at least 64);
+      CPU: as many rows, draws of one sample, per call as keep the decoder's largest activation within 2 MiB,
+      from the shapes of its graph, and at least 64);
     - ``active_units``: latent elements with Var_x(E_q[z_d]) > ``active_threshold`` (and ``unit_variance``);
     - ``mutual_info`` = I(x; z) under q, the estimator of Hoffman & Johnson (2016) as He et al. (2019)
       compute it: E_x[log q(z|x) - log q(z)] with one draw z ~ q(z|x) per sample, and the aggregate posterior
@@ -795,7 +795,7 @@ def chunk_rows(decoder: nn.Module, z: torch.Tensor, conditions: list[Any]) -> in
     """
     if not isinstance(decoder, fx.GraphModule):
         return None
-    key = (tuple(z.shape), z.dtype, *(tuple(c.shape) if isinstance(c, torch.Tensor) else c for c in conditions))
+    key = (tuple(z.shape), z.dtype, *(tuple(c.shape) if isinstance(c, torch.Tensor) else type(c) for c in conditions))
     known = _ROW_BYTES.setdefault(decoder, {})
     if key not in known:
         known[key] = _largest_row_bytes(decoder, z, conditions)
@@ -811,9 +811,9 @@ def _largest_row_bytes(decoder: fx.GraphModule, z: torch.Tensor, conditions: lis
         for rows in (1, 2):
             propagate_shapes(decoder, (_tile(z, rows), *(_tile(value, rows) for value in conditions)))
             sizes.append([_meta_bytes(node.meta.get("tensor_meta")) for node in nodes])
-    # A chunk chosen automatically falls back quietly (STYLE.md, habit 6): any decoder shape propagation cannot
-    # run (data-dependent control flow, a fixed batch) is decoded by the output-elements rule.
     except Exception:
+        # A chunk chosen automatically falls back quietly (STYLE.md, habit 6): a decoder that shape propagation
+        # cannot run (data-dependent control flow, a fixed batch) is decoded by the output-elements rule.
         return None
     finally:
         # The decoder's annotations stay those it came with.
