@@ -123,9 +123,10 @@ def markdown(data: dict[str, Any]) -> str:
         f"the {TARGET}x target): it runs the encoder once per batch where the forwards run it k times. Against "
         "the decoder work alone it adds what the likelihood, the log densities and the logsumexp cost per "
         "element, which shows on a small decoder (the MLP's) and vanishes behind a conv decoder. Decoding the "
-        "draws in chunks of about 262k reconstruction elements per call matters on CPU: a conv decoder called "
-        "on 1,344 images at once (4M elements) took twice as long per image as on 32, its activations out of "
-        "the caches (`fxvae.measure.evaluation.CHUNK_ELEMENTS`).",
+        "draws in chunks matters on CPU: a conv decoder called on 1,344 images at once (4M elements) took twice "
+        "as long per image as on 32, its activations out of the caches; the chunk is now sized by the decoder's "
+        "largest activation ([the chunk sweep](#how-many-draws-per-decoder-call-the-iwae-chunk-rule), "
+        "`fxvae.measure.evaluation.CACHE_BYTES`).",
         END,
     ]
     return "\n".join(lines)

@@ -331,3 +331,109 @@ def test_a_discrete_model_is_measured_by_its_reconstruction_rate_and_code_use(la
     assert result.rate_bits == pytest.approx(positions * info.rate_bits)
     assert result.codes_used == pytest.approx(codes.unique().numel() / info.codebook_size)
     assert 1 <= result.perplexity <= codes.unique().numel()
+
+
+def _chunk_models() -> dict[str, tuple[nn.Module, torch.Tensor, int]]:
+    """(autoencoder, data, bytes of its decoder's largest activation per row) for the chunk rule's decoders."""
+    torch.manual_seed(0)
+    mlp = nn.Sequential(
+        nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 8), nn.Linear(8, 512), nn.ReLU(), nn.Linear(512, 64), nn.Sigmoid()
+    )
+    conv = nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 4, 1),
+        nn.ConvTranspose2d(4, 16, 4, stride=2, padding=1),  # 16x16x16 floats a row: the largest
+        nn.ReLU(),
+        nn.Conv2d(16, 3, 3, padding=1),
+    )
+    conv1d = nn.Sequential(
+        nn.Conv1d(1, 8, 4, stride=4),
+        nn.ReLU(),
+        nn.Conv1d(8, 2, 1),
+        nn.ConvTranspose1d(2, 8, 4, stride=4),  # 8x128 floats a row
+        nn.ReLU(),
+        nn.Conv1d(8, 1, 3, padding=1),
+    )
+    return {
+        "mlp": (mlp, torch.rand(24, 64), 512 * 4),
+        "conv": (conv, torch.rand(24, 3, 16, 16), 16 * 16 * 16 * 4),
+        "conv1d": (conv1d, torch.rand(24, 1, 128), 8 * 128 * 4),
+    }
+
+
+def test_the_chunk_rule_decodes_at_least_min_rows_a_call(monkeypatch) -> None:
+    ae, x, row_bytes = _chunk_models()["conv"]
+    vae, _ = fxvae.convert(ae.eval(), x[:2])
+    encoder, decoder = fxvae.split(vae)
+    with torch.no_grad():
+        mu, _ = encoder(x[:1])
+    monkeypatch.setattr(fxvae.measure.evaluation, "CACHE_BYTES", row_bytes)
+    assert fxvae.measure.evaluation.chunk_rows(decoder, mu, []) == fxvae.measure.evaluation.MIN_ROWS
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv", "conv1d"])
+def test_the_chunk_rule_keeps_the_decoders_largest_activation_within_the_cache_budget(name: str) -> None:
+    ae, x, row_bytes = _chunk_models()[name]
+    vae, _ = fxvae.convert(ae.eval(), x[:2])
+    encoder, decoder = fxvae.split(vae)
+    with torch.no_grad():
+        mu, _ = encoder(x[:1])
+    annotations = [node.meta.get("tensor_meta") for node in decoder.graph.nodes]
+    rows = fxvae.measure.evaluation.chunk_rows(decoder, mu, [])
+    assert rows == fxvae.measure.evaluation.CACHE_BYTES // row_bytes
+    assert rows >= fxvae.measure.evaluation.MIN_ROWS
+    # Shape propagation leaves the decoder's own annotations as they were.
+    assert [node.meta.get("tensor_meta") for node in decoder.graph.nodes] == annotations
+
+
+@pytest.mark.parametrize(("budget_rows", "calls"), [(5, [5] * 14 + [2]), (48, [48, 24]), (24, [24] * 3)])
+def test_the_default_chunk_decodes_the_rules_rows_per_call(monkeypatch, budget_rows: int, calls: list[int]) -> None:
+    ae, x, row_bytes = _chunk_models()["mlp"]
+    vae, _ = fxvae.convert(ae.eval(), x[:2])
+    monkeypatch.setattr(fxvae.measure.evaluation, "CACHE_BYTES", budget_rows * row_bytes)
+    monkeypatch.setattr(fxvae.measure.evaluation, "MIN_ROWS", 1)
+    seen: list[int] = []
+    handle = vae.get_submodule("3").register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+    try:
+        fxvae.evaluate(vae, x[:24], likelihood="bernoulli-probs", k=3, batch_size=24)
+    finally:
+        handle.remove()
+    # Shape propagation runs the decoder once on 1 row and once on 2. Then the 24 samples' 3 draws are 72 rows,
+    # decoded 5 rows a call (the last call the 2 left), 48 a call (2 draws of the batch, then the third) or 24
+    # (one draw of the batch per call).
+    assert seen == [1, 2, *calls]
+
+
+def test_the_chunk_rule_falls_back_to_output_elements_where_the_decoder_has_no_graph() -> None:
+    torch.manual_seed(0)
+    vae, _ = fxvae.convert(BranchesOnValues().eval(), torch.randn(4, 16))
+    _, decoder = fxvae.split(vae)
+    assert fxvae.conversion(vae).tracer == "hooks"
+    assert fxvae.measure.evaluation.chunk_rows(decoder, torch.zeros(1, 3), []) is None
+    first = next(m for m in vae.modules() if isinstance(m, nn.Linear) and m.in_features == 3)
+    seen: list[int] = []
+    handle = first.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+    try:
+        fxvae.evaluate(vae, torch.randn(20, 16), likelihood="gaussian", sigma=1.0, k=1000, batch_size=20)
+    finally:
+        handle.remove()
+    draws = fxvae.measure.evaluation.CHUNK_ELEMENTS // (20 * 16)
+    assert seen[: 1000 // draws] == [draws * 20] * (1000 // draws)
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv", "conv1d"])
+def test_the_per_sample_numbers_do_not_depend_on_the_chunk(monkeypatch, name: str) -> None:
+    # float64: a float32 conv's output itself changes in its last bits with the batch size (its algorithm does).
+    ae, x, row_bytes = _chunk_models()[name]
+    ae, x, row_bytes = ae.double(), x.double(), 2 * row_bytes
+    vae, _ = fxvae.convert(ae.eval(), x[:2], log_sigma_init=-1.0)
+    options = {"likelihood": "gaussian", "sigma": 0.3, "k": 7, "seed": 2, "per_sample": True}
+    base = fxvae.evaluate(vae, x, chunk=7, batch_size=24, **options).per_sample
+    runs = [fxvae.evaluate(vae, x, chunk=chunk, batch_size=10, **options).per_sample for chunk in (1, 3, None)]
+    monkeypatch.setattr(fxvae.measure.evaluation, "CACHE_BYTES", 5 * row_bytes)  # calls of 5 rows
+    monkeypatch.setattr(fxvae.measure.evaluation, "MIN_ROWS", 1)
+    runs.append(fxvae.evaluate(vae, x, batch_size=24, **options).per_sample)
+    for other in runs:
+        for key, values in base.items():
+            torch.testing.assert_close(other[key], values, rtol=1e-12, atol=1e-12, msg=key)

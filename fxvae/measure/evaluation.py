@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,8 +27,11 @@ from typing import Any
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.fx.passes.shape_prop import TensorMetadata
+from torch.utils._pytree import tree_leaves
 
 from fxvae.analysis.outputs import reconstruction_like
+from fxvae.capture.tracing import propagate_shapes
 from fxvae.errors import FxvaeError, InputError
 from fxvae.io.data import batches, check_batch, to_device
 from fxvae.latents.registry import family_of
@@ -44,10 +48,17 @@ ACTIVE_THRESHOLD = 0.01
 """A latent unit is active when Var_x(E_q[z_d]) exceeds this (Burda, Grosse & Salakhutdinov 2015)."""
 MIXTURE = 4096
 """Posteriors in the aggregate posterior q(z) that the mutual information is estimated with."""
+CACHE_BYTES = 2**21
+"""By default the decoder is called on as many rows (draws of one sample) as keep its largest activation under
+this many bytes, so that each layer's output is still in cache when the next layer reads it, and on at least
+``MIN_ROWS`` (benchmarks/iwae_chunk_sweep.py measures both on an MLP, a conv and a 1-d conv decoder)."""
+MIN_ROWS = 64
+"""The fewest rows per default decoder call: each call has a fixed cost, and a conv's kernels lose efficiency on a
+few images (a conv decoder of 128 KiB a row ran 5-15% slower on 16 rows a call than on 64)."""
 CHUNK_ELEMENTS = 2**18
-"""The default chunk of draws decodes about this many reconstruction elements per decoder call: more made a
-conv decoder slower on CPU (1,344 images a call took 2x the time of 32 at a time), as its activations left the
-caches."""
+"""By default the draws are taken in blocks of about this many reconstruction elements: the likelihood and the
+sums run once per block, however many decoder calls it takes. Where the decoder's activations are unknown (the
+hooks tier: no graph to propagate shapes on) or the model is on a GPU, a block is also one decoder call."""
 NOISE_ELEMENTS = 2**21
 """Posterior draws' elements made per :func:`fxvae.measure.noise.normal` call (about 50 MB of its float64 and int64
 intermediates)."""
@@ -255,8 +266,9 @@ def evaluate(
     - ``nll`` = -log (1/k) sum_i w_i, the importance-weighted bound of Burda et al. (2015), computed with
       logsumexp in float64. It equals ``neg_elbo`` at k = 1, is at most ``neg_elbo`` for every sample, and
       falls towards -log p(x) as k grows; with q the exact posterior, w is constant and both are exact. The
-      k draws are decoded in chunks of ``chunk`` draws (default: about 262k reconstruction elements per
-      decoder call), each chunk one batched decoder call;
+      k draws are decoded in chunks of ``chunk`` draws, each chunk one batched decoder call (by default, on
+      CPU: as many rows, draws of one sample, per call as keep the decoder's largest activation within 2 MiB,
+      from the shapes of its graph, and at least 64);
     - ``active_units``: latent elements with Var_x(E_q[z_d]) > ``active_threshold`` (and ``unit_variance``);
     - ``mutual_info`` = I(x; z) under q, the estimator of Hoffman & Johnson (2016) as He et al. (2019)
       compute it: E_x[log q(z|x) - log q(z)] with one draw z ~ q(z|x) per sample, and the aggregate posterior
@@ -625,9 +637,18 @@ class _Draws:
         """(sum_i log w_i, logsumexp_i log w_i, sum_i [log q(z_i | x) - log p(z_i)]) per sample, in float64.
 
         ``sigma`` broadcasts against ``mu``; ``log_sigma_sum`` is sum_d log sigma_d per sample (or one value).
+        The draws are taken ``size`` at a time (``chunk``, or about ``CHUNK_ELEMENTS`` reconstruction elements),
+        and without a ``chunk`` each block is decoded ``rows`` rows per call, the cache rule's
+        (:func:`chunk_rows`): the decoder's activations stay in cache, while the likelihood and the sums run
+        once per block, their per-call cost paid rarely.
         """
         x, density = self.x, self.density
         size = chunk or max(1, CHUNK_ELEMENTS // max(1, x.numel()))
+        rows = None
+        # On a GPU every call is a launch and a wide one fills the device: the cache rule is a CPU rule.
+        if chunk is None and k > 1 and mu.device.type == "cpu":
+            rows = chunk_rows(self.decoder, mu[:1], [_rows(value, slice(0, 1)) for value in self.conditions])
+            size = max(size, (rows or 0) // len(x))
         # The noise is made for many chunks at once: each call has a fixed cost, which small chunks would repeat.
         block = size * max(1, NOISE_ELEMENTS // (size * mu.numel()))
         log_w_sum = torch.zeros(len(x), dtype=torch.float64, device=mu.device)
@@ -644,9 +665,10 @@ class _Draws:
             z = (mu + sigma * eps).flatten(0, 1)
             tiled = [_tile(value, draws_here) for value in self.conditions]
             target = _tile(x, draws_here)
-            out = reconstruction_like(self.decoder(z, *tiled), target)
-            if start == 0 and self.check:
+            out = self._decode(z, tiled, target, rows)
+            if self.check:
                 self.lik.check(out, target)
+                self.check = False
             log_px = self.lik.log_prob(out, target).double().view(draws_here, len(x))
             log_qz = -0.5 * eps.double().pow(2).flatten(2).sum(2) - log_sigma_sum
             if density is None:
@@ -661,6 +683,17 @@ class _Draws:
             log_w_sum = log_w_sum + log_w.sum(0)
             gap_sum = gap_sum + (log_qz - log_pz).sum(0)
         return log_w_sum, log_mean, gap_sum
+
+    def _decode(self, z: torch.Tensor, conditions: list[Any], target: torch.Tensor, rows: int | None) -> torch.Tensor:
+        """The reconstructions of the draws ``z`` (rows folded as (draw, sample)), ``rows`` rows per decoder call."""
+        if rows is None or rows >= len(z):
+            return reconstruction_like(self.decoder(z, *conditions), target)
+        parts = []
+        for start in range(0, len(z), rows):
+            here = slice(start, start + rows)
+            out = self.decoder(z[here], *(_rows(value, here) for value in conditions))
+            parts.append(reconstruction_like(out, target[here]))
+        return torch.cat(parts)
 
 
 def _evaluate_vae(
@@ -737,6 +770,67 @@ def _evaluate_vae(
         density=density.describe() if density is not None else None,
         per_sample={"recon": elbo_t - kl_t, "kl": kl_t, "neg_elbo": elbo_t, "nll": nll_t},
     )
+
+
+def _rows(value: Any, samples: slice) -> Any:
+    """A batch's ``samples`` of an input (a value without a batch dimension as it is)."""
+    if not isinstance(value, torch.Tensor) or value.dim() == 0:
+        return value
+    return value[samples]
+
+
+_ROW_BYTES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], int | None]] = weakref.WeakKeyDictionary()
+
+
+def chunk_rows(decoder: nn.Module, z: torch.Tensor, conditions: list[Any]) -> int | None:
+    """Rows (draws of one sample) per decoder call that keep the decoder's largest activation within
+    :data:`CACHE_BYTES` (at least :data:`MIN_ROWS`), from shape propagation on its graph; None where its
+    activations are unknown (a decoder that is no GraphModule, as the hooks tier's, or one that shape
+    propagation cannot run).
+
+    ``z`` and ``conditions`` are one sample's decoder inputs. The largest activation per row is the growth
+    of each node's outputs from one row to two, so constants and parameters do not count. Measured once per
+    decoder and input shape.
+
+    >>> _, decoder = fxvae.split(vae)
+    >>> chunk_rows(decoder, torch.zeros(1, 8), [])  # an 8 -> 32 -> 64 decoder: 64 floats, 256 bytes a row
+    8192
+    """
+    if not isinstance(decoder, fx.GraphModule):
+        return None
+    key = (tuple(z.shape), z.dtype, *(tuple(c.shape) if isinstance(c, torch.Tensor) else type(c) for c in conditions))
+    known = _ROW_BYTES.setdefault(decoder, {})
+    if key not in known:
+        known[key] = _largest_row_bytes(decoder, z, conditions)
+    row_bytes = known[key]
+    return None if not row_bytes else max(MIN_ROWS, CACHE_BYTES // row_bytes)
+
+
+def _largest_row_bytes(decoder: fx.GraphModule, z: torch.Tensor, conditions: list[Any]) -> int | None:
+    nodes = list(decoder.graph.nodes)
+    saved = [node.meta.get("tensor_meta") for node in nodes]
+    sizes = []
+    try:
+        for rows in (1, 2):
+            propagate_shapes(decoder, (_tile(z, rows), *(_tile(value, rows) for value in conditions)))
+            sizes.append([_meta_bytes(node.meta.get("tensor_meta")) for node in nodes])
+    except Exception:
+        # A chunk chosen automatically falls back quietly (STYLE.md, habit 6): a decoder that shape propagation
+        # cannot run (data-dependent control flow, a fixed batch) is decoded by the output-elements rule.
+        return None
+    finally:
+        # The decoder's annotations stay those it came with.
+        for node, meta in zip(nodes, saved, strict=True):
+            if meta is None:
+                node.meta.pop("tensor_meta", None)
+            else:
+                node.meta["tensor_meta"] = meta
+    return max((two - one for one, two in zip(*sizes, strict=True)), default=0) or None
+
+
+def _meta_bytes(meta: Any) -> int:
+    leaves = tree_leaves(meta, is_leaf=lambda m: isinstance(m, TensorMetadata))
+    return sum(m.shape.numel() * m.dtype.itemsize for m in leaves if isinstance(m, TensorMetadata))
 
 
 def _tile(value: Any, times: int) -> Any:
