@@ -71,6 +71,8 @@ _PYTHON_TO_OPTIONS = (
     ("density=('gaussian',)", "--density gaussian"),
     ("anomaly_labels= (the AUROC)", "--anomaly-labels (the AUROC)"),
     ("labels= (the linear probe)", "--labels (the linear probe)"),
+    ("eval_samples=", "--eval-samples "),
+    ("eval_every=", "--eval-every "),
 )
 
 

@@ -5,8 +5,9 @@ trained by one loop (:mod:`fxvae.study.loop`) and measured by :func:`fxvae.evalu
 ```
 for epoch 0 (before any step), 1, ..., E:          runs take turns, epoch by epoch, so a budget ends
     for seed, for start:  train one epoch           every start at the same step count
-                          evaluate on held-out data, write a line to metrics.jsonl, save a checkpoint
-at the end:  evaluate at the final k, pictures, report.md
+                          save a checkpoint; every eval_every-th epoch and the last: evaluate on held-out
+                          data (eval_samples of it), write a line to metrics.jsonl
+at the end:  evaluate at the final k on every held-out sample, pictures, report.md
 ```
 """
 
@@ -42,7 +43,7 @@ from fxvae.modules import eval_mode, first_tensor, input_count
 from fxvae.progress import bar
 from fxvae.recipe import conversion
 from fxvae.study import ledger
-from fxvae.study.axes import FinalAxes
+from fxvae.study.axes import SUBSET_SEED, FinalAxes
 from fxvae.study.comparison import Comparison
 from fxvae.study.labels import Labels, index_of, indexed, label_values
 from fxvae.study.ledger import rounded
@@ -58,6 +59,9 @@ _clock = time.perf_counter
 """The budget's clock (a test may replace it)."""
 SPLIT_SEED = 0
 """The held-out split does not change with the seeds: they vary initialisation, batches and noise only."""
+EVAL_SUBSET_SEED = SUBSET_SEED
+"""``eval_samples``' subset does not change with the seeds either, so every run's curve is measured on the same
+samples (paired). It is the start of the order the axes' subset is drawn from: the two subsets nest."""
 REPORT_SECONDS = 10.0
 """What the budget keeps for the report and its pictures: 4.8 to 6.2 s measured for report.md and its four PNGs (four
 starts, matplotlib imported) on one shared CPU core."""
@@ -93,6 +97,8 @@ def compare(
     seeds: int = 1,
     k: int = 8,
     final_k: int = 100,
+    eval_samples: int | None = None,
+    eval_every: int = 1,
     max_minutes: float | None = None,
     shown: int = 8,
     bottleneck: str | None = None,
@@ -132,7 +138,11 @@ def compare(
     (linearly warmed up over ``kl_warmup`` steps, with ``free_bits``). ``sigma="optimal"`` is fitted once to
     the AE's error on the training data and shared by every start, in training and measurement. After every
     epoch, and at epoch 0 before any step, each run is measured on the held-out data by :func:`fxvae.evaluate`
-    with ``k`` draws, at the end with ``final_k``.
+    with ``k`` draws, at the end with ``final_k``. On large held-out data, ``eval_samples`` measures each epoch
+    on that many held-out samples, a seeded subset drawn once and shared by every start and seed (more than the
+    held-out data holds is an :class:`~fxvae.InputError`), and ``eval_every`` measures every that many epochs
+    (epoch 0, the last epoch and the epoch a budget stops at always); the final measurement uses every held-out
+    sample.
 
     ``latent="vq"`` (``codebook_size``) or ``"fsq"`` (``levels``) compares discrete latents instead: ``"warm"``
     is the trained AE with its quantiser fitted to the training data's codes (k-means, or principal
@@ -375,6 +385,7 @@ class _Study:
         # A Dataset may draw at random as it reads (augmentation): the set-up reads under its own seed.
         with _seeded(self.device, "set-up"):
             self._hold_out(data, input_count(ae))
+            self.measured_on = self._eval_subset()
             self.example = self._first_batch(self.train)
             home = first_tensor(ae).device
             check_model_takes(ae, to_device(self.example, home), "the training data")
@@ -394,6 +405,20 @@ class _Study:
         self.began = _clock()
 
     # --- set-up ---------------------------------------------------------------------------------------
+
+    def _eval_subset(self) -> Samples:
+        """What each epoch is measured on: the held-out samples, or ``eval_samples`` of them drawn once by a
+        fixed seed (never the runs' seeds), in data order."""
+        wanted, held = self.options.eval_samples, len(self.test)
+        if wanted is None or wanted == held:
+            return self.test
+        if wanted > held:
+            raise InputError(
+                f"eval_samples={wanted} is more than the {held} held-out samples: pass at most {held}, or leave it "
+                "out to measure every epoch on all of them"
+            )
+        order = torch.randperm(held, generator=torch.Generator().manual_seed(EVAL_SUBSET_SEED))
+        return self.test.subset(order[:wanted].sort().values)
 
     def _first_batch(self, samples: Samples) -> tuple[Any, ...]:
         return samples.batch(torch.arange(min(len(samples), max(2, self.options.batch_size))))
@@ -552,7 +577,9 @@ class _Study:
             shown.advance(sum(r.step for r in runs))
             try:
                 for run in runs:
-                    if not self._measured(run, run.epoch):
+                    # A resumed run measures its epoch only where an unbroken run would have (epoch 0, every
+                    # eval_every-th, the last), so that its curve has the same points.
+                    if self._due(run.epoch) and not self._measured(run, run.epoch):
                         self._show(shown, run, self._measure(run))
                 self._train(runs, shown)
             except KeyboardInterrupt:
@@ -561,27 +588,40 @@ class _Study:
         return self._finish(runs, final=True)
 
     def _train(self, runs: list[Run], shown: Any) -> None:
-        epoch_seconds = 0.0
+        train_seconds = 0.0
         while any(r.epoch < self.options.epochs for r in runs):
             budget = self.options.max_minutes
             elapsed = _clock() - self.began
-            if budget is not None and elapsed + epoch_seconds + self._final_seconds(runs) > 60 * budget:
+            # The next round's training, then a measurement per run: in the round where it is due, else when
+            # the budget stops the runs after it.
+            left = [r for r in runs if r.epoch < self.options.epochs]
+            measuring = sum(self.measure_seconds.get((r.name, r.seed), 0.0) for r in left)
+            if budget is not None and elapsed + train_seconds + measuring + self._final_seconds(runs) > 60 * budget:
+                for run in runs:
+                    if not self._measured(run, run.epoch):
+                        self._show(shown, run, self._measure(run))
                 done = min(r.epoch for r in runs)
                 reason = f"the {budget:g}-minute budget ended every start after {done} of {self.options.epochs} epochs"
                 self.write({"type": "stopped", "reason": reason, "epochs": done})
                 return
-            began = _clock()
+            train_seconds = 0.0
             for run in runs:
                 if run.epoch >= self.options.epochs:
                     continue
+                began = _clock()
                 loss = run.train_epoch(self.train, self.device, self.rank, self.world)
                 path = self.checkpoint_path(run)
                 if path is not None and self.rank == 0:
                     save_checkpoint(run, path)
-                evaluation = self._measure(run, loss)
+                train_seconds += _clock() - began
+                evaluation = self._measure(run, loss) if self._due(run.epoch) else None
                 shown.advance(self.steps_per_epoch)
-                self._show(shown, run, evaluation)
-            epoch_seconds = _clock() - began
+                if evaluation is not None:
+                    self._show(shown, run, evaluation)
+
+    def _due(self, epoch: int) -> bool:
+        """Whether a run is measured after ``epoch`` epochs: epoch 0, every ``eval_every``-th and the last."""
+        return epoch % self.options.eval_every == 0 or epoch >= self.options.epochs
 
     def _show(self, shown: Any, run: Run, evaluation: Any) -> None:
         measure = "-ELBO" if evaluation.kind == "vae" else "distortion" if run.begun.is_vae else "recon"
@@ -591,12 +631,14 @@ class _Study:
         )
 
     def _final_seconds(self, runs: list[Run]) -> float:
-        """What the end will take: each run's final measurement (its last measurement's time, times final_k / k
-        where the draws count, plus one more for its reconstructions, samples and MSE), and the report."""
+        """What the end will take: each run's final measurement (its last measurement's time, scaled from the
+        samples each epoch is measured on to all the held-out ones, times final_k / k where the draws count,
+        plus one more for its reconstructions, samples and MSE), and the report."""
         seconds = REPORT_SECONDS if self.out is not None else 0.0
+        whole = len(self.test) / len(self.measured_on)
         for run in runs:
             draws = self.options.final_k / self.options.k if is_gaussian(run) else 1.0
-            measured = self.measure_seconds.get((run.name, run.seed), 0.0)
+            measured = self.measure_seconds.get((run.name, run.seed), 0.0) * whole
             seconds += measured * (draws + 1)
             if self.axes is not None:
                 seconds += self.axes.seconds(run, measured)
@@ -613,7 +655,9 @@ class _Study:
             loss = run.losses[-1]
         began = _clock()
         with _seeded(self.device, "measure", run.name, run.seed, run.epoch):
-            evaluation = evaluate(run.model, self.test, likelihood=self.likelihood, k=self.options.k, seed=run.seed)
+            evaluation = evaluate(
+                run.model, self.measured_on, likelihood=self.likelihood, k=self.options.k, seed=run.seed
+            )
         self.measure_seconds[(run.name, run.seed)] = _clock() - began
         self.write(
             {

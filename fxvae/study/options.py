@@ -96,6 +96,16 @@ class CompareOptions:
     seeds: int = field(default=1, metadata={"help": "Repeats of every start, seeds 0, 1, ..."})
     k: int = field(default=8, metadata={"help": "Posterior draws per held-out sample after each epoch."})
     final_k: int = field(default=100, metadata={"help": "Posterior draws per held-out sample at the end."})
+    eval_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": "Measure each epoch on this many held-out samples: a fixed seeded subset, the same for every "
+            "start and seed (default: all). The final measurement always uses all of them."
+        },
+    )
+    eval_every: int = field(
+        default=1, metadata={"help": "Measure every this many epochs (epoch 0 and the last are always measured)."}
+    )
     max_minutes: float | None = field(
         default=None, metadata={"help": "A time budget: every start stops at the same epoch once it would pass it."}
     )
@@ -145,8 +155,10 @@ class CompareOptions:
                     f"density= fits ex-post densities at the end of a Gaussian comparison; latent={self.latent!r} "
                     "has none: leave density out"
                 )
-        for name in ("epochs", "seeds", "k", "final_k", "batch_size", "shown", "codebook_size"):
+        for name in ("epochs", "seeds", "k", "final_k", "batch_size", "shown", "codebook_size", "eval_every"):
             _positive_int(name, getattr(self, name))
+        if self.eval_samples is not None:
+            _positive_int("eval_samples", self.eval_samples)
         for name in ("kl_warmup", "lr_warmup"):
             value = getattr(self, name)
             if value is None and name == "lr_warmup":

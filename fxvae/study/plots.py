@@ -223,9 +223,11 @@ def curves_figure(comparison: Records) -> Any:
             # The AE has no ELBO and no codebook: it is drawn only in the reconstruction panel.
             if not runs or ((ax is left or comparison.discrete) and start == "ae"):
                 continue
-            length = min(len(r.points) for r in runs)
-            series = [[value(r.points[i]) for r in runs] for i in range(length)]
-            drawn.append((start, len(runs), [p.epoch for p in runs[0].points[:length]], series))
+            # The epochs every seed measured (a budget's stop or a resume can add one to some): the band is
+            # drawn over the same epochs, whatever eval_every left out.
+            at = [{p.epoch: p for p in r.points} for r in runs]
+            epochs = sorted(set.intersection(*(set(a) for a in at)))
+            drawn.append((start, len(runs), epochs, [[value(a[e]) for a in at] for e in epochs]))
         keep = [target] if ax is left and target is not None else []
         limits = robust_range([[statistics.mean(v) for v in series] for *_, series in drawn], keep)
         for start, seeds, epochs, series in drawn:

@@ -224,7 +224,17 @@ class Records:
     def epochs_to_within(self, nats: float = NEAR_NATS, reference: str = "scratch") -> dict[str, list[int | None]]:
         """Per start, per seed: the first epoch whose held-out -ELBO is within ``nats`` of the reference start's
         final measurement (the table's final value) under the same seed (0: already before any step; None:
-        never). A seed whose reference has no final measurement is left out."""
+        never). A seed whose reference has no final measurement is left out.
+
+        Only measured epochs count: measured every ``eval_every`` epochs, a run that got within reach between
+        two measurements is counted at the later one, up to ``eval_every - 1`` epochs after it got there.
+
+        >>> far, near = (Evaluation("vae", 60, 8, "bernoulli", 0, 64, recon=Estimate(v, 0.3), neg_elbo=Estimate(v, 0.3))
+        ...              for v in (40.0, 24.5))
+        >>> every_5 = [Point(0, 0, None, 0.0, far), Point(5, 50, None, 5.0, far), Point(10, 100, None, 10.0, near)]
+        >>> Records({}, [RunRecord("scratch", 0, every_5, near)]).epochs_to_within()
+        {'scratch': [10]}
+        """
         result: dict[str, list[int | None]] = {}
         for start in self.starts:
             reached: list[int | None] = []

@@ -91,6 +91,12 @@ def _starts_table(records: Records) -> list[str]:
             "ELBO). " + _MSE.format("each VAE on z = the posterior mean, the AE on its code")
         )
         middle = ["-ELBO epoch 0", "-ELBO final", f"NLL (k={final_k})", "recon", "MSE (eval)", "KL", "active units"]
+    every = records.config.get("options", {}).get("eval_every") or 1
+    if every > 1:
+        said += (
+            f" With a measurement every {every} epochs, the epochs to within reach are the first measured epoch "
+            f"within it: a run may have got there up to {every - 1} epochs earlier."
+        )
     header = ["start", *middle, near, "steps/s"]
     align = ["---" if name in ("start", near) else "---:" for name in header]
     lines = [said, "", "| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
@@ -217,7 +223,7 @@ def _describe(config: dict[str, Any], stopped: str | None) -> list[str]:
             else ""
         )
         + ".",
-        _measured_line(o),
+        _measured_line(o, data.get("test")),
         f"Machine: {config.get('device')}, {config.get('threads')} torch thread(s), {config.get('world', 1)} "
         f"process(es); torch {config.get('torch')}, fxvae {config.get('fxvae')}.",
     ]
@@ -235,15 +241,35 @@ def _split_text(split: str | None) -> str:
     return f"{drawn}; the comparison's runs do not train on it, but the AE checkpoint may have been trained on it"
 
 
-def _measured_line(options: dict[str, Any]) -> str:
+def _measured_line(options: dict[str, Any], held: int | None = None) -> str:
+    """How the runs were measured: which epochs, on how many of the ``held`` held-out samples, with how many
+    draws.
+
+    >>> import textwrap
+    >>> print(textwrap.fill(_measured_line({"k": 8, "final_k": 100, "eval_samples": 500, "eval_every": 5}, 10000)))
+    Measured every 5 epochs on 500 of the 10000 held-out samples (a seeded
+    subset, the same for every start and seed) with k = 8 posterior draws
+    (and at epoch 0, before any step, and after the last); at the end on all
+    10000 with k = 100.
+    """
+    every = options.get("eval_every") or 1
+    when = "after every epoch" if every == 1 else f"every {every} epochs"
+    before = "(and at epoch 0, before any step" + (")" if every == 1 else ", and after the last)")
+    subset = options.get("eval_samples")
+    on = (
+        f" on {subset} of the {held} held-out samples (a seeded subset, the same for every start and seed)"
+        if subset
+        else ""
+    )
+    whole = f" on all {held}" if subset else ""
     if options.get("latent", "gaussian") != "gaussian":
         return (
-            "Measured on the held-out data after every epoch (and at epoch 0, before any step) and again at the end; "
-            "a quantised model's codes are deterministic, so nothing is sampled."
+            f"Measured on the held-out data {when} {before}{on} and again at the end{whole}; a quantised model's "
+            "codes are deterministic, so nothing is sampled."
         )
     return (
-        f"Measured after every epoch with k = {options.get('k')} posterior draws (and at epoch 0, before any step); "
-        f"at the end with k = {options.get('final_k')}."
+        f"Measured {when}{on} with k = {options.get('k')} posterior draws {before}; at the end{whole} with "
+        f"k = {options.get('final_k')}."
     )
 
 

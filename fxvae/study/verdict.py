@@ -12,7 +12,8 @@ from fxvae.study.formats import epoch_text, mean_sd, sig
 from fxvae.study.records import NEAR_NATS, Records
 
 STILL_IMPROVING = 0.1
-"""A run whose held-out -ELBO fell by more than this many nats in its last epoch had not converged."""
+"""A run whose held-out -ELBO fell by more than this many nats in its last epoch had not converged (measured
+every few epochs: by more than this many per epoch between its last two measurements)."""
 
 
 def verdict(records: Records) -> list[str]:
@@ -119,14 +120,18 @@ def _final_gaps(records: Records, reference: float, scratch: Sequence[float]) ->
 
 
 def _still_improving(records: Records) -> list[str]:
-    """The starts whose last epoch still lowered their value by more than :data:`STILL_IMPROVING`."""
+    """The starts whose last epoch still lowered their value by more than :data:`STILL_IMPROVING`: the drop
+    between their last two measurements, per epoch between them (the measurements may be epochs apart)."""
     lines = []
     for start in records.starts:
-        drops = [c[-2] - c[-1] for r in records.of(start) if r.is_vae and len(c := r.objective()) >= 2]
+        last = [(r.points[-2], r.points[-1]) for r in records.of(start) if r.is_vae and len(r.points) >= 2]
+        drops = [(a.objective - b.objective) / (b.epoch - a.epoch) for a, b in last]
         if drops and statistics.mean(drops) > STILL_IMPROVING:
+            apart = {b.epoch - a.epoch for a, b in last}
+            per = "in its last epoch" if apart == {1} else "per epoch between its last two measurements"
             lines.append(
-                f"{start} was still improving at the end ({mean_sd(drops)} nats in its last epoch): its final "
-                "value is not converged, and more epochs would lower it."
+                f"{start} was still improving at the end ({mean_sd(drops)} nats {per}): its final value is not "
+                "converged, and more epochs would lower it."
             )
     return lines
 
@@ -143,8 +148,10 @@ def _noise(records: Records) -> list[str]:
     if records.discrete or run is None or gap <= NEAR_NATS / 2:
         return []
     o = records.config.get("options", {})
+    held = records.config.get("data", {}).get("test", "?")
+    subset = f", on {o['eval_samples']} of the {held} held-out samples" if o.get("eval_samples") else ""
     return [
-        f"The per-epoch measurements (k = {o.get('k', '?')}) lie up to {gap:.2f} nats from the final ones "
+        f"The per-epoch measurements (k = {o.get('k', '?')}{subset}) lie up to {gap:.2f} nats from the final ones "
         f"(k = {o.get('final_k', '?')}) after the same epoch ({run.start} seed {run.seed}): that is their noise, "
         f"and the epochs to within {NEAR_NATS:g} nat, counted with them, are uncertain by as much; a larger k or "
         "more held-out samples steady them."
