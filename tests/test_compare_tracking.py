@@ -278,7 +278,7 @@ def test_scalars_key_each_number_by_run_and_tag() -> None:
     }
 
 
-def test_the_command_line_takes_no_tensorboard(pair: tuple, tmp_path: Path) -> None:
+def _cli(pair: tuple, tmp_path: Path, *options: str) -> Any:
     from click.testing import CliRunner
 
     from fxvae.cli.app import app
@@ -288,7 +288,27 @@ def test_the_command_line_takes_no_tensorboard(pair: tuple, tmp_path: Path) -> N
     torch.save(data, tmp_path / "data.pt")
     args = ["compare", "fxvae.examples:mlp_ae", "--checkpoint", str(tmp_path / "ae.pt"), "--data"]
     args += [str(tmp_path / "data.pt"), "--quick", "--k", "1", "--final-k", "2", "--starts", "warm,scratch"]
-    args += ["--density", "gaussian", "--likelihood", "bernoulli", "--out", str(tmp_path / "r"), "--no-tensorboard"]
-    result = CliRunner().invoke(app, args)
+    args += ["--density", "gaussian", "--likelihood", "bernoulli", "--out", str(tmp_path / "r"), *options]
+    return CliRunner().invoke(app, args)
+
+
+def test_the_command_line_takes_no_tensorboard(pair: tuple, tmp_path: Path) -> None:
+    result = _cli(pair, tmp_path, "--no-tensorboard")
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "r" / "metrics.jsonl").exists() and not (tmp_path / "r" / tracking.FOLDER).exists()
+
+
+def test_the_command_line_without_tensorboard_warns_in_one_line_or_refuses_tensorboard(
+    pair: tuple, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    refused = _cli(pair, tmp_path, "--tensorboard")
+    assert refused.exit_code == 2 and "pip install 'fxvae[tensorboard]'" in refused.stderr
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()
+    result = _cli(pair, tmp_path)
+    assert result.exit_code == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "TensorBoard" in line]
+    assert said == [
+        "warning: no TensorBoard curves: tensorboard is not installed (pip install 'fxvae[tensorboard]'); the "
+        "curves are in metrics.jsonl. Pass tensorboard=False (--no-tensorboard) to silence this"
+    ]

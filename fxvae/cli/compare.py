@@ -22,7 +22,7 @@ from fxvae.cli.models import load_checkpoint_into, load_factory, load_model
 from fxvae.cli.options import dataclass_options, debug_option, model_argument, threads_option
 from fxvae.cli.output import stderr, stdout
 from fxvae.io.datafiles import read_data
-from fxvae.study import ledger
+from fxvae.study import ledger, tracking
 from fxvae.study.compare import run_comparison
 from fxvae.study.options import CompareOptions
 
@@ -142,6 +142,8 @@ def compare(
     with reported(debug), _holding(out if first else None):
         if device == "cuda" and not torch.cuda.is_available():
             raise CliError(ExitCode.USAGE, "--device cuda: CUDA is not available in this torch build/machine")
+        if tensorboard and not tracking.installed():
+            raise CliError(ExitCode.USAGE, f"--tensorboard needs TensorBoard: {tracking.INSTALL}")
         if (out / "metrics.jsonl").exists() and not (resume or force):
             raise CliError(
                 ExitCode.USAGE,

@@ -179,6 +179,19 @@ class Tracker:
         self.writers.clear()
 
 
+def installed() -> bool:
+    """Whether ``torch.utils.tensorboard`` imports here (it needs the ``tensorboard`` package).
+
+    >>> isinstance(fxvae.study.tracking.installed(), bool)
+    True
+    """
+    try:
+        _summary_writer()
+    except ImportError:
+        return False
+    return True
+
+
 def _summary_writer() -> type:
     """``torch.utils.tensorboard.SummaryWriter``: imported here, as a comparison with ``out`` starts."""
     from torch.utils.tensorboard import SummaryWriter
