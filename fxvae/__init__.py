@@ -10,6 +10,7 @@ from fxvae.analysis.bottleneck import Bottleneck, Candidate
 from fxvae.convert import convert, find_bottleneck
 from fxvae.errors import (
     BottleneckError,
+    CallbackError,
     CheckpointError,
     FxvaeError,
     InputError,
@@ -42,6 +43,7 @@ __all__ = [
     "Bottleneck",
     "BottleneckError",
     "CalibrationInfo",
+    "CallbackError",
     "Candidate",
     "CheckpointError",
     "Comparison",

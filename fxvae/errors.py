@@ -90,6 +90,19 @@ class CheckpointError(FxvaeError):
     """
 
 
+class CallbackError(FxvaeError):
+    """A function passed to :func:`fxvae.compare` as ``callbacks=[...]`` raised on an epoch's record: the message
+    names it and the epoch, and the error it raised is the ``__cause__``. The comparison stops there; what it
+    wrote to ``out`` (every finished epoch, the checkpoints) stays, and ``resume=True`` continues it.
+
+    >>> def log(record):
+    ...     raise ConnectionError("the tracking server is down")
+    >>> fxvae.compare(ae, torch.rand(100, 64), epochs=1, k=1, final_k=2, callbacks=[log], progress=False)
+    Traceback (most recent call last):
+    fxvae.errors.CallbackError: callbacks[0] (log at ...) raised ConnectionError: the tracking server is down ...
+    """
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 

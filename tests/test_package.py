@@ -21,6 +21,8 @@ def test_import_fxvae_loads_no_optional_dependency() -> None:
         "safetensors",
         "sklearn",
         "torchmetrics",
+        "tensorboard",
+        "torch.utils.tensorboard",
     )
     code = f"import sys, fxvae; print(sorted(m for m in {optional!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -22,7 +22,7 @@ from fxvae.cli.models import load_checkpoint_into, load_factory, load_model
 from fxvae.cli.options import dataclass_options, debug_option, model_argument, threads_option
 from fxvae.cli.output import stderr, stdout
 from fxvae.io.datafiles import read_data
-from fxvae.study import ledger
+from fxvae.study import ledger, tracking
 from fxvae.study.compare import run_comparison
 from fxvae.study.options import CompareOptions
 
@@ -97,6 +97,12 @@ def _warn_now(message: Warning | str, category: type[Warning], *args: Any, **kwa
 @click.option("--scratch", metavar="MODEL", help="A factory of the untrained architecture, for the scratch start.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), metavar="DIR", help="Where the report goes.")
 @click.option("--resume", is_flag=True, help="Continue the comparison that --out holds.")
+@click.option(
+    "--tensorboard/--no-tensorboard",
+    default=None,
+    help="Every run's curves as TensorBoard event files in DIR/tensorboard (default: where tensorboard is "
+    "installed; otherwise a warning says how to install it).",
+)
 @click.option("--force", is_flag=True, help="Start over where --out already holds a comparison.")
 @click.option("--quick", is_flag=True, help=f"Try it: {QUICK['epochs']} epochs, {QUICK['seeds']} seed.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where to run.")
@@ -118,6 +124,7 @@ def compare(
     scratch: str | None,
     out: Path,
     resume: bool,
+    tensorboard: bool | None,
     force: bool,
     quick: bool,
     device: str,
@@ -135,6 +142,8 @@ def compare(
     with reported(debug), _holding(out if first else None):
         if device == "cuda" and not torch.cuda.is_available():
             raise CliError(ExitCode.USAGE, "--device cuda: CUDA is not available in this torch build/machine")
+        if tensorboard and not tracking.installed():
+            raise CliError(ExitCode.USAGE, f"--tensorboard needs TensorBoard: {tracking.INSTALL}")
         if (out / "metrics.jsonl").exists() and not (resume or force):
             raise CliError(
                 ExitCode.USAGE,
@@ -180,6 +189,7 @@ def compare(
                     threads=threads,
                     out=out,
                     resume=resume,
+                    tensorboard=tensorboard,
                 )
         except KeyboardInterrupt:
             stderr.print(

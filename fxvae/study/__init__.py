@@ -6,7 +6,8 @@
 - :mod:`fxvae.study.axes`: the end of every run, the AE's and each VAE's measured alike (densities, likelihood,
   samples, latent, reconstruction, downstream use); :mod:`fxvae.study.labels`: the labels those downstream uses read;
 - :mod:`fxvae.study.samples`: the data as indexable samples (the same batches for every start);
-- :mod:`fxvae.study.ledger`: ``metrics.jsonl``, written as it happens and read back;
+- :mod:`fxvae.study.ledger`: ``metrics.jsonl``, written as it happens and read back; :mod:`fxvae.study.tracking`:
+  each epoch's record also to TensorBoard and the user's callbacks;
 - :mod:`fxvae.study.comparison`: the result, :class:`Comparison`: what it measured (:mod:`fxvae.study.records`)
   and what it says: the report (:mod:`fxvae.study.report`), which VAE start (:mod:`fxvae.study.verdict`), the AE
   against its VAEs (:mod:`fxvae.study.ae_vs_vae`) and the pictures (:mod:`fxvae.study.plots`);
@@ -20,5 +21,6 @@ from fxvae.study.ledger import read
 from fxvae.study.options import CompareOptions
 from fxvae.study.records import Point, RunRecord
 from fxvae.study.samples import Samples
+from fxvae.study.tracking import scalars
 
-__all__ = ["CompareOptions", "Comparison", "Point", "RunRecord", "Samples", "read"]
+__all__ = ["CompareOptions", "Comparison", "Point", "RunRecord", "Samples", "read", "scalars"]

@@ -20,7 +20,7 @@ import os
 import time
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +52,7 @@ from fxvae.study.options import CompareOptions, DensityKind, Latent, Optimizer, 
 from fxvae.study.records import objective_of
 from fxvae.study.samples import Samples
 from fxvae.study.starts import begin
+from fxvae.study.tracking import Tracker
 from fxvae.surgery.split import decoder_conditions, split
 from fxvae.version import VERSION
 
@@ -114,6 +115,8 @@ def compare(
     out: str | os.PathLike[str] | None = None,
     resume: bool = False,
     progress: bool = True,
+    tensorboard: bool | None = None,
+    callbacks: Sequence[Callable[[dict[str, Any]], Any]] | None = None,
 ) -> Comparison:
     """Train the AE's VAE (``"warm"``, ``"calibrated"``) beside the same VAE trained from scratch, and measure both.
 
@@ -166,6 +169,15 @@ def compare(
     shows flattened samples as images in the pictures. ``progress`` shows a bar on a terminal, and a line per
     measured epoch where stderr is a file or a pipe.
 
+    Each measured epoch's record (the ``"epoch"`` line of ``metrics.jsonl``, as a dict) also goes to TensorBoard
+    and to ``callbacks``, on rank 0 alone (:mod:`fxvae.study.tracking`). With ``out``, ``tensorboard`` (default
+    None: where tensorboard is installed, and otherwise a warning that says how to install it) writes each run's
+    curves to ``out/tensorboard/<start>/seed<N>``, against the epoch. Each of ``callbacks`` is called as
+    ``callback(record)`` once the line is on disk: ``callbacks=[lambda r: wandb.log(fxvae.study.scalars(r))]``
+    logs every curve to W&B. A callback that raises stops the comparison with a :class:`~fxvae.CallbackError`
+    naming it; every finished epoch stays in ``out``, and ``resume=True`` continues from there (the event files
+    and the callbacks then get the epochs measured after it).
+
     At its end, a Gaussian comparison measures every run, the AE and each VAE, on the same axes (the final record's
     ``"axes"`` and ``"pictures"``): ex-post densities (``density``: ``"gaussian"``, ``"gmm"``; default both, gmm
     where scikit-learn imports) fitted by :func:`fxvae.fit_density` to the run's training codes; the AE's ``nll``
@@ -213,6 +225,8 @@ def compare(
         out=out,
         resume=resume,
         progress=progress,
+        tensorboard=tensorboard,
+        callbacks=callbacks,
     )
 
 
@@ -253,6 +267,8 @@ def run_comparison(
     out: str | os.PathLike[str] | None = None,
     resume: bool = False,
     progress: bool = True,
+    tensorboard: bool | None = None,
+    callbacks: Sequence[Callable[[dict[str, Any]], Any]] | None = None,
 ) -> Comparison:
     """:func:`compare` with its options as one :class:`CompareOptions` (what the command line passes).
 
@@ -268,11 +284,19 @@ def run_comparison(
     with _torch_threads(threads), _process_group() as (rank, world):
         # Rank 0 alone writes, so it alone holds the folder.
         held = ledger.locked(Path(out)) if out is not None and rank == 0 else contextlib.nullcontext()
-        with held:
+        folder = Path(out) if out is not None else None
+        tracker = Tracker(folder, tensorboard=tensorboard, callbacks=callbacks, writes=rank == 0)
+        with held, tracker:
             _check_axes_inputs(options, labels=labels, anomaly_labels=anomaly_labels, features=features)
             data = _Data(train, test, ae_train, labels, anomaly_labels, features)
             session = _Session(
-                device=device, out=out, resume=resume, show=progress and rank == 0, rank=rank, world=world
+                device=device,
+                out=out,
+                resume=resume,
+                show=progress and rank == 0,
+                rank=rank,
+                world=world,
+                tracker=tracker,
             )
             study = _Study(ae, data, options, scratch, session)
             if rank == 0:
@@ -310,8 +334,8 @@ class _Data:
 @dataclasses.dataclass(frozen=True)
 class _Session:
     """Where and how this process runs the comparison: its device (None: the AE's), the folder it writes (rank 0
-    alone), whether it resumes the comparison there, whether it shows progress, and its rank among ``world``
-    processes (torchrun)."""
+    alone), whether it resumes the comparison there, whether it shows progress, its rank among ``world``
+    processes (torchrun), and where each measured epoch's record goes besides ``metrics.jsonl``."""
 
     device: str | torch.device | None
     out: str | os.PathLike[str] | None
@@ -319,6 +343,7 @@ class _Session:
     show: bool
     rank: int
     world: int
+    tracker: Tracker
 
 
 @contextlib.contextmanager
@@ -380,6 +405,7 @@ class _Study:
     ) -> None:
         self.ae, self.options, self.scratch = ae, options, scratch
         self.rank, self.world, self.show = session.rank, session.world, session.show
+        self.tracker = session.tracker
         self.device = torch.device(session.device) if session.device is not None else first_tensor(ae).device
         self.warnings: list[str] = []
         # A Dataset may draw at random as it reads (augmentation): the set-up reads under its own seed.
@@ -546,6 +572,8 @@ class _Study:
         self.records.append(record)
         if self.ledger is not None:
             self.ledger.write(record)
+        if record["type"] == "epoch":  # once the line is on disk: a callback that raises loses nothing
+            self.tracker.epoch(record)
 
     def checkpoint_path(self, run: Run) -> Path | None:
         if self.out is None:
