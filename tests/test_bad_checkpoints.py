@@ -70,7 +70,7 @@ FILES: dict[str, tuple[Callable[[Path], None], str]] = {
     ),
     "written_by_a_newer_fxvae": (
         _by_a_newer_fxvae,
-        r"^'.*vae.safetensors' was written by fxvae 9.0 \(file format 99\); this fxvae .* reads formats up to 2: "
+        r"^'.*vae.safetensors' was written by fxvae 9.0 \(file format 99\); this fxvae .* reads formats up to 3: "
         r"upgrade fxvae \(pip install -U fxvae\)$",
     ),
     "truncated": (
