@@ -65,6 +65,10 @@ def dataclass_options(
             return command(**{into: cls(**chosen)}, **kwargs)
 
         for field in reversed(fields):
+            if hints[field.name] is bool:  # a switch, off unless given: --compile
+                flag = f"--{field.name.replace('_', '-')}"
+                wrapper = click.option(flag, field.name, is_flag=True, help=field.metadata["help"])(wrapper)
+                continue
             kind = _click_type(hints[field.name])
             # A tuple default is given as it is typed, so that the help shows 8,5,5,5.
             default = ",".join(map(str, field.default)) if isinstance(field.default, tuple) else field.default

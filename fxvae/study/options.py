@@ -32,6 +32,9 @@ DensityKind = Literal["gaussian", "gmm"]
 or a mixture of 10 of them (scikit-learn)."""
 Latent = Literal["gaussian", "vq", "fsq"]
 Optimizer = Literal["adam", "adamw", "sgd"]
+Precision = Literal["fp32", "bf16", "fp16"]
+"""The training forward's precision: float32; or autocast to bfloat16 or float16 (float16 with a gradient scaler).
+The likelihood, the KL and the held-out measurement stay float32 under every choice."""
 Schedule = Literal["constant", "cosine", "one-cycle"]
 """The learning rate over the run: constant; a cosine from ``lr`` to 0; or one cycle (a rise from lr / 25 to
 lr over the first 30% of the steps, then a cosine down to lr / 1e4, as ``torch.optim.lr_scheduler.OneCycleLR``)."""
@@ -90,7 +93,27 @@ class CompareOptions:
         default=1.0,
         metadata={"help": "The log-sigma head's learning rate, as a multiple of lr (its bias is a log scale)."},
     )
-    batch_size: int = field(default=64, metadata={"help": "Samples per training step."})
+    batch_size: int = field(
+        default=64, metadata={"help": "Samples per forward (per optimiser step: times accumulate)."}
+    )
+    accumulate: int = field(
+        default=1,
+        metadata={
+            "help": "Batches of batch_size whose gradients make one optimiser step: the batch order, the steps "
+            "and the schedules are those of a batch accumulate times larger."
+        },
+    )
+    precision: Precision = field(
+        default="fp32",
+        metadata={
+            "help": "The training forward: fp32, or autocast to bf16 or fp16 (with a gradient scaler); the "
+            "likelihood, the KL and the measurement stay fp32."
+        },
+    )
+    compile: bool = field(
+        default=False,
+        metadata={"help": "torch.compile the model's training forward (inductor; compiles once per run)."},
+    )
     holdout: float = field(
         default=0.1, metadata={"help": "Without test data: the fraction of the data held out (a seeded split)."}
     )
@@ -145,7 +168,7 @@ class CompareOptions:
                     f"density= fits ex-post densities at the end of a Gaussian comparison; latent={self.latent!r} "
                     "has none: leave density out"
                 )
-        for name in ("epochs", "seeds", "k", "final_k", "batch_size", "shown", "codebook_size"):
+        for name in ("epochs", "seeds", "k", "final_k", "batch_size", "accumulate", "shown", "codebook_size"):
             _positive_int(name, getattr(self, name))
         for name in ("kl_warmup", "lr_warmup"):
             value = getattr(self, name)
@@ -167,7 +190,15 @@ class CompareOptions:
             object.__setattr__(self, "image_shape", tuple(self.image_shape))
             if not self.image_shape or any(not isinstance(n, int) or n < 1 for n in self.image_shape):
                 raise InputError(f"image_shape={self.image_shape!r} must be positive whole numbers, e.g. (8, 8)")
-        kinds = (("likelihood", LikelihoodName), ("optimizer", Optimizer), ("schedule", Schedule), ("latent", Latent))
+        if not isinstance(self.compile, bool):
+            raise InputError(f"compile={self.compile!r} must be True or False")
+        kinds = (
+            ("likelihood", LikelihoodName),
+            ("optimizer", Optimizer),
+            ("schedule", Schedule),
+            ("latent", Latent),
+            ("precision", Precision),
+        )
         for name, kind in kinds:
             if getattr(self, name) not in typing.get_args(kind):
                 raise InputError(f"{name}={getattr(self, name)!r} must be one of {typing.get_args(kind)}")

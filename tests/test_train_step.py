@@ -1,0 +1,158 @@
+"""The training step at GPU scale (fxvae.study.loop): bf16 and fp16 autocast with the likelihood and KL in float32,
+torch.compile of the forward, and gradient accumulation, each checked against the plain float32 step."""
+
+from __future__ import annotations
+
+import click
+import pytest
+import torch
+from click.testing import CliRunner
+
+import fxvae
+from fxvae.cli.options import dataclass_options
+from fxvae.study import CompareOptions, Samples, loop
+from fxvae.study.starts import Begun
+from tests.zoo import MLPSigmoid
+
+CPU = torch.device("cpu")
+DATA = torch.rand(20, 64, generator=torch.Generator().manual_seed(1))
+
+
+def _run(options: CompareOptions, batches_per_epoch: int, start: str = "warm") -> loop.Run:
+    torch.manual_seed(0)
+    ae = MLPSigmoid()
+    begun = Begun("ae", ae.train(), None) if start == "ae" else Begun(start, *fxvae.convert(ae, DATA[:4]))
+    begun.model.train()
+    return loop.start_run(begun, 0, options, fxvae.likelihoods.Gaussian(sigma=0.5), batches_per_epoch, CPU, 0)
+
+
+def _step_gradients(run: loop.Run) -> list[list[torch.Tensor]]:
+    """Trains one epoch on DATA; returns the gradients each optimiser step applied."""
+    seen: list[list[torch.Tensor]] = []
+    run.optimizer.register_step_pre_hook(lambda *_: seen.append([p.grad.clone() for p in run.model.parameters()]))
+    run.train_epoch(Samples((DATA,)), CPU, 0, 1)
+    return seen
+
+
+class _Recording(fxvae.likelihoods.Gaussian):
+    """A Gaussian likelihood that keeps the dtype of each reconstruction it scores."""
+
+    def __init__(self) -> None:
+        super().__init__(sigma=0.5)
+        self.dtypes: list[torch.dtype] = []
+
+    def nll(self, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        self.dtypes.append(recon.dtype)
+        return super().nll(recon, x)
+
+
+@pytest.mark.parametrize(("precision", "half"), [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_a_half_precision_step_runs_the_forward_in_half_and_the_likelihood_and_kl_in_float32(
+    monkeypatch, precision: str, half: torch.dtype
+) -> None:
+    run = _run(CompareOptions(batch_size=4, precision=precision), 5)
+    run.likelihood = likelihood = _Recording()
+    kl_inputs: list[tuple[torch.dtype, torch.dtype]] = []
+    forward: list[torch.dtype] = []
+
+    def kl_divergence(mu: torch.Tensor, log_sigma: torch.Tensor, **kwargs) -> torch.Tensor:
+        forward.append(fxvae.posterior(run.model).mu.dtype)
+        kl_inputs.append((mu.dtype, log_sigma.dtype))
+        return fxvae.kl_divergence(mu, log_sigma, **kwargs)
+
+    monkeypatch.setattr(loop, "kl_divergence", kl_divergence)
+    loss = run.train_epoch(Samples((DATA,)), CPU, 0, 1)
+    assert torch.isfinite(torch.tensor(loss))
+    assert forward == [half] * 5  # autocast reached the model
+    assert kl_inputs == [(torch.float32, torch.float32)] * 5
+    assert likelihood.dtypes == [torch.float32] * 5
+
+
+def test_a_half_precision_loss_is_the_float32_loss_to_half_precision_rounding() -> None:
+    x = DATA[:8]
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        run = _run(CompareOptions(precision=precision), 1)
+        torch.manual_seed(5)
+        losses[precision] = run.loss((x,)).item()
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=2e-2)
+    assert losses["bf16"] != losses["fp32"]
+
+
+def test_fp16_scales_the_loss_and_its_checkpoint_keeps_the_scale() -> None:
+    run = _run(CompareOptions(batch_size=4, precision="fp16"), 5)
+    assert isinstance(run.scaler, torch.amp.GradScaler)
+    run.train_epoch(Samples((DATA,)), CPU, 0, 1)
+    scale = run.scaler.get_scale()
+    assert run.state()["scaler"]["scale"] == scale
+    resumed = _run(CompareOptions(batch_size=4, precision="fp16"), 5)
+    resumed.restore(run.state())
+    assert resumed.scaler.get_scale() == scale
+    assert _run(CompareOptions(precision="bf16"), 1).scaler is None
+
+
+def test_a_compiled_runs_first_step_loss_and_gradient_equal_eagers(monkeypatch) -> None:
+    # Inductor draws its own random numbers unless told to call torch's: the same noise as eager, to compare.
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    eager, compiled = _run(CompareOptions(batch_size=20), 1), _run(CompareOptions(batch_size=20, compile=True), 1)
+    assert compiled.trained is not compiled.model
+    (eager_grads,), (compiled_grads,) = _step_gradients(eager), _step_gradients(compiled)
+    assert compiled.losses[0] == pytest.approx(eager.losses[0], rel=1e-5)
+    for got, expected in zip(compiled_grads, eager_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("start", ["warm", "ae"])
+def test_accumulated_batches_give_the_gradient_of_one_batch_that_many_times_larger(start: str) -> None:
+    # 20 samples: 3 batches of 4 then 2 (a short last step) against batches of 12 then 8.
+    small = _run(CompareOptions(batch_size=4, accumulate=3), 5, start)
+    large = _run(CompareOptions(batch_size=12), 2, start)
+    small_grads, large_grads = _step_gradients(small), _step_gradients(large)
+    assert len(small_grads) == len(large_grads) == 2
+    for small_step, large_step in zip(small_grads, large_grads, strict=True):
+        for got, expected in zip(small_step, large_step, strict=True):
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert small.losses == pytest.approx(large.losses, rel=1e-6)
+
+
+def test_accumulation_counts_optimiser_steps_for_the_schedules_and_the_steps_per_epoch() -> None:
+    run = _run(CompareOptions(batch_size=4, accumulate=2, kl_warmup=10), 5)
+    assert run.steps_per_epoch == 3 and run.total_steps == 3 * run.options.epochs
+    run.train_epoch(Samples((DATA,)), CPU, 0, 1)
+    assert run.step == run.scheduler.last_epoch == 3
+    assert run.beta() == pytest.approx(0.4)  # kl_warmup counts optimiser steps: (3 + 1) / 10
+
+
+def test_accumulate_one_is_the_plain_step() -> None:
+    plain, one = _run(CompareOptions(batch_size=4), 5), _run(CompareOptions(batch_size=4, accumulate=1), 5)
+    for a, b in zip(_step_gradients(plain), _step_gradients(one), strict=True):
+        for got, expected in zip(a, b, strict=True):
+            assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"precision": "fp8"}, r"precision='fp8' must be one of \('fp32', 'bf16', 'fp16'\)"),
+        ({"precision": "float16"}, "precision='float16' must be one of"),
+        ({"accumulate": 0}, "accumulate=0 must be a positive whole number"),
+        ({"accumulate": 2.5}, "accumulate=2.5 must be a positive whole number"),
+        ({"compile": "yes"}, "compile='yes' must be True or False"),
+    ],
+)
+def test_bad_step_options_are_refused_naming_the_value(kwargs: dict, match: str) -> None:
+    with pytest.raises(fxvae.InputError, match=match):
+        CompareOptions(**kwargs)
+
+
+def test_the_command_line_takes_precision_accumulate_and_a_compile_switch() -> None:
+    @click.command()
+    @dataclass_options(CompareOptions, "precision", "accumulate", "compile")
+    def show(options: CompareOptions) -> None:
+        click.echo(f"{options.precision} {options.accumulate} {options.compile}")
+
+    runner = CliRunner()
+    assert runner.invoke(show, []).output == "fp32 1 False\n"
+    assert runner.invoke(show, ["--precision", "bf16", "--accumulate", "4", "--compile"]).output == "bf16 4 True\n"
+    refused = runner.invoke(show, ["--precision", "fp8"])
+    assert refused.exit_code == 2 and "fp8" in refused.output
