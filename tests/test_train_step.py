@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 import fxvae
 from fxvae.cli.options import dataclass_options
+from fxvae.examples import ConvAE
 from fxvae.study import CompareOptions, Samples, loop
 from fxvae.study.starts import Begun
 from tests.zoo import MLPSigmoid
@@ -130,6 +131,29 @@ def test_accumulate_one_is_the_plain_step() -> None:
             assert torch.equal(got, expected)
 
 
+def test_channels_last_trains_the_conv_weights_and_batches_in_channels_last_to_the_same_loss() -> None:
+    images = torch.rand(8, 2, 8, 8, generator=torch.Generator().manual_seed(2))  # 2 channels: 1 has both layouts
+    runs = {}
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        # The AE: a VAE's noise is drawn in the latent's memory layout, so it differs between the layouts.
+        ae = ConvAE(2, (16,), latent=2).train()
+        options = CompareOptions(batch_size=8, channels_last=channels_last)
+        runs[channels_last] = run = loop.start_run(
+            Begun("ae", ae, None), 0, options, fxvae.likelihoods.Gaussian(sigma=0.5), 1, CPU, 0
+        )
+        seen: list[bool] = []
+        run.model.register_forward_pre_hook(
+            lambda _, args, seen=seen: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+        )
+        for _ in range(2):  # the second epoch's loss follows the first step's update
+            run.train_epoch(Samples((images,)), CPU, 0, 1)
+        assert seen == [channels_last] * 2
+    weight = runs[True].model.get_parameter("encoder.0.weight")
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert runs[True].losses == pytest.approx(runs[False].losses, rel=1e-5)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -138,6 +162,7 @@ def test_accumulate_one_is_the_plain_step() -> None:
         ({"accumulate": 0}, "accumulate=0 must be a positive whole number"),
         ({"accumulate": 2.5}, "accumulate=2.5 must be a positive whole number"),
         ({"compile": "yes"}, "compile='yes' must be True or False"),
+        ({"channels_last": 1}, "channels_last=1 must be True or False"),
     ],
 )
 def test_bad_step_options_are_refused_naming_the_value(kwargs: dict, match: str) -> None:
@@ -145,14 +170,15 @@ def test_bad_step_options_are_refused_naming_the_value(kwargs: dict, match: str)
         CompareOptions(**kwargs)
 
 
-def test_the_command_line_takes_precision_accumulate_and_a_compile_switch() -> None:
+def test_the_command_line_takes_precision_accumulate_and_compile_and_channels_last_switches() -> None:
     @click.command()
-    @dataclass_options(CompareOptions, "precision", "accumulate", "compile")
+    @dataclass_options(CompareOptions, "precision", "accumulate", "compile", "channels_last")
     def show(options: CompareOptions) -> None:
-        click.echo(f"{options.precision} {options.accumulate} {options.compile}")
+        click.echo(f"{options.precision} {options.accumulate} {options.compile} {options.channels_last}")
 
     runner = CliRunner()
-    assert runner.invoke(show, []).output == "fp32 1 False\n"
-    assert runner.invoke(show, ["--precision", "bf16", "--accumulate", "4", "--compile"]).output == "bf16 4 True\n"
+    assert runner.invoke(show, []).output == "fp32 1 False False\n"
+    given = ["--precision", "bf16", "--accumulate", "4", "--compile", "--channels-last"]
+    assert runner.invoke(show, given).output == "bf16 4 True True\n"
     refused = runner.invoke(show, ["--precision", "fp8"])
     assert refused.exit_code == 2 and "fp8" in refused.output

@@ -90,6 +90,7 @@ def compare(
     accumulate: int = 1,
     precision: Precision = "fp32",
     compile: bool = False,
+    channels_last: bool = False,
     holdout: float = 0.1,
     seeds: int = 1,
     k: int = 8,
@@ -130,12 +131,12 @@ def compare(
     linear warm-up (default: a cosine after one epoch of warm-up, the recipe docs/compare.md measured; the
     log-sigma head at ``log_sigma_lr`` times the rate), the same batch order and noise stream per seed,
     ``epochs`` epochs of ``batch_size`` (``accumulate`` batches to an optimiser step; the forward in ``precision``
-    ``"fp32"``, ``"bf16"`` or ``"fp16"``, ``torch.compile``-d with ``compile``: docs/compare.md); the loss is the
-    likelihood's ``nll`` plus ``beta`` times the KL (linearly warmed up over ``kl_warmup`` steps, with
-    ``free_bits``). ``sigma="optimal"`` is fitted once to the AE's error on the training data and shared by every
-    start, in training and measurement. After every
-    epoch, and at epoch 0 before any step, each run is measured on the held-out data by :func:`fxvae.evaluate`
-    with ``k`` draws, at the end with ``final_k``.
+    ``"fp32"``, ``"bf16"`` or ``"fp16"``, ``torch.compile``-d with ``compile``, in channels-last memory format
+    with ``channels_last``: docs/compare.md); the loss is the likelihood's ``nll`` plus ``beta`` times the KL
+    (linearly warmed up over ``kl_warmup`` steps, with ``free_bits``). ``sigma="optimal"`` is fitted once to the
+    AE's error on the training data and shared by every start, in training and measurement. After every epoch,
+    and at epoch 0 before any step, each run is measured on the held-out data by :func:`fxvae.evaluate` with
+    ``k`` draws, at the end with ``final_k``.
 
     ``latent="vq"`` (``codebook_size``) or ``"fsq"`` (``levels``) compares discrete latents instead: ``"warm"``
     is the trained AE with its quantiser fitted to the training data's codes (k-means, or principal

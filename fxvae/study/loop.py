@@ -264,6 +264,8 @@ class Run:
             args = train.batch(indices[rank::world] if world > 1 else indices)
             if device.type != "cpu":
                 args = tuple(a.to(device, non_blocking=True) if isinstance(a, torch.Tensor) else a for a in args)
+            if self.options.channels_last:
+                args = tuple(_channels_last(a) for a in args)
             with self._no_sync(last=i == len(group) - 1):
                 loss = self.loss(args)
                 if len(group) > 1:
@@ -310,6 +312,12 @@ class Run:
         self.epoch_seconds = list(state["epoch_seconds"])
 
 
+def _channels_last(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.dim() == 4 and value.is_floating_point():
+        return value.contiguous(memory_format=torch.channels_last)
+    return value
+
+
 class _RandomState:
     """The run's own random state while its epoch runs; the caller's before and after."""
 
@@ -346,6 +354,8 @@ def start_run(
     ``batches_per_epoch`` batches an epoch, fp16's gradient scaler, and a random stream seeded by the seed (and
     the rank)."""
     model = begun.model.to(device)
+    if options.channels_last:  # the 4-d parameters (conv weights); the run's copy, never the user's AE
+        model.to(memory_format=torch.channels_last)
     trained: nn.Module = model
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         ids = [device.index] if device.type == "cuda" else None

@@ -114,6 +114,13 @@ class CompareOptions:
         default=False,
         metadata={"help": "torch.compile the model's training forward (inductor; compiles once per run)."},
     )
+    channels_last: bool = field(
+        default=False,
+        metadata={
+            "help": "Conv models: 4-d parameters and batches in channels-last memory format "
+            "(1.06x on CPU for conv_ae, docs/benchmarks.md)."
+        },
+    )
     holdout: float = field(
         default=0.1, metadata={"help": "Without test data: the fraction of the data held out (a seeded split)."}
     )
@@ -190,8 +197,9 @@ class CompareOptions:
             object.__setattr__(self, "image_shape", tuple(self.image_shape))
             if not self.image_shape or any(not isinstance(n, int) or n < 1 for n in self.image_shape):
                 raise InputError(f"image_shape={self.image_shape!r} must be positive whole numbers, e.g. (8, 8)")
-        if not isinstance(self.compile, bool):
-            raise InputError(f"compile={self.compile!r} must be True or False")
+        for name in ("compile", "channels_last"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name}={getattr(self, name)!r} must be True or False")
         kinds = (
             ("likelihood", LikelihoodName),
             ("optimizer", Optimizer),
