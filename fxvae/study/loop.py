@@ -32,7 +32,7 @@ from fxvae.errors import FxvaeError, InputError
 from fxvae.latents.gaussian import KLDivergence
 from fxvae.measure.likelihoods import Likelihood
 from fxvae.ops import kl_divergence
-from fxvae.recipe import conversion, posterior
+from fxvae.recipe import conversion
 from fxvae.study.options import CompareOptions
 from fxvae.study.samples import Samples
 from fxvae.study.starts import Begun
@@ -194,7 +194,7 @@ class Run:
             return loss
         if not isinstance(aux, KLDivergence):  # a quantiser's own term (commitment), with its own beta
             return loss + quantizer_weight(self.likelihood, recon) * aux().float()
-        q = posterior(self.model)
+        q = aux.source.posterior()
         return loss + kl_divergence(
             q.mu.float(),
             q.log_sigma.float(),
