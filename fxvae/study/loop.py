@@ -259,7 +259,7 @@ class Run:
         """The gradients of one optimiser step, left in ``.grad``; returns the step's loss. Each batch's mean
         loss counts by its share of the step's samples: the gradient of the mean over all of them."""
         size = sum(len(b) for b in group)
-        step_loss = torch.zeros((), device=device)
+        losses = []
         for i, indices in enumerate(group):
             args = train.batch(indices[rank::world] if world > 1 else indices)
             if device.type != "cpu":
@@ -271,8 +271,8 @@ class Run:
                 if len(group) > 1:
                     loss = loss * (len(indices) / size)
                 (loss if self.scaler is None else self.scaler.scale(loss)).backward()
-            step_loss += loss.detach()
-        return step_loss
+            losses.append(loss.detach())
+        return losses[0] if len(losses) == 1 else torch.stack(losses).sum()
 
     def _schedule_step(self) -> None:
         if self.scaler is None:
