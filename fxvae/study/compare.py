@@ -48,7 +48,7 @@ from fxvae.study.comparison import Comparison
 from fxvae.study.labels import Labels, index_of, indexed, label_values
 from fxvae.study.ledger import rounded
 from fxvae.study.loop import Run, batch_order, is_gaussian, load_checkpoint, save_checkpoint, start_run
-from fxvae.study.options import CompareOptions, DensityKind, Latent, Optimizer, Schedule, StartName
+from fxvae.study.options import CompareOptions, DensityKind, Latent, Optimizer, Precision, Schedule, StartName
 from fxvae.study.records import objective_of
 from fxvae.study.samples import Samples
 from fxvae.study.starts import begin
@@ -94,6 +94,10 @@ def compare(
     lr_warmup: int | None = None,
     log_sigma_lr: float = 1.0,
     batch_size: int = 64,
+    accumulate: int = 1,
+    precision: Precision = "fp32",
+    compile: bool = False,
+    channels_last: bool = False,
     holdout: float = 0.1,
     seeds: int = 1,
     k: int = 8,
@@ -137,15 +141,16 @@ def compare(
     Every start runs the same loop: ``optimizer`` at ``lr`` with ``schedule`` after ``lr_warmup`` steps of
     linear warm-up (default: a cosine after one epoch of warm-up, the recipe docs/compare.md measured; the
     log-sigma head at ``log_sigma_lr`` times the rate), the same batch order and noise stream per seed,
-    ``epochs`` epochs of ``batch_size``; the loss is the likelihood's ``nll`` plus ``beta`` times the KL
-    (linearly warmed up over ``kl_warmup`` steps, with ``free_bits``). ``sigma="optimal"`` is fitted once to
-    the AE's error on the training data and shared by every start, in training and measurement. After every
-    epoch, and at epoch 0 before any step, each run is measured on the held-out data by :func:`fxvae.evaluate`
-    with ``k`` draws, at the end with ``final_k``. On large held-out data, ``eval_samples`` measures each epoch
-    on that many held-out samples, a seeded subset drawn once and shared by every start and seed (more than the
-    held-out data holds is an :class:`~fxvae.InputError`), and ``eval_every`` measures every that many epochs
-    (epoch 0, the last epoch and the epoch a budget stops at always); the final measurement uses every held-out
-    sample.
+    ``epochs`` epochs of ``batch_size`` (``accumulate`` batches to an optimiser step; the forward in ``precision``
+    ``"fp32"``, ``"bf16"`` or ``"fp16"``, ``torch.compile``-d with ``compile``, in channels-last memory format
+    with ``channels_last``: docs/compare.md); the loss is the likelihood's ``nll`` plus ``beta`` times the KL
+    (linearly warmed up over ``kl_warmup`` steps, with ``free_bits``). ``sigma="optimal"`` is fitted once to the
+    AE's error on the training data and shared by every start, in training and measurement. After every epoch,
+    and at epoch 0 before any step, each run is measured on the held-out data by :func:`fxvae.evaluate` with
+    ``k`` draws, at the end with ``final_k``. On large held-out data, ``eval_samples`` measures each epoch on that
+    many held-out samples, a seeded subset drawn once and shared by every start and seed (more than the held-out
+    data holds is an :class:`~fxvae.InputError`), and ``eval_every`` measures every that many epochs (epoch 0, the
+    last epoch and the epoch a budget stops at always); the final measurement uses every held-out sample.
 
     ``latent="vq"`` (``codebook_size``) or ``"fsq"`` (``levels``) compares discrete latents instead: ``"warm"``
     is the trained AE with its quantiser fitted to the training data's codes (k-means, or principal

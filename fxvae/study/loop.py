@@ -1,9 +1,12 @@
 """One training loop for every start of a comparison: the same optimiser, batch order, noise stream and steps.
 
 ```
-for each step:  batch = the seed's permutation of the epoch, cut into batch_size (this rank's shard of it)
-                loss  = likelihood.nll(recon, x) + beta_t * KL   (a quantiser: + its own term; the AE: the first)
-                backward, optimiser step, learning-rate schedule step
+for each step:  batches = the next accumulate batches of the seed's permutation of the epoch, cut into batch_size
+                for each batch (this rank's shard of it):
+                    recon = the model's forward (under autocast at bf16 or fp16), then cast to float32
+                    loss  = likelihood.nll(recon, x) + beta_t * KL   (a quantiser: + its own term; the AE: the first)
+                    backward of loss * its share of the step's samples (fp16: scaled)
+                optimiser step, learning-rate schedule step
 ```
 A run's random state (the reparameterisation's noise) is its own: it is restored before each of its epochs
 and kept after, so runs can take turns, epoch by epoch, and a resumed run continues its stream exactly.
@@ -11,9 +14,11 @@ and kept after, so runs can take turns, epoch by epoch, and a resumed run contin
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +29,7 @@ from torch import nn
 
 from fxvae.analysis.outputs import reconstruction_like
 from fxvae.errors import FxvaeError, InputError
-from fxvae.latents.gaussian import KLDivergence, posterior
+from fxvae.latents.gaussian import KLDivergence
 from fxvae.measure.likelihoods import Likelihood
 from fxvae.ops import kl_divergence
 from fxvae.recipe import conversion
@@ -41,6 +46,19 @@ def batch_order(samples: int, batch_size: int, seed: int, epoch: int) -> list[to
     """
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return list(torch.randperm(samples, generator=generator).split(batch_size))
+
+
+def step_groups(batches: list[torch.Tensor], accumulate: int) -> list[list[torch.Tensor]]:
+    """The batches of each optimiser step: ``accumulate`` consecutive batches, the last step taking those left.
+    Cut from one permutation, the steps are the batches of a ``batch_size * accumulate`` run.
+
+    >>> [[b.tolist() for b in group] for group in step_groups(batch_order(5, 2, seed=0, epoch=1), 2)]
+    [[[0, 4], [2, 3]], [[1]]]
+    """
+    return [batches[i : i + accumulate] for i in range(0, len(batches), accumulate)]
+
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def lr_factor(step: int, total: int, options: CompareOptions, warmup: int = 0) -> float:
@@ -130,6 +148,8 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     rng: torch.Tensor
     cuda_rng: torch.Tensor | None = None
+    scaler: torch.amp.GradScaler | None = None
+    """fp16's loss scale (its steps skipped where a gradient overflows); None at other precisions."""
     epoch: int = 0
     step: int = 0
     seconds: float = 0.0
@@ -162,18 +182,44 @@ class Run:
         return self.options.beta * (min(1.0, (self.step + 1) / warmup) if warmup else 1.0)
 
     def loss(self, args: tuple[Any, ...]) -> torch.Tensor:
+        """The training loss of one batch, float32: the forward at the run's precision, the rest in float32."""
         x = args[0]
-        recon = reconstruction_like(self.trained(*args), x)
+        with self._autocast(x.device):
+            out = self.trained(*args)
+        # Outside autocast and cast up: a half-precision likelihood or KL sum loses nats to rounding.
+        recon = reconstruction_like(out, x).float()
         loss = self.likelihood.nll(recon, x)
         aux = self.begun.aux
         if aux is None:
             return loss
         if not isinstance(aux, KLDivergence):  # a quantiser's own term (commitment), with its own beta
-            return loss + quantizer_weight(self.likelihood, recon) * aux()
-        if self.options.free_bits:
-            q = posterior(self.model)
-            return loss + kl_divergence(q.mu, q.log_sigma, beta=self.beta(), free_bits=self.options.free_bits)
-        return loss + self.beta() * aux()
+            return loss + quantizer_weight(self.likelihood, recon) * aux().float()
+        q = aux.source.posterior()
+        return loss + kl_divergence(
+            q.mu.float(),
+            q.log_sigma.float(),
+            reduction=aux.reduction,
+            beta=self.beta(),
+            free_bits=self.options.free_bits,
+        )
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        dtype = _DTYPES.get(self.options.precision)
+        return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+    def _no_sync(self, last: bool) -> contextlib.AbstractContextManager[Any]:
+        """DDP's all-reduce only on the step's last backward: the earlier ones accumulate locally."""
+        module = getattr(self.trained, "_orig_mod", self.trained)  # under torch.compile
+        if last or not isinstance(module, nn.parallel.DistributedDataParallel):
+            return contextlib.nullcontext()
+        return module.no_sync()
+
+    def _optimiser_step(self) -> None:
+        if self.scaler is None:
+            self.optimizer.step()
+            return
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
     def train_epoch(self, train: Samples, device: torch.device, rank: int, world: int) -> float:
         """One epoch of steps; returns the mean training loss (this rank's batches)."""
@@ -182,34 +228,61 @@ class Run:
         total = torch.zeros((), dtype=torch.float64, device=device)
         batches = batch_order(len(train), self.options.batch_size, self.seed, self.epoch)
         scheduled = self.options.schedule != "constant" or warmup_steps(self.options, self.steps_per_epoch) > 0
-        on_device = device.type != "cpu"
+        steps = 0
         with _RandomState(self, device):
             began = time.perf_counter()
-            for indices in batches:
-                if world > 1:
-                    if len(indices) < world:  # a last batch too small to shard: every rank skips it alike
-                        continue
-                    indices = indices[rank::world]
-                args = train.batch(indices)
-                if on_device:
-                    args = tuple(a.to(device, non_blocking=True) if isinstance(a, torch.Tensor) else a for a in args)
-                loss = self.loss(args)
+            for group in step_groups(batches, self.options.accumulate):
+                # A batch too small to shard (the last): every rank skips it alike.
+                group = [b for b in group if len(b) >= world]
+                if not group:
+                    continue
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
+                total += self._accumulate(group, train, device, rank, world)
+                self._optimiser_step()
                 if scheduled:
-                    self.scheduler.step()
+                    self._schedule_step()
                 else:  # a constant rate: the scheduler's bookkeeping only
                     self.scheduler.last_epoch += 1
                 self.step += 1
-                total += loss.detach()
+                steps += 1
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             self.epoch_seconds.append(time.perf_counter() - began)
             self.seconds += self.epoch_seconds[-1]
-        mean = (total / max(1, sum(len(b) >= world for b in batches))).item()
+        mean = (total / max(1, steps)).item()
         self.losses.append(mean)
         return mean
+
+    def _accumulate(
+        self, group: list[torch.Tensor], train: Samples, device: torch.device, rank: int, world: int
+    ) -> torch.Tensor:
+        """The gradients of one optimiser step, left in ``.grad``; returns the step's loss. Each batch's mean
+        loss counts by its share of the step's samples: the gradient of the mean over all of them."""
+        size = sum(len(b) for b in group)
+        losses = []
+        for i, indices in enumerate(group):
+            args = train.batch(indices[rank::world] if world > 1 else indices)
+            if device.type != "cpu":
+                args = tuple(a.to(device, non_blocking=True) if isinstance(a, torch.Tensor) else a for a in args)
+            if self.options.channels_last:
+                args = tuple(_channels_last(a) for a in args)
+            with self._no_sync(last=i == len(group) - 1):
+                loss = self.loss(args)
+                if len(group) > 1:
+                    loss = loss * (len(indices) / size)
+                (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+            losses.append(loss.detach())
+        return losses[0] if len(losses) == 1 else torch.stack(losses).sum()
+
+    def _schedule_step(self) -> None:
+        if self.scaler is None:
+            self.scheduler.step()
+            return
+        # A step fp16's scaler skipped (an overflow) still counts: the schedule is one of optimiser steps taken
+        # or tried, as the run's length is.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before")
+            self.scheduler.step()
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint holds to continue the run exactly."""
@@ -219,6 +292,7 @@ class Run:
             "scheduler": self.scheduler.state_dict(),
             "rng": self.rng,
             "cuda_rng": self.cuda_rng,
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
             "seconds": self.seconds,
@@ -231,9 +305,17 @@ class Run:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.rng, self.cuda_rng = state["rng"], state["cuda_rng"]
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
         self.losses = list(state["losses"])
         self.epoch_seconds = list(state["epoch_seconds"])
+
+
+def _channels_last(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.dim() == 4 and value.is_floating_point():
+        return value.contiguous(memory_format=torch.channels_last)
+    return value
 
 
 class _RandomState:
@@ -263,17 +345,26 @@ def start_run(
     seed: int,
     options: CompareOptions,
     likelihood: Likelihood,
-    steps_per_epoch: int,
+    batches_per_epoch: int,
     device: torch.device,
     rank: int,
 ) -> Run:
-    """The run of ``begun`` under ``seed``: its model on ``device`` (wrapped in DDP when a process group runs),
-    a fresh optimiser and schedule, and a random stream seeded by the seed (and the rank)."""
+    """The run of ``begun`` under ``seed``: its model on ``device`` (wrapped in DDP when a process group runs,
+    then compiled with ``options.compile``), a fresh optimiser and schedule over the optimiser steps of
+    ``batches_per_epoch`` batches an epoch, fp16's gradient scaler, and a random stream seeded by the seed (and
+    the rank)."""
     model = begun.model.to(device)
+    if options.channels_last:  # the 4-d parameters (conv weights); the run's copy, never the user's AE
+        model.to(memory_format=torch.channels_last)
     trained: nn.Module = model
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         ids = [device.index] if device.type == "cuda" else None
         trained = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if options.compile:
+        # The forward alone: backward goes through AOTAutograd's compiled graph, and the loss stays the eager
+        # float32 code every precision shares. The VAE's posterior is kept by the compiled forward too.
+        trained = torch.compile(trained)
+    steps_per_epoch = -(-batches_per_epoch // options.accumulate)
     opt = optimiser(model, options)
     total = options.epochs * steps_per_epoch
     warmup = warmup_steps(options, steps_per_epoch)
@@ -285,7 +376,8 @@ def start_run(
         with torch.random.fork_rng(devices=[device]):
             torch.cuda.manual_seed(seed * 7919 + rank)
             cuda_rng = torch.cuda.get_rng_state(device)
-    return Run(begun, seed, options, likelihood, steps_per_epoch, trained, opt, scheduler, rng, cuda_rng)
+    scaler = torch.amp.GradScaler(device.type) if options.precision == "fp16" else None
+    return Run(begun, seed, options, likelihood, steps_per_epoch, trained, opt, scheduler, rng, cuda_rng, scaler)
 
 
 def save_checkpoint(run: Run, path: Path) -> None:

@@ -212,8 +212,8 @@ def _describe(config: dict[str, Any], stopped: str | None) -> list[str]:
         f"{config.get('input_shape')}; {_split_text(data.get('split'))}.",
         _loss_line(config),
         f"Starts: {', '.join(o.get('starts', ()))}; seeds {config.get('seeds')}; {o.get('epochs')} epochs of "
-        f"{config.get('steps_per_epoch')} steps (batch {o.get('batch_size')}), the same batch order and noise "
-        "stream for every start of a seed.",
+        f"{_steps_text(config.get('steps_per_epoch'), o)}, the same batch order and noise stream for every start of "
+        "a seed.",
         f"Optimiser: {o.get('optimizer')}, lr {o.get('lr')}, schedule {o.get('schedule')}"
         + (
             f", linear warm-up over {o.get('lr_warmup')} steps"
@@ -291,3 +291,15 @@ def _loss_line(config: dict[str, Any]) -> str:
         + (f", free bits {o.get('free_bits')}" if o.get("free_bits") else "")
         + "."
     )
+
+
+def _steps_text(batches: Any, options: dict[str, Any]) -> str:
+    """An epoch's optimiser steps: its batches, or with ``accumulate`` N the steps of N batches each.
+
+    >>> _steps_text(10, {"batch_size": 32}), _steps_text(10, {"batch_size": 32, "accumulate": 4})
+    ('10 steps (batch 32)', '3 optimiser steps of 4 batches of 32')
+    """
+    accumulate = options.get("accumulate", 1) or 1
+    if accumulate == 1 or not isinstance(batches, int):
+        return f"{batches} steps (batch {options.get('batch_size')})"
+    return f"{-(-batches // accumulate)} optimiser steps of {accumulate} batches of {options.get('batch_size')}"
