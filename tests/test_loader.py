@@ -211,3 +211,24 @@ def test_two_gloo_ranks_with_workers_train_on_their_shards_and_agree(trained: tu
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
     assert ranks[0] == ranks[1]
     assert "2 process(es)" in (tmp_path / "ddp" / "report.md").read_text()
+
+
+class Rows(Dataset):
+    """A tensor's rows, one read at a time, remembering nothing of the process that reads them."""
+
+    def __init__(self, data: torch.Tensor) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.data[i]
+
+
+def test_evaluation_and_calibration_read_a_dataset_with_workers_in_data_order(monkeypatch) -> None:
+    monkeypatch.setattr(fxvae.io.data, "default_workers", lambda: 2)
+    data = torch.randn(600, 3)
+    read = [args[0] for args in fxvae.io.data.batches(Rows(data), 1)]
+    assert [len(b) for b in read] == [256, 256, 88]
+    assert torch.equal(torch.cat(read), data)
