@@ -37,8 +37,9 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
 class SeededItems(Dataset):
     """``dataset``'s items read by key ``(seed, epoch, index)``, each under :func:`item_seed`: torch's CPU
     generator, Python's ``random`` and (where numpy is imported) numpy's global generator are seeded for the
-    read (and, in the training process, restored after it). Augmentations drawn from those generators then depend on the sample and the
-    epoch, never on the worker or the start; a Dataset drawing from its own ``Generator`` object is not seeded.
+    read (and, in the training process, restored after it). Augmentations drawn from those generators then
+    depend on the sample and the epoch, never on the worker or the start; a Dataset drawing from its own
+    ``Generator`` object is not seeded.
 
     >>> flips = SeededItems(torch.utils.data.TensorDataset(torch.arange(4.0)))
     >>> flips[(0, 1, 2)]
