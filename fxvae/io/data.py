@@ -8,6 +8,7 @@ tuple or list whose first items are the model's positional inputs: a supervised 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,11 +24,23 @@ BATCH = 256
 """Samples per batch when the data is one tensor or a Dataset and no batch size is given."""
 
 
+def default_workers() -> int:
+    """DataLoader processes for a Dataset when none are asked for: one per CPU core but one (the process that
+    runs the model's), at most 4.
+
+    >>> 0 <= fxvae.io.data.default_workers() <= 4
+    True
+    """
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
 def batches(data: Any, count: int, *, batch_size: int | None = None) -> Iterator[tuple[Any, ...]]:
     """The first ``count`` positional inputs of each batch of ``data``, in order.
 
-    A tensor is cut along dim 0 and a map-style ``Dataset`` is batched, both into ``batch_size`` samples
-    (default 256); an iterable of batches (a DataLoader) is taken as it comes, and refuses ``batch_size``.
+    A tensor is cut along dim 0, in this process. A map-style ``Dataset`` is batched by a DataLoader with
+    :func:`default_workers` processes (none where it is one batch: a worker's start would cost more than it
+    reads). Both make ``batch_size`` samples (default 256); an iterable of batches (a DataLoader) is taken as it
+    comes, with its own workers, and refuses ``batch_size``.
 
     >>> [args[0].shape[0] for args in fxvae.io.data.batches(torch.zeros(600, 3), 1)]
     [256, 256, 88]
@@ -42,7 +55,8 @@ def batches(data: Any, count: int, *, batch_size: int | None = None) -> Iterator
     if _is_dataset(data):
         from torch.utils.data import DataLoader
 
-        data = DataLoader(data, batch_size=size, shuffle=False)
+        workers = default_workers() if len(data) > size else 0
+        data = DataLoader(data, batch_size=size, shuffle=False, num_workers=workers)
     elif batch_size is not None:
         raise InputError(
             f"batch_size={batch_size} applies to a tensor or a Dataset; the {type(data).__name__} given "

@@ -104,6 +104,7 @@ def compare(
     final_k: int = 100,
     eval_samples: int | None = None,
     eval_every: int = 1,
+    workers: int | None = None,
     max_minutes: float | None = None,
     shown: int = 8,
     bottleneck: str | None = None,
@@ -125,7 +126,12 @@ def compare(
     """Train the AE's VAE (``"warm"``, ``"calibrated"``) beside the same VAE trained from scratch, and measure both.
 
     ``ae`` is the trained autoencoder (never changed). ``train`` and ``test`` are tensors, tuples of tensors
-    (data, conditions), Datasets or DataLoaders over one; without ``test``, a seeded ``holdout`` fraction of
+    (data, conditions), Datasets or DataLoaders over one. A Dataset is read by ``workers`` DataLoader processes
+    (default: min(4, CPU cores - 1); pinned memory on CUDA, prefetch, persistent workers), in compare's batch
+    order per seed and with each item's random draws seeded by (seed, epoch, index), so every start sees the same
+    batches and augmentations; a DataLoader given is read the same way, with its dataset, its ``collate_fn`` and
+    its ``num_workers`` (unless ``workers`` is given): its batch size, sampler and shuffle do not apply. Tensors
+    are indexed in the training process, without a loader. Without ``test``, a seeded ``holdout`` fraction of
     ``train`` is held out (the same split for every seed), and calibration and training never see it. The AE
     may have been trained on that split, which favours the starts made from it: a warning says so, in the
     records (``config["warnings"]``) and the report. Pass the AE's own test data as ``test``, or its training
@@ -304,10 +310,15 @@ def run_comparison(
                 tracker=tracker,
             )
             study = _Study(ae, data, options, scratch, session)
-            if rank == 0:
-                for warning in study.warnings:
-                    warnings.warn(warning, UserWarning, stacklevel=3)
-            return study.run()
+            try:
+                if rank == 0:
+                    for warning in study.warnings:
+                        warnings.warn(warning, UserWarning, stacklevel=3)
+                return study.run()
+            finally:
+                # Forked loader workers hold the folder's lock file open: they end before the lock is let go.
+                for samples in (study.train, study.test, study.measured_on):
+                    samples.close()
 
 
 def _check_axes_inputs(options: CompareOptions, **given: Any) -> None:
@@ -457,8 +468,9 @@ class _Study:
     def _hold_out(self, data: _Data, count: int) -> None:
         """The training and held-out samples, the split's description, a warning where the AE may have been
         trained on the held-out samples, and the labels of each (checked against the data before any work)."""
-        given = Samples(data.train, count)
-        test = Samples(data.test, count) if data.test is not None else None
+        reading = {"workers": self.options.workers, "pin_memory": self.device.type == "cuda"}
+        given = Samples(data.train, count, **reading)
+        test = Samples(data.test, count, **reading) if data.test is not None else None
         held = len(test) if test is not None else None
         given_labels = {
             name: label_values(value, name, len(given), held)

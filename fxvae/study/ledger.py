@@ -33,6 +33,19 @@ LOCK = ".lock"
 _held: dict[Path, int] = {}
 """Folders this process holds, and how many nested holds each: the command line holds the folder before it checks
 it, then calls :func:`fxvae.compare`, which holds it again."""
+_lock_fds: dict[Path, int] = {}
+"""The open lock file of each folder held. A forked child (a DataLoader worker) closes its copies, so that the
+lock ends with this process, not with the last worker that outlives it."""
+
+
+def _close_lock_fds() -> None:
+    for fd in _lock_fds.values():
+        os.close(fd)
+    _lock_fds.clear()
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_close_lock_fds)
 
 
 class Ledger:
@@ -89,11 +102,11 @@ def locked(directory: Path) -> Iterator[None]:
         ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
-    _held[key] = 1
+    _held[key], _lock_fds[key] = 1, fd
     try:
         yield
     finally:
-        del _held[key]
+        del _held[key], _lock_fds[key]
         os.close(fd)  # releases the lock
 
 

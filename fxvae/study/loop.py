@@ -19,6 +19,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,15 +230,16 @@ class Run:
         batches = batch_order(len(train), self.options.batch_size, self.seed, self.epoch)
         scheduled = self.options.schedule != "constant" or warmup_steps(self.options, self.steps_per_epoch) > 0
         steps = 0
+        # A batch too small to shard (the last): every rank skips it alike.
+        groups = [[b for b in group if len(b) >= world] for group in step_groups(batches, self.options.accumulate)]
+        groups = [group for group in groups if group]
+        shards = [indices[rank::world] if world > 1 else indices for group in groups for indices in group]
         with _RandomState(self, device):
             began = time.perf_counter()
-            for group in step_groups(batches, self.options.accumulate):
-                # A batch too small to shard (the last): every rank skips it alike.
-                group = [b for b in group if len(b) >= world]
-                if not group:
-                    continue
+            read = train.stream(shards, seed=self.seed, epoch=self.epoch)
+            for group in groups:
                 self.optimizer.zero_grad(set_to_none=True)
-                total += self._accumulate(group, train, device, rank, world)
+                total += self._accumulate(group, read, device)
                 self._optimiser_step()
                 if scheduled:
                     self._schedule_step()
@@ -254,14 +256,15 @@ class Run:
         return mean
 
     def _accumulate(
-        self, group: list[torch.Tensor], train: Samples, device: torch.device, rank: int, world: int
+        self, group: list[torch.Tensor], read: Iterator[tuple[Any, ...]], device: torch.device
     ) -> torch.Tensor:
-        """The gradients of one optimiser step, left in ``.grad``; returns the step's loss. Each batch's mean
-        loss counts by its share of the step's samples: the gradient of the mean over all of them."""
+        """The gradients of one optimiser step, left in ``.grad``; returns the step's loss. ``read`` gives this
+        rank's shard of each batch in turn. Each batch's mean loss counts by its share of the step's samples:
+        the gradient of the mean over all of them."""
         size = sum(len(b) for b in group)
         losses = []
         for i, indices in enumerate(group):
-            args = train.batch(indices[rank::world] if world > 1 else indices)
+            args = next(read)
             if device.type != "cpu":
                 args = tuple(a.to(device, non_blocking=True) if isinstance(a, torch.Tensor) else a for a in args)
             if self.options.channels_last:

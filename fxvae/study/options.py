@@ -136,6 +136,14 @@ class CompareOptions:
     eval_every: int = field(
         default=1, metadata={"help": "Measure every this many epochs (epoch 0 and the last are always measured)."}
     )
+    workers: int | None = field(
+        default=None,
+        metadata={
+            "help": "DataLoader processes that read a Dataset or image folder, ahead of the training step (default: "
+            "a DataLoader's num_workers, else min(4, CPU cores - 1)); tensors are always indexed in the training "
+            "process. The batches are the same with any number."
+        },
+    )
     max_minutes: float | None = field(
         default=None, metadata={"help": "A time budget: every start stops at the same epoch once it would pass it."}
     )
@@ -199,6 +207,10 @@ class CompareOptions:
             _positive_int(name, getattr(self, name))
         if self.eval_samples is not None:
             _positive_int("eval_samples", self.eval_samples)
+        if self.workers is not None and (
+            not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0
+        ):
+            raise InputError(f"workers={self.workers!r} must be a whole number of loader processes, 0 or more")
         for name in ("kl_warmup", "lr_warmup"):
             value = getattr(self, name)
             if value is None and name == "lr_warmup":
