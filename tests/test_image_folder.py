@@ -143,3 +143,25 @@ def test_the_command_line_reads_a_folder_as_the_lazy_dataset(tmp_path: Path) -> 
     root = _folder(tmp_path / "images", 3, (12, 10))
     assert isinstance(read_data_source(str(root), resize=None), ImageFolder)
     assert read_data_source(str(root), resize="6,5").shape == (3, 6, 5)
+
+
+def test_evaluate_cuts_a_folder_into_its_batch_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+    from safetensors.torch import save_file
+
+    from fxvae.cli.app import app
+    from tests import cli_models
+
+    root = _folder(tmp_path / "images", 3, (32, 32))
+    save_file(cli_models.conv_ae().state_dict(), str(tmp_path / "ae.safetensors"))
+    asked: list[object] = []
+
+    def evaluate(*args: object, **kwargs: object) -> None:
+        asked.append(kwargs["batch_size"])
+        raise fxvae.InputError("stop here")
+
+    monkeypatch.setattr(fxvae, "evaluate", evaluate)
+    model = f"{Path(cli_models.__file__)}:conv_ae"
+    args = ["evaluate", str(tmp_path / "ae.safetensors"), "--model", model, "--data", str(root), "--batch-size", "2"]
+    CliRunner().invoke(app, args)
+    assert asked == [2]
