@@ -165,3 +165,20 @@ def test_evaluate_cuts_a_folder_into_its_batch_size(tmp_path: Path, monkeypatch:
     args = ["evaluate", str(tmp_path / "ae.safetensors"), "--model", model, "--data", str(root), "--batch-size", "2"]
     CliRunner().invoke(app, args)
     assert asked == [2]
+
+
+def test_compare_quick_runs_on_a_folder_of_images(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from safetensors.torch import save_file
+
+    from fxvae.cli.app import app
+    from tests import cli_models
+
+    root = _folder(tmp_path / "images", 24, (8, 8))
+    save_file(cli_models.conv_ae().state_dict(), str(tmp_path / "ae.safetensors"))
+    model = f"{Path(cli_models.__file__)}:conv_ae"
+    args = ["compare", model, "--checkpoint", str(tmp_path / "ae.safetensors"), "--data", str(root)]
+    args += ["--quick", "--k", "1", "--final-k", "2", "--starts", "ae,warm", "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    assert fxvae.study.read(tmp_path / "out").config["input_shape"] == [3, 8, 8]
