@@ -20,7 +20,7 @@ from fxvae.cli.options import (
     parse_ints,
 )
 from fxvae.cli.output import stderr
-from fxvae.io.datafiles import read_data
+from fxvae.io.datafiles import open_data
 
 
 @click.command()
@@ -76,7 +76,7 @@ def convert(
         data = None
         if calibration is not None:
             with data_errors():
-                data = read_data(calibration)
+                data = open_data(calibration)
             check_source(module, data, f"--calibration {calibration}")
         with stderr.status(f"converting {checkpoint}"):
             start = time.perf_counter()

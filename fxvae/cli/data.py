@@ -15,7 +15,7 @@ from fxvae.cli.errors import CliError, ExitCode, data_errors, one_line
 from fxvae.cli.models import load_factory
 from fxvae.cli.options import parse_ints
 from fxvae.io.data import batches, check_model_takes
-from fxvae.io.datafiles import read_data
+from fxvae.io.datafiles import open_data
 from fxvae.modules import input_count
 
 
@@ -57,8 +57,9 @@ def check_data(model: nn.Module, example: tuple[Any, ...], what: str) -> None:
 
 
 def read_data_source(spec: str, resize: str | None) -> Any:
-    """``--data``: a data file or folder of images (:func:`fxvae.io.datafiles.read_data`), or
-    ``package.module:factory`` returning a tensor, a Dataset or a DataLoader.
+    """``--data``: a data file or folder of images (:func:`fxvae.io.datafiles.open_data`: a folder is decoded an
+    image at a time, a ``.npy`` file memory-mapped), or ``package.module:factory`` returning a tensor, a Dataset
+    or a DataLoader.
 
     >>> torch.save(torch.rand(20, 64), tmp / "held.pt")
     >>> read_data_source(str(tmp / "held.pt"), resize=None).shape
@@ -70,7 +71,7 @@ def read_data_source(spec: str, resize: str | None) -> Any:
     path, _, _ = spec.rpartition(":")
     if Path(spec).exists() or (path and Path(path).is_file() and not path.endswith(".py")) or ":" not in spec:
         try:
-            return read_data(spec, resize=size)
+            return open_data(spec, resize=size)
         except fxvae.InputError as err:
             raise CliError(ExitCode.DATA, f"--data: {err}") from err
     factory = load_factory(spec)

@@ -20,6 +20,7 @@ from fxvae.cli.errors import CliError, ExitCode, data_errors, reported
 from fxvae.cli.models import is_vae_file, load_checkpoint_into, load_model
 from fxvae.cli.options import debug_option, json_option, threads_option
 from fxvae.cli.output import print_table, stderr, stdout
+from fxvae.io.datafiles import ImageFolder
 from fxvae.measure import likelihoods
 from fxvae.measure.likelihoods import LikelihoodName
 from fxvae.modules import input_count
@@ -103,7 +104,7 @@ def evaluate(
                     likelihood=shared,
                     sigma=scale if isinstance(shared, str) else None,
                     k=k,
-                    batch_size=batch_size if isinstance(source, torch.Tensor) else None,
+                    batch_size=batch_size if isinstance(source, (torch.Tensor, ImageFolder)) else None,
                     seed=seed,
                     progress=not as_json,
                 )
