@@ -182,3 +182,37 @@ def test_compare_quick_runs_on_a_folder_of_images(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.stderr
     assert fxvae.study.read(tmp_path / "out").config["input_shape"] == [3, 8, 8]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_image_damaged_mid_run_is_named_the_finished_epochs_kept_and_the_run_resumes(
+    workers: int, tmp_path: Path
+) -> None:
+    from tests import cli_models
+
+    root = _folder(tmp_path / "images", 24, (8, 8))
+    damaged = root / "0003.png"
+    good = damaged.read_bytes()
+    options = {"epochs": 3, "seeds": 1, "starts": ("warm",), "k": 1, "final_k": 2, "batch_size": 8}
+
+    def damage_after_epoch_1(record: dict) -> None:
+        if record["epoch"] == 1:
+            damaged.write_bytes(good[: len(good) // 2])
+
+    out = tmp_path / "out"
+    with pytest.raises(fxvae.InputError, match=r"0003\.png"):
+        fxvae.compare(
+            cli_models.conv_ae(),
+            ImageFolder(root),
+            out=out,
+            workers=workers,
+            callbacks=[damage_after_epoch_1],
+            progress=False,
+            **options,
+        )
+    assert [p.epoch for p in fxvae.study.read(out).runs[0].points] == [0, 1]
+    damaged.write_bytes(good)
+    result = fxvae.compare(
+        cli_models.conv_ae(), ImageFolder(root), out=out, workers=workers, resume=True, progress=False, **options
+    )
+    assert [p.epoch for p in result.runs[0].points] == [0, 1, 2, 3]
