@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 import torch
@@ -51,10 +51,23 @@ def test_smoke_mode_runs_every_check_and_prints_one_table() -> None:
         "| backward bandwidth",
         "| forward + backward vs eager formula",
     ]
-    assert checks[5:] == [
+    assert checks[5:7] == [
         "| conv_ae eval batch 1: VAE/AE samples/s",
         "| conv_ae train batch 1: VAE/AE samples/s",
     ]
+    # compare's loop on a PNG folder; --smoke skips compile (and says so) and reads with 2 workers.
+    assert "compare's loop: compile=True skipped in --smoke" in proc.stdout
+    runs = ("fp32", "bf16", "fp16", "workers=2")
+    assert checks[7:] == [
+        *(f"| compare {run}: final -ELBO finite" for run in runs),
+        "| compare bf16 vs fp32: final -ELBO",
+        "| compare fp16 vs fp32: final -ELBO",
+        "| compare workers=2 vs 0: curve and final -ELBO",
+        *(f"| compare {run}: steps/s vs fp32" for run in runs[:3]),
+        "| compare workers=2: steps/s vs workers=0 (fp32)",
+    ]
+    assert all(row.endswith("| ok |") for row in rows[7:12])
+    assert rows[13].endswith("| identical | identical | ok |")
     assert all(row.endswith(("| ok |", "| met |", "| missed |")) for row in rows)
 
 
@@ -77,7 +90,29 @@ def test_only_a_correctness_failure_makes_the_exit_status_nonzero(monkeypatch: p
     missed = gpu_check.Row("speed-up", "1x", ">= 3x", "target", False)
     monkeypatch.setattr(gpu_check, "bandwidth_rows", lambda plan, peak: [missed])
     monkeypatch.setattr(gpu_check, "model_rows", lambda plan: [])
+    monkeypatch.setattr(gpu_check, "loop_rows", lambda plan: [])
     for agree, status in ((True, 0), (False, 1)):
         row = gpu_check.Row("backends agree", "", "all", "correctness", agree)
         monkeypatch.setattr(gpu_check, "correctness_row", lambda plan, row=row: row)
         assert gpu_check.main() == status
+
+
+def test_compare_loop_checks_fail_on_workers_that_change_the_curve(monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu_check = _load(monkeypatch)
+
+    def run(curve: list[float], steps_per_s: float = 10.0) -> SimpleNamespace:
+        points = [SimpleNamespace(objective=v) for v in curve]
+        return SimpleNamespace(
+            points=points, final_objective=curve[-1], objective=lambda: curve, steps_per_s=steps_per_s
+        )
+
+    loop = gpu_check.SMOKE.loop
+    same = {"fp32": run([40.0, 30.0]), "bf16": run([40.0, 30.1]), "fp16": run([40.0, 36.0])}
+    ok = gpu_check.loop_checks({**same, "workers=2": run([40.0, 30.0], 20.0)}, loop)
+    assert all(r.ok for r in ok if r.kind == "correctness")
+    assert ok[-1].value == "2.00x (20.0 steps/s)"
+    # fp16 18% above fp32 is a missed target, not a failed check: its scaler skips its first steps.
+    assert [(r.kind, r.ok) for r in ok if r.check == "compare fp16 vs fp32: final -ELBO"] == [("target", False)]
+    changed = gpu_check.loop_checks({**same, "workers=2": run([40.0, 30.000001])}, loop)
+    failed = [r.check for r in changed if r.kind == "correctness" and not r.ok]
+    assert failed == ["compare workers=2 vs 0: curve and final -ELBO"]
