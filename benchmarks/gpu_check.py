@@ -15,7 +15,8 @@ On a CUDA machine, in a few minutes:
    benchmarks/models.py, the VAE/AE throughput ratio of each mode and batch size;
 4. **compare's loop**: ``fxvae.compare`` (start "warm", seed 0, 2 epochs, batch 64) of a ConvAE(1, (32, 64),
    latent=8, untrained: the loop's cost and agreement do not need a good AE) on a folder of 1797 PNGs
-   (scikit-learn's digits upscaled to 1x32x32, written to a temporary folder and read by a PIL Dataset) at
+   (scikit-learn's digits upscaled to 1x32x32, written to a temporary folder and read lazily by
+   ``fxvae.io.datafiles.ImageFolder``) at
    fp32, bf16, fp16, ``compile=True`` and ``workers=4`` (the others ``workers=0``). Checks: every final -ELBO
    finite; bf16's within 2% of fp32's (an autocast forward rounds activations to 8 significant bits, which
    moves two epochs of training by well under 1%, while the likelihood and KL stay float32; a wrong cast moves
@@ -63,7 +64,6 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from torch.utils.data import Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 # Peak HBM bandwidth in GB/s by a substring of the device name, the most specific first.
@@ -293,23 +293,6 @@ def model_rows(plan: Plan) -> list[Row]:
     return rows
 
 
-class PNGFolder(Dataset):
-    """A folder of grayscale PNGs, each read and decoded by PIL when indexed: an image folder as users have one."""
-
-    def __init__(self, folder: Path) -> None:
-        self.files = sorted(folder.glob("*.png"))
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        from PIL import Image
-
-        with Image.open(self.files[index]) as image:
-            pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-            return pixels.view(1, image.height, image.width).float() / 255
-
-
 def write_digits(folder: Path, loop: Loop) -> None:
     """scikit-learn's 8x8 digits (0-16), upscaled bilinearly to ``loop.side`` and written as 8-bit PNGs."""
     from PIL import Image
@@ -327,6 +310,7 @@ def loop_rows(plan: Plan) -> list[Row]:
     """fxvae.compare at each precision, compiled, and with workers, on a PNG folder: the checks and the steps/s."""
     import fxvae
     from fxvae.examples import ConvAE
+    from fxvae.io.datafiles import ImageFolder
 
     loop = plan.loop
     variants: dict[str, dict[str, object]] = {
@@ -344,7 +328,7 @@ def loop_rows(plan: Plan) -> list[Row]:
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         write_digits(Path(folder), loop)
-        data = PNGFolder(Path(folder))
+        data = ImageFolder(Path(folder))
         for name, extra in variants.items():
             options = {"workers": 0, "epochs": loop.epochs, "batch_size": loop.batch, **extra}
             with warnings.catch_warnings():
