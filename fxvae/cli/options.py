@@ -64,7 +64,7 @@ def conversion_options(*names: str) -> Callable[[Callable[..., Any]], Callable[.
                 for config, f in family_fields:
                     if config is not family and given[f.name] != f.default:
                         raise click.UsageError(
-                            f"--{f.name.replace('_', '-')} applies to --latent {config.family}, and this conversion "
+                            f"{_flag(f.name)} applies to --latent {config.family}, and this conversion "
                             f"makes --latent {family.family}: leave it out"
                         )
                 try:
@@ -72,7 +72,7 @@ def conversion_options(*names: str) -> Callable[[Callable[..., Any]], Callable[.
                 except fxvae.InputError as err:
                     message = str(err)
                     for f in dataclasses.fields(family):
-                        message = message.replace(f"{f.name}=", f"--{f.name.replace('_', '-')} ")
+                        message = message.replace(f"{f.name}=", f"{_flag(f.name)} ")
                     raise click.UsageError(message) from err
             return command(options=fxvae.Options(**chosen), **kwargs)
 
@@ -213,7 +213,7 @@ def check_output(path: Path | None, force: bool, option: str) -> None:
 
 def _field_option(field: dataclasses.Field[Any], hint: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The click option of one dataclass field: ``--name`` (``--name/--no-name`` for a flag)."""
-    flag = f"--{field.name.replace('_', '-')}"
+    flag = _flag(field.name)
     if hint is bool:
         return click.option(
             f"{flag}/--no-{flag[2:]}", field.name, default=field.default, show_default=True, help=field.metadata["help"]
@@ -240,3 +240,8 @@ def _metavar(kind: click.ParamType) -> str | None:
     if isinstance(kind, click.Choice):
         return None
     return kind.name if isinstance(kind, _Words) else kind.name.upper()
+
+
+def _flag(name: str) -> str:
+    """The command-line option of a dataclass field: ``log_sigma_init`` -> ``--log-sigma-init``."""
+    return f"--{name.replace('_', '-')}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from abc import abstractmethod
 from typing import Any, Literal
 
 import torch
@@ -31,9 +32,9 @@ class _QuantizerFamily(Family):
     starts = ("scratch", "warm", "random")
     what = "a discrete latent (latent='vq' or 'fsq')"
 
+    @abstractmethod
     def quantizer(self, site: LatentSite, config: Any) -> Quantizer:
         """The quantiser for the latent, with its starting values: the structure, before any data."""
-        raise NotImplementedError
 
     def insert(  # type: ignore[override]
         self, site: LatentSite, config: LatentConfig, calibration: Batches | None
