@@ -54,5 +54,8 @@ def gloo_group(rank: int, port: int, world: int) -> Iterator[None]:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         yield
+        # A rank that tears its group down while its peer is still inside a gloo call aborts the peer
+        # ("terminate called without an active exception"): leave together.
+        dist.barrier()
     finally:
         dist.destroy_process_group()

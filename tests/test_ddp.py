@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import torch
@@ -31,14 +32,19 @@ def _train(vae: torch.nn.Module, kl: fxvae.KLDivergence, x: torch.Tensor) -> Non
         opt.step()
 
 
+def _wrap_train_and_save(rank: int, out: str) -> None:
+    torch.manual_seed(rank)
+    vae, kl = fxvae.convert(build(ENTRY), ENTRY.inputs(4), log_sigma_init=LOG_SIGMA_INIT)
+    ddp = torch.nn.parallel.DistributedDataParallel(vae.train())
+    shard = _data().chunk(WORLD)[rank]
+    _train(ddp, kl, shard)
+    torch.save(vae.state_dict(), Path(out) / f"rank{rank}.pt")
+
+
 def _worker(rank: int, port: int, out: str) -> None:
     with gloo_group(rank, port, WORLD):
-        torch.manual_seed(rank)
-        vae, kl = fxvae.convert(build(ENTRY), ENTRY.inputs(4), log_sigma_init=LOG_SIGMA_INIT)
-        ddp = torch.nn.parallel.DistributedDataParallel(vae.train())
-        shard = _data().chunk(WORLD)[rank]
-        _train(ddp, kl, shard)
-        torch.save(vae.state_dict(), Path(out) / f"rank{rank}.pt")
+        _wrap_train_and_save(rank, out)
+        gc.collect()  # frees the wrapper's gloo work while its group lives (see tests/test_fsdp.py)
 
 
 def test_ddp_ranks_agree_and_match_a_single_process_run_on_the_global_batch(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ the reparameterisation and again when kl() is asked after an eval forward).
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import torch
@@ -43,23 +44,30 @@ def _train(vae: torch.nn.Module, kl: fxvae.KLDivergence, x: torch.Tensor) -> tor
         return kl().detach()
 
 
-def _worker(rank: int, port: int, out: str) -> None:
+def _shard_train_and_save(rank: int, wrapping: str, out: str) -> None:
     from torch.distributed.fsdp import fully_shard
 
+    vae, kl = fxvae.convert(build(ENTRY), ENTRY.inputs(4), log_sigma_init=LOG_SIGMA_INIT)
+    recipe = fxvae.conversion(vae)
+    if wrapping == "heads_and_root":
+        fully_shard(vae.get_submodule(recipe.mu_head))
+        fully_shard(vae.get_submodule(recipe.log_sigma_head))
+    fully_shard(vae)
+    # Really sharded: each rank holds half of every parameter's first dimension.
+    assert all(type(p).__name__ == "DTensor" and p.placements[0].is_shard(0) for p in vae.parameters())
+    eval_kl = _train(vae, kl, _data().chunk(WORLD)[rank])
+    # full_tensor() is a collective: every rank gathers every parameter.
+    state = {k: v.full_tensor() for k, v in vae.state_dict().items()}
+    torch.save({"state": state, "eval_kl": eval_kl}, Path(out) / f"{wrapping}{rank}.pt")
+
+
+def _worker(rank: int, port: int, out: str) -> None:
     with gloo_group(rank, port, WORLD):
         for wrapping in WRAPPINGS:
-            vae, kl = fxvae.convert(build(ENTRY), ENTRY.inputs(4), log_sigma_init=LOG_SIGMA_INIT)
-            recipe = fxvae.conversion(vae)
-            if wrapping == "heads_and_root":
-                fully_shard(vae.get_submodule(recipe.mu_head))
-                fully_shard(vae.get_submodule(recipe.log_sigma_head))
-            fully_shard(vae)
-            # Really sharded: each rank holds half of every parameter's first dimension.
-            assert all(type(p).__name__ == "DTensor" and p.placements[0].is_shard(0) for p in vae.parameters())
-            eval_kl = _train(vae, kl, _data().chunk(WORLD)[rank])
-            # full_tensor() is a collective: every rank gathers every parameter.
-            state = {k: v.full_tensor() for k, v in vae.state_dict().items()}
-            torch.save({"state": state, "eval_kl": eval_kl}, Path(out) / f"{wrapping}{rank}.pt")
+            _shard_train_and_save(rank, wrapping, out)
+        # The sharded model holds gloo work objects; freed after its group is gone, one aborts the
+        # process now and then ("terminate called without an active exception").
+        gc.collect()
 
 
 def test_fully_shard_ranks_agree_and_match_a_single_process_run_on_the_global_batch(tmp_path: Path) -> None:
