@@ -97,7 +97,7 @@ def convert(
     returns exactly what ``model`` returns, and it computes nothing the AE does not.
 
     ``latent`` is what the latent becomes, a config with that family's choices: :class:`fxvae.Gaussian` (the
-    default: ``log_sigma_init``, ``standardize``, ``head_kind``), :class:`fxvae.VQ` or :class:`fxvae.FSQ`; the
+    default: ``log_sigma_init``, ``standardize``, ``head_kind``, ``fold``), :class:`fxvae.VQ` or :class:`fxvae.FSQ`; the
     strings ``"gaussian"``, ``"vq"`` and ``"fsq"`` stand for their defaults. ``log_sigma_init`` and
     ``standardize`` are shorthands for the Gaussian config's fields.
 
@@ -110,7 +110,9 @@ def convert(
     latent is standardised over it (``standardize``) so that mu starts where the prior is, with the
     decoder reading the inverse map, and eval outputs stay the AE's, equal to float rounding (about 1e-6
     relative); ``log_sigma_init="auto"`` then sets each dimension's start from the decoder's sensitivity under
-    ``likelihood`` (see :func:`calibrate`).
+    ``likelihood`` (see :func:`calibrate`). ``latent=fxvae.Gaussian(fold=False)`` keeps that map as a frozen
+    module of its own, run before and after the reparameterisation, instead of folding it into the mu head and
+    the decoder's first layer: the AE's layers keep their weights.
 
     ``copy=False`` lets the VAE share the AE's parameters (mu head included) to save memory: training
     the VAE then trains the AE. With the default, the VAE owns its parameters; ``model`` is never changed.

@@ -37,10 +37,11 @@ def _mu(vae: torch.nn.Module, args: tuple[object, ...]) -> torch.Tensor:
         return encoder.eval()(*args)[0]
 
 
+@pytest.mark.parametrize("fold", [True, False], ids=["fold", "no_fold"])
 @pytest.mark.parametrize("entry", ZOO, ids=lambda e: e.name)
-def test_a_calibrated_vae_returns_the_aes_outputs_in_eval_mode(entry: ZooEntry) -> None:
+def test_a_calibrated_vae_returns_the_aes_outputs_in_eval_mode(entry: ZooEntry, fold: bool) -> None:
     model = build(entry)
-    vae, _ = fxvae.convert(model, entry.inputs(4), calibration=_data(entry))
+    vae, _ = fxvae.convert(model, entry.inputs(4), latent=fxvae.Gaussian(fold=fold), calibration=_data(entry))
     assert _relative_error(vae, model, entry.inputs(9)) <= 1e-5
 
 
@@ -54,11 +55,13 @@ def test_every_standardisation_keeps_eval_outputs(name: str, mode: str) -> None:
     assert _relative_error(vae, model, entry.inputs(9)) <= 1e-5
 
 
+@pytest.mark.parametrize("fold", [True, False], ids=["fold", "no_fold"])
 @pytest.mark.parametrize("name", ["mlp_sigmoid", "conv_flat_linear", "dict_output", "recurrent"])
-def test_mu_over_the_calibration_data_has_mean_zero_and_unit_spread_per_element(name: str) -> None:
+def test_mu_over_the_calibration_data_has_mean_zero_and_unit_spread_per_element(name: str, fold: bool) -> None:
     entry = BY_NAME[name]
     data = entry.inputs(SAMPLES)
-    vae, _ = fxvae.convert(build(entry), entry.inputs(4), calibration=_data(entry, data), standardize="element")
+    latent = fxvae.Gaussian(standardize="element", fold=fold)
+    vae, _ = fxvae.convert(build(entry), entry.inputs(4), latent=latent, calibration=_data(entry, data))
     mu = _mu(vae, data).flatten(1).double()
     torch.testing.assert_close(mu.mean(0), torch.zeros(mu.shape[1], dtype=torch.float64), atol=1e-5, rtol=0)
     torch.testing.assert_close(mu.std(0, correction=0), torch.ones(mu.shape[1], dtype=torch.float64), atol=1e-4, rtol=0)
@@ -109,27 +112,36 @@ def test_kl_at_init_equals_its_closed_form(name: str) -> None:
     torch.testing.assert_close(kl(), expected)
 
 
+@pytest.mark.parametrize("fold", [True, False], ids=["fold", "no_fold"])
 @pytest.mark.parametrize("name", ["mlp_sigmoid", "conv_flat_linear", "conv_latent", "conditional"])
-def test_save_and_load_round_trip_the_calibration(name: str, tmp_path: Path) -> None:
+def test_save_and_load_round_trip_the_calibration(name: str, fold: bool, tmp_path: Path) -> None:
     entry = BY_NAME[name]
-    vae, _ = fxvae.convert(build(entry), entry.inputs(4), calibration=_data(entry), standardize="whiten")
+    latent = fxvae.Gaussian(standardize="whiten", fold=fold)
+    vae, _ = fxvae.convert(build(entry), entry.inputs(4), latent=latent, calibration=_data(entry))
     fxvae.save(vae, tmp_path / "vae.safetensors")
     loaded, _ = fxvae.load(build(entry, seed=5), tmp_path / "vae.safetensors", entry.inputs(4))
     assert fxvae.conversion(loaded).calibration == fxvae.conversion(vae).calibration
+    assert fxvae.conversion(loaded).options.latent.fold is fold
+    assert loaded.state_dict().keys() == vae.state_dict().keys()
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in vae.state_dict().items())
     args = entry.inputs(7)
     assert torch.equal(recon(loaded.eval()(*args)), recon(vae.eval()(*args)))
 
 
+@pytest.mark.parametrize("fold", [True, False], ids=["fold", "no_fold"])
 @pytest.mark.parametrize("name", ["mlp_sigmoid", "conv_flat_linear", "tuple_output"])
-def test_split_puts_the_inverse_map_on_the_decoder_side(name: str) -> None:
+def test_split_puts_the_inverse_map_on_the_decoder_side(name: str, fold: bool) -> None:
     entry = BY_NAME[name]
     model = build(entry)
-    vae, _ = fxvae.convert(model, entry.inputs(4), calibration=_data(entry))
+    vae, _ = fxvae.convert(model, entry.inputs(4), latent=fxvae.Gaussian(fold=fold), calibration=_data(entry))
     encoder, decoder = fxvae.split(vae)
     args = entry.inputs(6)
     with torch.no_grad():
         mu, _ = encoder(*args)
-        assert torch.equal(recon(decoder(mu, *args[1:])), recon(vae.eval()(*args)))
+        decoded = recon(decoder(mu, *args[1:]))
+        want = recon(model(*args))
+    assert torch.equal(decoded, recon(vae.eval()(*args)))
+    assert ((decoded - want).abs().max() / want.abs().max()).item() <= 1e-5
 
 
 def test_recalibrating_undoes_the_old_map_first() -> None:
@@ -141,6 +153,69 @@ def test_recalibrating_undoes_the_old_map_first() -> None:
     assert _relative_error(vae, model, entry.inputs(9)) <= 1e-5
     mu = _mu(vae, (shifted,)).double()
     torch.testing.assert_close(mu.mean(0), torch.zeros(10, dtype=torch.float64), atol=1e-4, rtol=0)
+
+
+# Names of zoo models where the default fold=True folds the map into the mu head or the decoder's first layer.
+FOLDING = ["mlp_sigmoid", "conv_flat_linear", "conv_latent", "functional_linear", "token_attention", "recurrent"]
+
+
+@pytest.mark.parametrize("name", FOLDING)
+def test_without_fold_every_weight_of_the_ae_is_the_vaes_exactly(name: str) -> None:
+    entry = BY_NAME[name]
+    model = build(entry)
+    vae, _ = fxvae.convert(model, entry.inputs(4), latent=fxvae.Gaussian(fold=False), calibration=_data(entry))
+    recipe = fxvae.conversion(vae)
+    ae_weights, vae_weights = model.state_dict(), vae.state_dict()
+    kept = [k for k in ae_weights if k not in recipe.dropped_keys]
+    assert recipe.bottleneck.layer is not None and recipe.key_map  # the AE's bottleneck layer is the mu head
+    assert all(torch.equal(vae_weights[recipe.key_map.get(k, k)], ae_weights[k]) for k in kept)
+
+
+@pytest.mark.parametrize("name", FOLDING)
+def test_without_fold_the_map_runs_as_a_frozen_module_on_both_sides_of_the_reparameterisation(name: str) -> None:
+    entry = BY_NAME[name]
+    vae, _ = fxvae.convert(build(entry), entry.inputs(4), latent=fxvae.Gaussian(fold=False), calibration=_data(entry))
+    info = fxvae.conversion(vae).calibration
+    assert (info.folded_mu, info.folded_decoder) == (None, None)
+    assert vae.code.count(f"self._modules['{info.module}']") == 2
+    assert list(vae.get_submodule(info.module).parameters()) == []
+
+
+@pytest.mark.parametrize(("first", "then"), [(True, False), (False, True)], ids=["fold_then_not", "not_then_fold"])
+def test_recalibrating_with_the_other_fold_undoes_the_old_map_and_keeps_outputs(first: bool, then: bool) -> None:
+    entry = BY_NAME["conv_flat_linear"]
+    model = build(entry)
+    vae, _ = fxvae.convert(model, entry.inputs(4), latent=fxvae.Gaussian(fold=first), calibration=_data(entry))
+    shifted = entry.inputs(SAMPLES)[0] * 3.0 + 1.0
+    fxvae.calibrate(vae, shifted, fold=then)
+    recipe = fxvae.conversion(vae)
+    assert recipe.options.latent.fold is then
+    folded = ("mu_head", "dec.0") if then else (None, None)
+    assert (recipe.calibration.folded_mu, recipe.calibration.folded_decoder) == folded
+    assert _relative_error(vae, model, entry.inputs(9)) <= 1e-5
+    mu = _mu(vae, (shifted,)).double()
+    torch.testing.assert_close(mu.mean(0), torch.zeros(10, dtype=torch.float64), atol=1e-4, rtol=0)
+
+
+def test_recalibrating_without_a_fold_keeps_the_vaes_own() -> None:
+    entry = BY_NAME["conv_flat_linear"]
+    vae, _ = fxvae.convert(build(entry), entry.inputs(4), latent=fxvae.Gaussian(fold=False), calibration=_data(entry))
+    fxvae.calibrate(vae, _data(entry), standardize="whiten")
+    recipe = fxvae.conversion(vae)
+    assert recipe.options.latent.fold is False
+    assert (recipe.calibration.folded_mu, recipe.calibration.folded_decoder) == (None, None)
+
+
+def test_a_fold_that_is_not_a_bool_is_refused_before_anything_changes() -> None:
+    with pytest.raises(fxvae.InputError, match=r"fold='no' must be True .* or False .*: pass a bool"):
+        fxvae.Gaussian(fold="no")
+    entry = BY_NAME["mlp_sigmoid"]
+    vae, _ = fxvae.convert(build(entry), entry.inputs(4))
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    with pytest.raises(fxvae.InputError, match=r"fold=1 must be True"):
+        fxvae.calibrate(vae, _data(entry), fold=1)
+    assert fxvae.conversion(vae).calibration is None
+    assert all(torch.equal(vae.state_dict()[k], v) for k, v in before.items())
 
 
 def test_a_dataloader_of_labelled_batches_calibrates_the_data_input() -> None:
@@ -215,13 +290,14 @@ def test_a_calibrated_vae_samples_the_aes_codes_from_the_prior() -> None:
     torch.testing.assert_close(samples.std(0), decoded.std(0), atol=0.1, rtol=0.2)
 
 
-def test_the_hooks_tier_calibrates_through_its_latent_hook(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fold", [True, False], ids=["fold", "no_fold"])
+def test_the_hooks_tier_calibrates_through_its_latent_hook(fold: bool, tmp_path: Path) -> None:
     from tests.test_patterns import BranchesOnValues
 
     torch.manual_seed(0)
     model = BranchesOnValues().eval()
     data = torch.randn(SAMPLES, 16)
-    vae, _ = fxvae.convert(model, data[:4], calibration=data)
+    vae, _ = fxvae.convert(model, data[:4], latent=fxvae.Gaussian(fold=fold), calibration=data)
     assert fxvae.conversion(vae).tracer == "hooks"
     assert _relative_error(vae, model, (data[:9],)) <= 1e-5
     mu = _mu(vae, (data,)).double()
@@ -229,9 +305,11 @@ def test_the_hooks_tier_calibrates_through_its_latent_hook(tmp_path: Path) -> No
     fxvae.save(vae, tmp_path / "vae.safetensors")
     loaded, _ = fxvae.load(BranchesOnValues().eval(), tmp_path / "vae.safetensors", data[:4])
     assert torch.equal(recon(loaded.eval()(data[:5])), recon(vae.eval()(data[:5])))
+    assert fxvae.conversion(loaded).options.latent.fold is fold
 
 
-def test_the_command_line_calibrates_from_a_data_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flag", ["--fold", "--no-fold"])
+def test_the_command_line_calibrates_from_a_data_file(flag: str, tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
     from tests import cli_models
@@ -254,12 +332,14 @@ def test_the_command_line_calibrates_from_a_data_file(tmp_path: Path) -> None:
             str(tmp_path / "data.pt"),
             "--standardize",
             "whiten",
+            flag,
         ],
     )
     assert result.exit_code == 0, result.stderr
     vae, _ = fxvae.load(cli_models.mlp_ae(), out, torch.randn(2, 16))
     assert fxvae.conversion(vae).calibration.standardize == "whiten"
     assert fxvae.conversion(vae).calibration.samples == 200
+    assert fxvae.conversion(vae).options.latent.fold is (flag == "--fold")
 
 
 def test_auto_log_sigma_warns_when_a_gaussian_reconstruction_looks_like_logits() -> None:

@@ -359,7 +359,7 @@ def test_conversion_options_come_from_the_recipe_dataclass_and_the_latent_config
     for owner, field in ((fxvae.Options, "bottleneck"), (fxvae.Gaussian, "log_sigma_init"), (fxvae.VQ, "beta")):
         help_text = owner.__dataclass_fields__[field].metadata["help"]
         assert f"--{field.replace('_', '-')}" in out and " ".join(help_text.split()[:4]) in " ".join(out.split())
-    assert "--ema / --no-ema" in out and "--levels" in out
+    assert "--ema / --no-ema" in out and "--levels" in out and "--fold / --no-fold" in out
 
 
 def test_a_latent_option_of_another_family_is_refused_naming_it() -> None:

@@ -209,3 +209,25 @@ def test_labels_of_the_wrong_length_are_one_line_naming_both_lengths(files: dict
     code, _, err = _compare(files, "--labels", str(tmp_path / "classes.csv"))
     assert code == ExitCode.DATA
     assert "error: labels holds 399 labels, but the training data holds 400 samples" in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize(("flags", "fold"), [((), True), (("--no-fold",), False), (("--fold",), True)])
+def test_the_fold_flag_reaches_the_comparisons_gaussian_config(
+    flags: tuple[str, ...], fold: bool, tmp_path: Path, monkeypatch
+) -> None:
+    from tests import cli_models
+
+    torch.save(cli_models.mlp_ae().state_dict(), tmp_path / "ae.pt")
+    torch.save(torch.randn(40, 16), tmp_path / "data.pt")
+    given = []
+
+    def record(ae, train, test, options, **kwargs):
+        given.append(options)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("fxvae.cli.compare.run_comparison", record)
+    paths = ("--checkpoint", str(tmp_path / "ae.pt"), "--data", str(tmp_path / "data.pt"), "--out", str(tmp_path / "r"))
+    code, _, err = run("compare", "tests/cli_models.py:mlp_ae", *paths, *flags)
+    assert code == 130, err
+    assert [o.fold for o in given] == [fold]
+    assert given[0].latent_config().fold is fold

@@ -127,6 +127,11 @@ def test_scratch_refuses_a_module_without_reset_parameters_and_takes_a_factory()
     assert len(result.runs) == 2
 
 
+def test_a_fold_option_that_is_not_a_bool_is_refused() -> None:
+    with pytest.raises(InputError, match=r"fold='no' must be True or False"):
+        fxvae.study.CompareOptions(fold="no")
+
+
 @pytest.mark.filterwarnings("ignore:the reconstruction is further from the data")
 def test_the_optimal_sigma_is_fitted_once_to_the_ae_and_shared_by_every_start(trained: tuple) -> None:
     ae, data = trained
@@ -329,6 +334,43 @@ def test_compare_takes_every_option_as_a_keyword_with_its_default() -> None:
     fields = {f.name: f.default for f in dataclasses.fields(fxvae.study.CompareOptions)}
     assert {name: parameters[name].default for name in fields} == fields
     assert all(parameters[name].kind is inspect.Parameter.KEYWORD_ONLY for name in (*fields, "options"))
+
+
+def test_the_fold_option_reaches_the_gaussian_config_and_no_other() -> None:
+    assert fxvae.study.CompareOptions(fold=False).latent_config().fold is False
+    assert fxvae.study.CompareOptions().latent_config().fold is True
+    assert not hasattr(fxvae.study.CompareOptions(latent="vq", fold=False).latent_config(), "fold")
+
+
+@pytest.mark.filterwarnings("ignore:the reconstruction is further from the data")
+@pytest.mark.parametrize("fold", [True, False], ids=["fold", "no_fold"])
+def test_the_calibrated_start_folds_its_map_as_the_fold_option_says(fold: bool) -> None:
+    entry = BY_NAME["conv_flat_linear"]
+    ae, data = build(entry), entry.inputs(200)[0]
+    options = fxvae.study.CompareOptions(fold=fold)
+    begun = begin("calibrated", ae, (data[:8],), fxvae.study.Samples(data), options, 0, None)
+    recipe = fxvae.conversion(begun.model)
+    assert recipe.options.latent.fold is fold
+    folded = ("mu_head", "dec.0") if fold else (None, None)
+    assert (recipe.calibration.folded_mu, recipe.calibration.folded_decoder) == folded
+
+
+def test_options_saved_before_the_fold_field_read_back_with_its_default() -> None:
+    saved = compare_module.json_ready(fxvae.study.CompareOptions(epochs=3).to_dict())
+    del saved["fold"]
+    options = fxvae.study.CompareOptions.from_dict(saved)
+    assert options == fxvae.study.CompareOptions(epochs=3)
+
+
+def test_a_comparison_saved_before_an_option_existed_resumes_at_its_default_only(tmp_path: Path) -> None:
+    data = {"train": 90, "test": 10, "split": "holdout"}
+    saved = compare_module.json_ready(fxvae.study.CompareOptions().to_dict())
+    del saved["fold"]
+    records = [{"type": "config", "options": saved, "data": data}]
+    compare_module._check_same(records, {"options": fxvae.study.CompareOptions().to_dict(), "data": data}, tmp_path)
+    unfolded = {"options": fxvae.study.CompareOptions(fold=False).to_dict(), "data": data}
+    with pytest.raises(InputError, match=r"other settings: fold \(True then, False now\)"):
+        compare_module._check_same(records, unfolded, tmp_path)
 
 
 def test_data_without_a_length_is_refused(trained: tuple) -> None:

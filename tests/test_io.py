@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -104,6 +105,27 @@ def test_a_file_from_a_newer_fxvae_is_refused(tmp_path: Path) -> None:
     safetensors.torch.save_file(tensors, tmp_path / "new.safetensors", metadata=metadata)
     with pytest.raises(fxvae.CheckpointError, match=r"written by fxvae 9.0 \(file format 99\).*upgrade fxvae"):
         fxvae.load(build(MLP), tmp_path / "new.safetensors", MLP.inputs(BATCH))
+
+
+def test_a_format_3_file_written_before_the_fold_field_loads_as_fold_true_bit_exactly(tmp_path: Path) -> None:
+    ae = build(BY_NAME["conv_flat_linear"])
+    x = BY_NAME["conv_flat_linear"].inputs(BATCH)
+    vae, _ = fxvae.convert(ae, x, calibration=BY_NAME["conv_flat_linear"].inputs(64)[0])
+    fxvae.save(vae, tmp_path / "vae.safetensors")
+    tensors = safetensors.torch.load_file(tmp_path / "vae.safetensors")
+    with safe_open(tmp_path / "vae.safetensors", framework="pt") as handle:
+        metadata = handle.metadata()
+    recipe = json.loads(metadata["fxvae.recipe"])
+    del recipe["options"]["fold"]
+    text = json.dumps(recipe)
+    metadata = {**metadata, "fxvae.recipe": text, "fxvae.recipe.sha256": hashlib.sha256(text.encode()).hexdigest()}
+    safetensors.torch.save_file(tensors, tmp_path / "old.safetensors", metadata=metadata)
+    loaded, _ = fxvae.load(build(BY_NAME["conv_flat_linear"], seed=5), tmp_path / "old.safetensors", x)
+    assert fxvae.conversion(loaded).options.latent.fold is True
+    assert fxvae.conversion(loaded).calibration == fxvae.conversion(vae).calibration
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in vae.state_dict().items())
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(*x), vae.eval()(*x))
 
 
 def test_load_accepts_a_factory(tmp_path: Path) -> None:

@@ -19,9 +19,9 @@ pytest.importorskip("onnxscript")
 BY_NAME = {e.name: e for e in ZOO}
 
 
-def _parts(name: str) -> dict[str, tuple[torch.nn.Module, object]]:
+def _parts(name: str, **convert: object) -> dict[str, tuple[torch.nn.Module, object]]:
     entry = BY_NAME[name]
-    vae, _ = fxvae.convert(build(entry), entry.inputs(4))
+    vae, _ = fxvae.convert(build(entry), entry.inputs(4), **convert)
     encoder, decoder = fxvae.split(vae)
 
     def latent(b: int) -> tuple[object, ...]:
@@ -41,7 +41,20 @@ def _parts(name: str) -> dict[str, tuple[torch.nn.Module, object]]:
     ],
 )
 def test_onnx_model_matches_pytorch_at_another_batch_size(model: str, part: str, tmp_path: Path) -> None:
-    module, inputs = _parts(model)[part]
+    _check_matches(*_parts(model)[part], tmp_path)
+
+
+@pytest.mark.parametrize("part", ["vae", "encoder", "decoder"])
+@pytest.mark.parametrize("model", ["conv_flat_linear", "conv_latent"])
+def test_a_calibration_kept_unfolded_exports_and_matches_pytorch(model: str, part: str, tmp_path: Path) -> None:
+    calibration = BY_NAME[model].inputs(64)[0]
+    parts = _parts(model, latent=fxvae.Gaussian(fold=False), calibration=calibration)
+    assert fxvae.conversion(parts["vae"][0]).calibration.folded_mu is None
+    _check_matches(*parts[part], tmp_path)
+
+
+def _check_matches(module: torch.nn.Module, inputs: object, tmp_path: Path) -> None:
+    """Exported from training mode at batch 3, the model's ONNX file runs at batch 7 as its eval mode does."""
     module.train()
     fxvae.export_onnx(module, tmp_path / "m.onnx", inputs(3))
     assert module.training

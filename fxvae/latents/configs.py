@@ -70,7 +70,10 @@ class Gaussian(LatentConfig):
     ``log_sigma_init`` is the log-sigma head's starting bias: 0 (sigma = 1) starts at the prior's scale, a
     negative value keeps training-mode samples close to the AE's latent, ``"auto"`` (with calibration data) sets
     each dimension from the decoder's sensitivity. ``standardize`` is how calibration data standardise the latent
-    (:data:`Standardize`); ``head_kind`` how the heads are made (:data:`HeadChoice`).
+    (:data:`Standardize`); ``head_kind`` how the heads are made (:data:`HeadChoice`). ``fold`` is where the
+    calibration map goes: folded into the mu head and the decoder's first layer where they are plain layers, or
+    (False) kept as a frozen module of its own, run before and after the reparameterisation, the AE's layers
+    keeping their weights.
 
     >>> vae, kl = fxvae.convert(ae, x, latent=fxvae.Gaussian(log_sigma_init=-2.0, head_kind="pointwise"))
     >>> fxvae.conversion(vae).head_kind
@@ -97,6 +100,14 @@ class Gaussian(LatentConfig):
             "pointwise log-sigma head (pointwise); auto: the layer where there is one."
         },
     )
+    fold: bool = field(
+        default=True,
+        metadata={
+            "help": "With calibration data: fold the standardising map into the mu head and the decoder's first layer "
+            "where they are plain layers (True), or keep it as its own frozen module run before and after the "
+            "reparameterisation (False); either way eval outputs equal the AE's."
+        },
+    )
 
     def __post_init__(self) -> None:
         start = self.log_sigma_init
@@ -106,6 +117,11 @@ class Gaussian(LatentConfig):
             raise InputError(f"log_sigma_init={start!r} must be a finite number or 'auto'")
         _one_of(self, "standardize", Standardize)
         _one_of(self, "head_kind", HeadChoice)
+        if not isinstance(self.fold, bool):
+            raise InputError(
+                f"fold={self.fold!r} must be True (fold the calibration map into plain layers) or False (keep it as "
+                "a module of its own): pass a bool"
+            )
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ class GaussianFamily(Family):
 
     >>> from fxvae.latents.registry import family_of
     >>> family_of(fxvae.Gaussian()).start("calibrated", fxvae.Gaussian())
-    (Gaussian(log_sigma_init='auto', standardize='auto', head_kind='auto'), True)
+    (Gaussian(log_sigma_init='auto', standardize='auto', head_kind='auto', fold=True), True)
     """
 
     config = Gaussian
@@ -65,6 +65,7 @@ class GaussianFamily(Family):
             standardize=config.standardize,
             log_sigma_init=config.log_sigma_init,
             likelihood=likelihood,
+            fold=config.fold,
         )
 
     def restore(self, vae: fx.GraphModule, saved: Conversion) -> None:

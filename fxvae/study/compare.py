@@ -83,6 +83,7 @@ def compare(
     latent: Latent = "gaussian",
     codebook_size: int = 512,
     levels: tuple[int, ...] = (8, 5, 5, 5),
+    fold: bool = True,
     likelihood: LikelihoodName = "gaussian",
     sigma: float | Literal["optimal"] = "optimal",
     beta: float = 1.0,
@@ -139,10 +140,11 @@ def compare(
     ``ae_train`` are held out (an exact match), and none left is an :class:`~fxvae.InputError`.
 
     Starts: ``"warm"`` is ``convert(ae, x)``; ``"calibrated"`` is ``convert(ae, x, calibration=train,
-    log_sigma_init="auto", likelihood=likelihood)``; ``"scratch"`` is the same VAE with every parameter
-    re-initialised by its module's own ``reset_parameters`` under the run's seed (or ``convert(scratch(), x)``
-    where the architecture has modules without one: pass ``scratch=`` a function returning the untrained
-    model); ``"ae"`` trains the AE itself on its reconstruction loss, as the reference row.
+    log_sigma_init="auto", likelihood=likelihood)`` (with ``fold=False``, its standardising map kept as a frozen
+    module of its own instead of folded into the mu head and the decoder's first layer); ``"scratch"`` is the
+    same VAE with every parameter re-initialised by its module's own ``reset_parameters`` under the run's seed
+    (or ``convert(scratch(), x)`` where the architecture has modules without one: pass ``scratch=`` a function
+    returning the untrained model); ``"ae"`` trains the AE itself on its reconstruction loss, as the reference row.
 
     Every start runs the same loop: ``optimizer`` at ``lr`` with ``schedule`` after ``lr_warmup`` steps of
     linear warm-up (default: a cosine after one epoch of warm-up, the recipe docs/compare.md measured; the
@@ -904,7 +906,9 @@ def _check_same(records: list[dict[str, Any]], config: dict[str, Any], out: Path
     if saved is None:
         raise InputError(f"{str(out)!r} holds no comparison to resume: run without resume=True")
     keep = ("max_minutes",)
-    before = {k: v for k, v in saved["options"].items() if k not in keep}
+    # An option the comparison's fxvae did not have yet ran as its default does.
+    defaults = json_ready(CompareOptions().to_dict())
+    before = {k: v for k, v in {**defaults, **saved["options"]}.items() if k not in keep}
     now = {k: v for k, v in json_ready(config["options"]).items() if k not in keep}
     changed = [k for k in now if before.get(k) != now[k]]
     if changed or saved.get("data") != config["data"]:

@@ -28,7 +28,7 @@ or a mixture of 10 of them (scikit-learn)."""
 Latent = Literal["gaussian", "vq", "fsq"]
 """The built-in latent families; a family registered with :func:`fxvae.latents.registry.register_family` is
 accepted too."""
-LATENT_FIELDS = ("codebook_size", "levels")
+LATENT_FIELDS = ("codebook_size", "levels", "fold")
 """The comparison options that configure the latent, passed to the family's config where it has the field."""
 Optimizer = Literal["adam", "adamw", "sgd"]
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -64,6 +64,14 @@ class CompareOptions:
     )
     codebook_size: int = field(default=512, metadata={"help": "vq: the number of codes."})
     levels: tuple[int, ...] = field(default=(8, 5, 5, 5), metadata={"help": "fsq: levels per dimension."})
+    fold: bool = field(
+        default=True,
+        metadata={
+            "help": "gaussian, the calibrated start: fold the standardising map into the mu head and the decoder's "
+            "first layer where they are plain layers (--fold), or keep it as its own frozen module run before and "
+            "after the reparameterisation (--no-fold), the AE's layers keeping their weights."
+        },
+    )
     likelihood: LikelihoodName = field(
         default="gaussian", metadata={"help": "What the reconstruction is: the loss and the measurement."}
     )
@@ -231,7 +239,7 @@ class CompareOptions:
             object.__setattr__(self, "image_shape", tuple(self.image_shape))
             if not self.image_shape or any(not isinstance(n, int) or n < 1 for n in self.image_shape):
                 raise InputError(f"image_shape={self.image_shape!r} must be positive whole numbers, e.g. (8, 8)")
-        for name in ("compile", "channels_last"):
+        for name in ("compile", "channels_last", "fold"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name}={getattr(self, name)!r} must be True or False")
         kinds = (

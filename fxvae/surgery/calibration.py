@@ -9,9 +9,13 @@ standardised code and the decoder reads the inverse map:
 a --[standardise: mu = W (a - m)]--> mu --[reparameterize]--> z --[destandardise: m + W^-1 z]--> decoder
 ```
 In eval mode z = mu, so the decoder sees a again, up to float rounding. The VAE's capture tier places the
-map (the graph tiers fold it into plain layers where they can, :mod:`fxvae.surgery.folding`); the named
-``calibration`` module holds its constants either way, so they round-trip through save/load and
-re-calibration can undo a fold.
+map: with ``fold=True`` (:attr:`fxvae.Gaussian.fold`, the default) the graph tiers fold it into the mu head and
+the decoder's first layer where those are plain layers (:mod:`fxvae.surgery.folding`), which changes the
+parametrisation an optimiser sees (the mu head's weights divided by each code's spread, the decoder's first
+layer's multiplied by it); with ``fold=False`` the map runs as nodes on both sides of the reparameterisation and
+the AE's layers keep their own weights. The named ``calibration`` module holds its constants either way, as
+buffers (frozen: no optimiser moves them), so they round-trip through save/load and re-calibration can undo a
+fold.
 
 ``log_sigma_init="auto"`` starts each latent dimension at the variance a Gaussian posterior has for the
 linearised decoder under the prior: sigma_j^2 = 1 / (1 + F_j), F_j the decoder's Fisher-weighted
@@ -53,6 +57,7 @@ def calibrate(
     standardize: Standardize = "auto",
     log_sigma_init: float | Literal["auto"] | None = None,
     likelihood: Likelihood = "gaussian",
+    fold: bool | None = None,
 ) -> None:
     """Standardise a converted VAE's latent with ``data``, in place, keeping its eval outputs (to about 1e-6 relative).
 
@@ -60,7 +65,11 @@ def calibrate(
     tensor or a tuple whose first items are the VAE's inputs (a supervised loader's ``(x, label)`` gives
     ``x`` to a one-input VAE). The AE's latent is read in eval mode over all of it and its statistics are
     accumulated in float64 in one pass. ``standardize`` chooses the map (:data:`fxvae.latents.configs.Standardize`).
-    A calibrated VAE can be calibrated again (new data, another mode): the old map is undone first.
+    ``fold`` puts the map into the mu head and the decoder's first layer where they are plain layers (True), or
+    keeps it as a frozen module of its own run before and after the reparameterisation, leaving the AE's layers
+    as they are (False); None takes the VAE's :attr:`fxvae.Gaussian.fold`. The choice is recorded in the recipe.
+    A calibrated VAE can be calibrated again (new data, another mode, the other ``fold``): the old map is undone
+    first.
     ``log_sigma_init`` sets the log-sigma head's bias: a number, ``"auto"`` (each dimension from the
     decoder's sensitivity under ``likelihood``, :func:`fxvae.measure.sensitivity.auto_log_sigma`), or None to leave it.
 
@@ -72,7 +81,7 @@ def calibrate(
     (True, True)
     """
     with CAPTURE_LOCK:
-        _calibrate(vae, data, standardize, log_sigma_init, likelihood)
+        _calibrate(vae, data, standardize, log_sigma_init, likelihood, fold)
 
 
 def _calibrate(
@@ -81,9 +90,13 @@ def _calibrate(
     standardize: Standardize,
     log_sigma_init: float | Literal["auto"] | None,
     likelihood: Likelihood,
+    fold: bool | None,
 ) -> None:
     reparameterize_of(vae, "fxvae.calibrate")
     recipe = conversion(vae)
+    options, latent = recipe.options, typing.cast(Gaussian, recipe.options.latent)  # reparameterize_of checked it
+    # The config checks the values before anything is measured or changed.
+    latent = dataclasses.replace(latent, standardize=standardize, fold=latent.fold if fold is None else fold)
     gm = unwrap(vae)
     count = len(gm.graph.find_nodes(op="placeholder"))
     device = first_tensor(gm).device
@@ -100,14 +113,13 @@ def _calibrate(
     latent_shape, axis = recipe.latent_shape, recipe.bottleneck.feature_dim
     mode = _resolve(standardize, latent_shape)
     affine, samples = fit_affine(latents, latent_shape, mode, axis, codes[0].dtype)
-    info = _install(gm, affine, old, mode, samples)
+    info = _install(gm, affine, old, mode, samples, fold=latent.fold)
     new_keys = tuple(dict.fromkeys((*recipe.new_keys, *(f"{info.module}.{k}" for k in affine.state_dict()))))
-    options, latent = recipe.options, typing.cast(Gaussian, recipe.options.latent)  # reparameterize_of checked it
     if log_sigma_init is not None:
         _set_log_sigma(gm, recipe, log_sigma_init, likelihood, [affine(a) for a in latents], inputs)
         options = dataclasses.replace(options, likelihood=likelihood)
         latent = dataclasses.replace(latent, log_sigma_init=log_sigma_init)
-    options = dataclasses.replace(options, latent=dataclasses.replace(latent, standardize=standardize))
+    options = dataclasses.replace(options, latent=latent)
     record(gm, dataclasses.replace(recipe, calibration=info, new_keys=new_keys, options=options))
 
 
@@ -119,14 +131,15 @@ def _resolve(mode: Standardize, latent_shape: tuple[int, ...]) -> Mode:
 
 
 def _install(
-    gm: fx.GraphModule, affine: LatentAffine, old: LatentAffine | None, mode: Mode, samples: int
+    gm: fx.GraphModule, affine: LatentAffine, old: LatentAffine | None, mode: Mode, samples: int, *, fold: bool
 ) -> CalibrationInfo:
-    """Put ``affine`` in the VAE (undoing an earlier map first): folded where the tier can, else run as it is."""
+    """Put ``affine`` in the VAE (undoing an earlier map first): with ``fold``, folded where the tier can; the
+    rest (all of it without ``fold``) runs as the module's nodes."""
     recipe = conversion(gm)
     tier = tier_of(recipe.tracer)
     if recipe.calibration is not None and old is not None:
         tier.unfold(gm, recipe.calibration, old)
-    folded_mu, folded_decoder = tier.fold(gm, recipe, affine)
+    folded_mu, folded_decoder = tier.fold(gm, recipe, affine) if fold else (None, None)
     tier.place(gm, recipe, affine, CALIBRATION, standardize=folded_mu is None, destandardize=folded_decoder is None)
     return CalibrationInfo(mode, affine.axis, samples, CALIBRATION, folded_mu, folded_decoder)
 

@@ -5,8 +5,9 @@ a --[standardise: mu = W (a - m)]--> mu --[reparameterize]--> z --[destandardise
 ```
 Where the mu head is a plain Linear or convolution whose output is the latent, the map is folded into its
 weights; where the decoder starts with a plain Linear that alone reads z, the inverse map is folded into it;
-elsewhere the map's module runs as a node before or after the reparameterisation. The module holds the
-constants either way, so they round-trip through save/load and re-calibration can undo a fold.
+elsewhere the map's module runs as a node before or after the reparameterisation. With
+``fxvae.Gaussian(fold=False)`` nothing is folded and both nodes run (:func:`fxvae.calibrate`). The module holds
+the constants either way, so they round-trip through save/load and re-calibration can undo a fold.
 """
 
 from __future__ import annotations
