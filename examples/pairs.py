@@ -6,6 +6,7 @@
   latent, the mirror image back (logits);
 - ``signal``: sums of one to three sinusoids of random frequency, phase and amplitude plus noise, 1 x 128,
   and a 1-d conv AE with a 4 x 16 latent (a Gaussian mean);
+- ``wide``: the same digits and the conv AE of a user's report, 32 and 64 channels, trained 30 epochs;
 - ``tokens``: the 28x28 digits and a conv AE whose latent is a 8 x 7 x 7 map (one code per position of it, for
   discrete latents);
 - ``power``: ItalyPowerDemand, 1,096 days of Italian electricity demand, 24 hourly values each (a UCR series that
@@ -131,27 +132,33 @@ class DigitAE(nn.Module):
 class ConvAE(nn.Module):
     """1x28x28 -> two strided convs -> Linear to a 16-wide latent -> the mirror image -> 1x28x28 logits."""
 
-    def __init__(self, latent: int = 16) -> None:
+    def __init__(self, latent: int = 16, channels: tuple[int, int] = (16, 32)) -> None:
         super().__init__()
+        a, b = channels
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, 16, 4, stride=2, padding=1),
+            nn.Conv2d(1, a, 4, stride=2, padding=1),
             nn.ReLU(),
-            nn.Conv2d(16, 32, 4, stride=2, padding=1),
+            nn.Conv2d(a, b, 4, stride=2, padding=1),
             nn.ReLU(),
             nn.Flatten(),
-            nn.Linear(32 * 7 * 7, latent),
+            nn.Linear(b * 7 * 7, latent),
         )
         self.decoder = nn.Sequential(
-            nn.Linear(latent, 32 * 7 * 7),
+            nn.Linear(latent, b * 7 * 7),
             nn.ReLU(),
-            nn.Unflatten(1, (32, 7, 7)),
-            nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1),
+            nn.Unflatten(1, (b, 7, 7)),
+            nn.ConvTranspose2d(b, a, 4, stride=2, padding=1),
             nn.ReLU(),
-            nn.ConvTranspose2d(16, 1, 4, stride=2, padding=1),
+            nn.ConvTranspose2d(a, 1, 4, stride=2, padding=1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
+
+
+def wide_conv_ae() -> ConvAE:
+    """The conv AE of issue reports: Conv 32 s2, Conv 64 s2, Linear to 16, and the mirror image."""
+    return ConvAE(channels=(32, 64))
 
 
 class PowerAE(nn.Module):
@@ -245,6 +252,7 @@ PAIRS = {
     "conv": Pair("conv", ConvAE, digits_28, "bernoulli", 40, "conv AE on 28x28 digits (16-wide latent)"),
     "signal": Pair("signal", SignalAE, signals, "gaussian", 60, "1-d conv AE on synthetic signals (4x16 latent)"),
     "tokens": Pair("tokens", SpatialAE, digits_28, "bernoulli", 30, "conv AE on 28x28 digits (8x7x7 latent)"),
+    "wide": Pair("wide", wide_conv_ae, digits_28, "bernoulli", 30, "wider conv AE (32, 64 channels) on 28x28 digits"),
     "power": Pair("power", PowerAE, power, "gaussian", 150, "MLP on ItalyPowerDemand's days (UCR; 4-wide latent)"),
     "patches": Pair("patches", PatchAE, patches, "gaussian", 30, "conv AE on 16x16 photo patches (16-wide latent)"),
 }
@@ -311,10 +319,21 @@ def arguments(description: str, full: str, pairs: str, epochs: tuple[int, int], 
     return parser
 
 
-def compared(pair: Pair, args: Any, out: Path, *, epochs: int, seeds: int, **options: Any) -> Any:
-    """``fxvae.compare`` of the pair's trained AE on its data into ``out``; with ``--resume``, a comparison that
-    is finished there is read back and one that was stopped continues."""
+def compared(
+    pair: Pair,
+    args: Any,
+    out: Path,
+    *,
+    epochs: int,
+    seeds: int,
+    ae_of: Callable[[nn.Module], nn.Module] | None = None,
+    **options: Any,
+) -> Any:
+    """``fxvae.compare`` of the pair's trained AE (or ``ae_of`` it) on its data into ``out``; with ``--resume``,
+    a comparison that is finished there is read back and one that was stopped continues."""
     ae, data = trained(pair, args.out / "autoencoders", epochs=args.ae_epochs)
+    if ae_of is not None:
+        ae = ae_of(ae)
     if args.resume and (out / "report.md").exists():
         return fxvae.study.read(out)
     return fxvae.compare(

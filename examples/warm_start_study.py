@@ -9,12 +9,14 @@ photo patches from scikit-image), and checks the rule docs/compare.md states for
 - it gets within 1 nat of scratch's final held-out -ELBO in at most 3 epochs (``EPOCHS_RULE``);
 - it ends no more than 0.5 nats above the plain warm start (``WARM_RULE``), and no worse than scratch.
 
-An ablation that changes only the calibrated start (how calibration is placed, its log-sigma start) trains only
-that start: the other starts are the baseline's, the same seeds, batch order and noise. ``results/warm_start.md``
-has the table per pair and ablation; ``results/warm_start.json`` the numbers per seed.
+An ablation trains only the starts it can move (how calibration is placed moves the calibrated start alone): the
+other starts are the baseline's, the same seeds, batch order and noise. Two ablations change the AE instead of
+the recipe: the same function with codes 10x larger (:func:`rescaled`), a scale an AE is free to pick.
+``results/warm_start.md`` has the table per pair and ablation; ``results/warm_start.json`` the numbers per seed.
 
+    python examples/warm_start_study.py --out results/              # the digits MLP, default and module
     pip install --no-deps aeon scikit-image   # the data of the power and patches pairs
-    python examples/warm_start_study.py --out results/ --full       # every pair and ablation, 2 seeds
+    python examples/warm_start_study.py --out results/ --full --epochs 40   # every pair and ablation, 2 seeds
 
 Measured on 2 shared cores at 1 thread: see docs/calibration.md for the times and the numbers.
 """
@@ -22,6 +24,7 @@ Measured on 2 shared cores at 1 thread: see docs/calibration.md for the times an
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -30,6 +33,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pairs import HOLDOUT, PAIRS, Pair, arguments, compared, mean_text, torch_threads
@@ -44,13 +50,16 @@ DEFAULT_PAIRS = "conv,signal,digits,power,patches"
 
 @dataclass(frozen=True)
 class Ablation:
-    """One change to compare's default recipe; ``calibrated_only`` when it changes the calibrated start alone."""
+    """One change to compare's default recipe, or to the AE (``code_scale``)."""
 
     name: str
     options: Callable[[int], dict[str, Any]]
     """The compare options, given the pair's optimiser steps per epoch."""
     describe: str
-    calibrated_only: bool = False
+    starts: tuple[str, ...] = ("scratch", "warm", "calibrated")
+    """The starts the change can move; the others are the baseline's (the same seeds, batches and noise)."""
+    code_scale: float = 1.0
+    """The AE's codes times this, by an AE that computes the same function (see :func:`rescaled`)."""
 
 
 ABLATIONS = (
@@ -59,18 +68,44 @@ ABLATIONS = (
         "module",
         lambda steps: {"fold": False},
         "the calibration map kept as its own frozen module (the AE's layers keep their weights)",
-        calibrated_only=True,
+        starts=("calibrated",),
     ),
     Ablation("no lr warm-up", lambda steps: {"lr_warmup": 0}, "the cosine from the first step, no warm-up"),
     Ablation("3-epoch lr warm-up", lambda steps: {"lr_warmup": 3 * steps}, "three epochs of lr warm-up"),
     Ablation("KL warm-up", lambda steps: {"kl_warmup": steps}, "the KL weight rises from 0 over the first epoch"),
     Ablation("log-sigma lr 0.1", lambda steps: {"log_sigma_lr": 0.1}, "the log-sigma head at a tenth of the lr"),
     Ablation(
-        "module, no lr warm-up",
+        "module + no lr warm-up",
         lambda steps: {"fold": False, "lr_warmup": 0},
         "the map as its own module, and no lr warm-up",
     ),
+    Ablation(
+        "codes x10",
+        lambda steps: {},
+        "the same AE function with codes 10x larger (its bottleneck layer x10, the decoder's first layer / 10)",
+        starts=("warm", "calibrated"),
+        code_scale=10.0,
+    ),
+    Ablation(
+        "codes x10 + module",
+        lambda steps: {"fold": False},
+        "codes 10x larger, and the map as its own module",
+        starts=("calibrated",),
+        code_scale=10.0,
+    ),
 )
+
+
+def rescaled(ae: nn.Module, scale: float) -> nn.Module:
+    """The same function with codes ``scale`` times larger: the encoder's last layer (the bottleneck layer of
+    every pair here) times ``scale``, the decoder's first layer's weight divided by it."""
+    ae = copy.deepcopy(ae)
+    with torch.no_grad():
+        last = ae.encoder[-1]
+        last.weight.mul_(scale)
+        last.bias.mul_(scale)
+        ae.decoder[0].weight.div_(scale)
+    return ae
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -85,15 +120,15 @@ def steps_per_epoch(pair: Pair) -> int:
 
 
 def run(pair: Pair, ablation: Ablation, args: argparse.Namespace, epochs: int, seeds: int) -> Any:
-    starts = ("calibrated",) if ablation.calibrated_only else ("scratch", "warm", "calibrated")
-    out = args.out / "warm_start" / pair.name / ablation.name.replace(", ", "_").replace(" ", "_")
+    out = args.out / "warm_start" / pair.name / ablation.name.replace(" + ", "+").replace(" ", "_")
     return compared(
         pair,
         args,
         out,
         epochs=epochs,
         seeds=seeds,
-        starts=starts,
+        starts=ablation.starts,
+        ae_of=None if ablation.code_scale == 1.0 else lambda ae: rescaled(ae, ablation.code_scale),
         batch_size=BATCH,
         final_k=20,
         density=(),
@@ -111,8 +146,11 @@ def finals(result: Any, start: str) -> list[float]:
 
 def row(pair: Pair, ablation: Ablation, result: Any, baseline: Any) -> dict[str, Any]:
     """The calibrated start's numbers under ``ablation``, against scratch and warm under the same recipe."""
-    reference = baseline if ablation.calibrated_only else result
-    scratch, warm, calibrated = finals(reference, "scratch"), finals(reference, "warm"), finals(result, "calibrated")
+
+    def source(start: str) -> Any:
+        return result if start in ablation.starts else baseline
+
+    scratch, warm, calibrated = (finals(source(s), s) for s in ("scratch", "warm", "calibrated"))
     reached = [
         next((e for e, value in enumerate(curve) if value <= target + NEAR), None)
         for curve, target in zip(curves(result, "calibrated"), scratch, strict=True)
@@ -128,8 +166,8 @@ def row(pair: Pair, ablation: Ablation, result: Any, baseline: Any) -> dict[str,
         "pair": pair.name,
         "ablation": ablation.name,
         "calibrated": curves(result, "calibrated"),
-        "warm": curves(reference, "warm"),
-        "scratch": curves(reference, "scratch"),
+        "warm": curves(source("warm"), "warm"),
+        "scratch": curves(source("scratch"), "scratch"),
         "finals": {"calibrated": calibrated, "warm": warm, "scratch": scratch},
         "reached": reached,
         "over_warm": over_warm,
@@ -181,9 +219,9 @@ def summary(rows: Sequence[dict[str, Any]], pairs: Sequence[Pair], ablations: Se
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    """Run the study (``--full``: every pair and ablation; otherwise the power pair, default and module)."""
+    """Run the study (``--full``: every pair and ablation; otherwise the digits MLP, default and module)."""
     args = parse(argv)
-    names = (args.pairs or DEFAULT_PAIRS) if args.full else "power"
+    names = (args.pairs or DEFAULT_PAIRS) if args.full else "digits"
     pairs = [PAIRS[name] for name in names.split(",")]
     wanted = args.ablations.split(",") if args.ablations else [a.name for a in ABLATIONS]
     if not args.full and not args.ablations:

@@ -95,6 +95,31 @@ def test_the_map_folds_into_a_plain_mu_head_and_first_decoder_layer() -> None:
     assert "_modules['calibration']" not in vae.code
 
 
+def _codes_scaled(model: nn.Module, scale: float) -> nn.Module:
+    """conv_flat_linear computing the same function with codes ``scale`` times larger."""
+    twin = build(BY_NAME["conv_flat_linear"])
+    twin.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        twin.enc[3].weight.mul_(scale)
+        twin.enc[3].bias.mul_(scale)
+        twin.dec[0].weight.div_(scale)
+    return twin
+
+
+@pytest.mark.parametrize(("fold", "same"), [(True, True), (False, False)], ids=["fold", "no_fold"])
+def test_a_folded_calibration_makes_the_vaes_weights_independent_of_the_aes_code_scale(fold: bool, same: bool) -> None:
+    # An AE is free to scale its codes (its bottleneck layer times c, the decoder's first layer over c): folded,
+    # the calibrated VAE an optimiser sees is the same; unfolded, it keeps the AE's scale.
+    entry = BY_NAME["conv_flat_linear"]
+    model, data = build(entry), _data(entry)
+    weights = []
+    for ae in (model, _codes_scaled(model, 10.0)):
+        vae, _ = fxvae.convert(ae, entry.inputs(4), latent=fxvae.Gaussian(fold=fold), calibration=data)
+        weights.append({k: v for k, v in vae.state_dict().items() if not k.startswith("calibration.")})
+    close = [torch.allclose(weights[0][k], weights[1][k], rtol=1e-4, atol=1e-6) for k in weights[0]]
+    assert all(close) == same
+
+
 def test_the_map_is_a_named_node_where_an_activation_follows_the_layer() -> None:
     entry = BY_NAME["mlp_sigmoid"]
     vae, _ = fxvae.convert(build(entry), entry.inputs(4), calibration=_data(entry))

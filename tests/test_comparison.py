@@ -47,6 +47,57 @@ def test_a_scratch_start_that_does_not_train_is_named_as_the_reason() -> None:
     assert "scratch itself is that close from epoch 0" in result.verdict()[1]
 
 
+# --- which start to use, by a rule on the comparison's own numbers ---------------------------------------
+
+
+def _choice(result) -> str:
+    return next(line for line in result.verdict() if line.startswith("For this model"))
+
+
+def test_the_start_that_ends_lowest_is_the_one_to_use() -> None:
+    result = _comparison({"scratch": [[40, 30, 25]], "warm": [[30, 26, 26]], "calibrated": [[27, 25.5, 23]]})
+    assert _choice(result).startswith("For this model, start from calibrated: it ends lowest (23.00 nats)")
+
+
+def test_of_starts_that_end_alike_the_one_that_got_close_first_is_chosen() -> None:
+    # calibrated ends 0.3 nats lower (alike: under 0.5), warm was within 1 nat of scratch's final an epoch sooner.
+    result = _comparison({"scratch": [[40, 30, 25]], "warm": [[30, 25.5, 24.3]], "calibrated": [[30, 27, 24.0]]})
+    assert _choice(result).startswith(
+        "For this model, start from warm: it ends within 0.50 nats of the lowest (calibrated, 24.00) at 24.30 "
+        "and gets within 1 nat of scratch's final after 1.0 epochs"
+    )
+
+
+def test_starts_further_apart_than_the_tolerance_are_ranked_by_their_finals() -> None:
+    result = _comparison({"scratch": [[40, 30, 25]], "warm": [[30, 25.5, 24.6]], "calibrated": [[30, 27, 24.0]]})
+    assert _choice(result).startswith("For this model, start from calibrated: it ends lowest")
+
+
+def test_the_seeds_spread_widens_what_counts_as_ending_alike() -> None:
+    # warm's seeds end 1.0 and 2.0 nats apart: sd 0.71, twice that 1.41 > the 1.0 between the means.
+    curves = {
+        "scratch": [[40, 30, 25], [40, 30, 25]],
+        "warm": [[30, 25.5, 24.5], [30, 25.5, 25.5]],
+        "calibrated": [[30, 28, 24.0], [30, 28, 24.0]],
+    }
+    assert "start from warm: it ends within 1.41 nats of the lowest" in _choice(_comparison(curves))
+
+
+def test_a_faster_start_that_ends_worse_is_named_for_a_short_fine_tune() -> None:
+    result = _comparison({"scratch": [[40, 30, 25]], "warm": [[60, 30, 24.0]], "calibrated": [[25.5, 26, 26]]})
+    lines = result.verdict()
+    assert _choice(result).startswith("For this model, start from warm: it ends lowest (24.00 nats)")
+    assert (
+        "For a short fine-tune, calibrated gets within 1 nat of scratch's final sooner (0.0 epochs) but ends "
+        "2.00 nats above warm." in lines
+    )
+
+
+def test_one_vae_start_gets_no_choice_of_start() -> None:
+    result = _comparison({"scratch": [[40, 30, 25]], "ae": [[20, 20, 20]]})
+    assert not any(line.startswith("For this model") for line in result.verdict())
+
+
 # --- one measurement behind every sentence ---------------------------------------------------------------
 
 

@@ -83,3 +83,35 @@ def test_the_tokenizer_study_compares_a_fitted_quantiser_with_a_random_one_and_s
     rows = json.loads((tmp_path / "tokens.json").read_text())["runs"]
     warm = next(r for r in rows if r["start"] == "warm")
     assert warm["latent"] == "vq" and warm["codes_used"] and warm["epoch0"]
+
+
+@pytest.fixture(scope="module")
+def warm_start() -> ModuleType:
+    pytest.importorskip("sklearn")
+    return load_example("warm_start_study")
+
+
+def test_the_warm_start_study_trains_only_the_starts_each_ablation_moves(
+    warm_start: ModuleType, tmp_path: Path
+) -> None:
+    ablations = "default,module,codes x10"
+    args = ["--out", str(tmp_path), "--full", "--pairs", "digits", "--ablations", ablations, "--seeds", "1", *TINY]
+    summary = warm_start.main(args).read_text()
+    assert all(f"| {name} |" in summary for name in ablations.split(","))
+    runs = {
+        folder.name: {json.loads(line).get("start") for line in (folder / "metrics.jsonl").read_text().splitlines()}
+        for folder in (tmp_path / "warm_start" / "digits").iterdir()
+    }
+    assert runs["default"] >= {"scratch", "warm", "calibrated"}
+    assert runs["module"] - {None} == {"calibrated"}
+    assert runs["codes_x10"] - {None} == {"warm", "calibrated"}
+
+
+def test_the_rescaled_ae_computes_the_same_function_with_larger_codes(warm_start: ModuleType) -> None:
+    pair = warm_start.PAIRS["digits"]
+    torch.manual_seed(0)
+    ae, x = pair.model().eval(), torch.rand(16, 64)
+    twin = warm_start.rescaled(ae, 10.0)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), ae(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(twin.encoder(x), 10.0 * ae.encoder(x))

@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from fxvae.study.formats import epoch_text, mean_sd, sig
 from fxvae.study.records import NEAR_NATS, Records
 
+SAME_FINAL = 0.5
+"""Nats: two starts whose mean finals are closer than this (or than twice the seeds' spread, if larger) end
+alike, and the verdict's choice between them goes to the one that got close first."""
 STILL_IMPROVING = 0.1
 """A run whose held-out -ELBO fell by more than this many nats in its last epoch had not converged (measured
 every few epochs: by more than this many per epoch between its last two measurements)."""
@@ -40,6 +43,7 @@ def verdict(records: Records) -> list[str]:
         lines.append(_before_any_step(records, reference))
         lines += _epochs_to_near(records)
         lines += _final_gaps(records, reference, scratch)
+    lines += _which_start(records)
     lines += _still_improving(records)
     lines += _noise(records)
     # With the AE-against-VAE measurements, their own section states the price, with its standard errors.
@@ -115,6 +119,47 @@ def _final_gaps(records: Records, reference: float, scratch: Sequence[float]) ->
         lines.append(
             f"At the end, {start} is {abs(gap):.2f} nats {side} scratch ({final:.2f} against {reference:.2f}): "
             f"{judged}."
+        )
+    return lines
+
+
+def _which_start(records: Records) -> list[str]:
+    """The start to use for this model, by a rule on this comparison's own numbers: the lowest mean final;
+    among the starts that end alike (within :data:`SAME_FINAL` nats, or twice the seeds' spread), the one that
+    got within :data:`NEAR_NATS` of scratch's final in the fewest epochs. A faster start that ends worse is
+    named as the choice for a short fine-tune."""
+    finals = {s: v for s in records.starts if s != "ae" and (v := records.final_values(s))}
+    if len(finals) < 2:
+        return []
+    reached = records.epochs_to_within()
+    epochs = _epochs(records)
+
+    def speed(start: str) -> float:
+        got = _mean_epochs(reached.get(start, []), epochs)
+        return float("inf") if got is None else got
+
+    means = {s: statistics.mean(v) for s, v in finals.items()}
+    lowest = min(means, key=means.__getitem__)
+    spreads = [statistics.stdev(v) for v in finals.values() if len(v) > 1]
+    tolerance = max(SAME_FINAL, 2 * max(spreads, default=0.0))
+    alike = [s for s in means if means[s] - means[lowest] <= tolerance]
+    pick = min(alike, key=lambda s: (speed(s), means[s]))
+    if pick == lowest:
+        how = f"it ends lowest ({means[pick]:.2f} nats)"
+    else:
+        how = f"it ends within {tolerance:.2f} nats of the lowest ({lowest}, {means[lowest]:.2f}) at {means[pick]:.2f}"
+    if speed(pick) != float("inf"):
+        how += f" and gets within {NEAR_NATS:g} nat of scratch's final after {speed(pick):.1f} epochs"
+    rule = (
+        f"the lowest final {records.measure}; starts ending within {tolerance:.2f} nats of it count as alike, "
+        f"and the one of those that got within {NEAR_NATS:g} nat of scratch's final first is chosen"
+    )
+    lines = [f"For this model, start from {pick}: {how} (the rule: {rule})."]
+    fast = min(means, key=lambda s: (speed(s), means[s]))
+    if speed(fast) < speed(pick):
+        lines.append(
+            f"For a short fine-tune, {fast} gets within {NEAR_NATS:g} nat of scratch's final sooner "
+            f"({speed(fast):.1f} epochs) but ends {means[fast] - means[pick]:.2f} nats above {pick}."
         )
     return lines
 
