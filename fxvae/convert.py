@@ -19,7 +19,7 @@ from fxvae.capture.tier import Captured
 from fxvae.capture.tiers import capture
 from fxvae.capture.tracing import as_args, conversion_scope
 from fxvae.errors import InputError
-from fxvae.io.data import batches, check_batch, to_device
+from fxvae.io.data import Passes
 from fxvae.latents.configs import FSQ, VQ, Gaussian, LatentConfig, Standardize, config_of
 from fxvae.latents.family import LatentSite
 from fxvae.latents.gaussian import KLDivergence
@@ -193,7 +193,7 @@ def _convert(
 ) -> tuple[fx.GraphModule, nn.Module]:
     """Everything the family can refuse is refused before anything is rewritten: the data, the latent."""
     family = family_of(options.latent)
-    data = _calibration_batches(calibration, args) if calibration is not None else None
+    data = _calibration_passes(calibration, args) if calibration is not None else None
     if not replay:
         family.check(options.latent, data)
     captured, site = capture(model, args, options.bottleneck, copy=copy)
@@ -216,13 +216,10 @@ def _convert(
     return gm, term
 
 
-def _calibration_batches(data: Any, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    inputs = [to_device(batch, args[0].device) for batch in batches(data, len(args))]
-    if not inputs or all(len(batch[0]) == 0 for batch in inputs):
-        raise InputError("the calibration data is empty: pass a batch (or a DataLoader) of the AE's data")
-    for batch in inputs:
-        check_batch(batch, tuple(args[0].shape[1:]), "a calibration batch")
-    return inputs
+def _calibration_passes(data: Any, args: tuple[Any, ...]) -> Passes:
+    """The calibration data, checked in a first pass before anything is captured or rewritten, then read again
+    a batch at a time by each pass the family makes over it."""
+    return Passes(data, len(args), tuple(args[0].shape[1:]), args[0].device)
 
 
 def _recipe(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +97,71 @@ def check_batch(args: tuple[Any, ...], input_shape: tuple[int, ...], what: str) 
         )
     if x.is_floating_point() and not torch.isfinite(x).all():
         raise InputError(f"{what} holds NaN or inf values: pass finite data")
+
+
+class Passes:
+    """The user's data as checked batches on ``device``, read again for each pass over it, one batch at a time.
+
+    Construction reads the data once and refuses it before anything else happens: empty data, or a batch whose
+    data input does not have ``input_shape`` per sample or is not finite (:func:`check_batch`). Each iteration
+    then reads the data again from its source (a tensor cut into batches of 256, a Dataset, a DataLoader, a
+    list, any object whose ``__iter__`` starts afresh), so memory holds one batch, not the data. A one-shot
+    iterator (a generator: ``iter(data) is data``) cannot be read twice: its batches are held, the only case
+    where all of the data is.
+
+    >>> passes = fxvae.io.data.Passes(torch.zeros(600, 3), 1, (3,), torch.device("cpu"))
+    >>> passes.samples, [args[0].shape[0] for args in passes], [args[0].shape[0] for args in passes]
+    (600, [256, 256, 88], [256, 256, 88])
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        count: int,
+        input_shape: Sequence[int],
+        device: torch.device,
+        what: str = "a calibration batch",
+    ) -> None:
+        self.count, self.input_shape, self.device = count, tuple(input_shape), torch.device(device)
+        self._data = data
+        self._held: list[tuple[Any, ...]] | None = [] if isinstance(data, Iterator) else None
+        self.samples, self.arity = 0, 0
+        empty_failure: InputError | None = None
+        for args in self._read():
+            if self._held is not None:
+                self._held.append(args)
+            if not self.arity:
+                self.arity = len(args)
+            rows = len(args[0]) if args and hasattr(args[0], "__len__") else 1
+            try:
+                check_batch(args, self.input_shape, what)
+            except InputError as err:
+                # All-empty data is refused as empty, whatever its shape: an empty batch's failure waits for that.
+                if rows > 0:
+                    raise
+                empty_failure = empty_failure or err
+            self.samples += rows
+        if self.samples == 0:
+            raise InputError("the calibration data is empty: pass a batch (or a DataLoader) of the AE's data")
+        if empty_failure is not None:
+            raise empty_failure
+
+    @classmethod
+    def of(cls, data: Any, count: int, input_shape: Sequence[int], device: torch.device) -> Passes:
+        """``data`` itself where it is already passes over such batches (checked once), else new passes."""
+        if isinstance(data, Passes) and (data.count, data.input_shape, data.device) == (
+            count,
+            tuple(input_shape),
+            torch.device(device),
+        ):
+            return data
+        return cls(data, count, input_shape, device)
+
+    def _read(self) -> Iterator[tuple[Any, ...]]:
+        return (to_device(args, self.device) for args in batches(self._data, self.count))
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self._held) if self._held is not None else self._read()
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 import torch.fx as fx
 from torch import nn
 
+from fxvae.io.data import Passes
 from fxvae.latents.configs import HeadChoice, LatentConfig
 
 if TYPE_CHECKING:
@@ -25,8 +26,9 @@ if TYPE_CHECKING:
     from fxvae.recipe import Conversion
     from fxvae.surgery.rewrite import Inserted
 
-Batches = list[tuple[Any, ...]]
-"""Calibration data as ``convert`` reads it: every batch's positional inputs, checked and on the model's device."""
+Batches = Passes
+"""Calibration data as ``convert`` reads it: :class:`fxvae.io.data.Passes`, every batch's positional inputs,
+checked and on the model's device, read again (a batch at a time) on each iteration."""
 Estimator = Literal["posterior", "codes", "point"]
 """How :func:`fxvae.evaluate` measures a model of the family: ``"posterior"``, importance-weighted draws from
 q(z|x) under the prior (nll, -ELBO, KL); ``"codes"``, the deterministic reconstruction of the quantised latent

@@ -45,7 +45,7 @@ class _QuantizerFamily(Family):
                 f"dimension to quantise; pass bottleneck=<a node with features> (candidates: "
                 f"{', '.join(c.node for c in site.report.candidates)}), or convert with latent='gaussian'"
             )
-        if calibration:
+        if calibration is not None:
             self.check_codes(config, calibration, site)
         return site.insert_module(self.quantizer(site, config), QUANTIZE)
 
@@ -125,7 +125,7 @@ class VQFamily(_QuantizerFamily):
         )
 
     def check_codes(self, config: VQ, calibration: Batches, site: LatentSite) -> None:  # type: ignore[override]
-        samples = sum(len(batch[0]) for batch in calibration)
+        samples = calibration.samples
         per_sample = math.prod(_code_shape(site))
         codes = samples * per_sample
         if config.codebook_size > codes:
@@ -179,16 +179,22 @@ def _fit(
     clamping the tails. The comparison is the reconstruction error on the calibration data (the quantised
     latent's own error where the output is not comparable with the data)."""
     encoder, decoder = split(gm)
-    taken = decoder_conditions(gm, decoder, len(inputs[0]))
+    taken = decoder_conditions(gm, decoder, inputs.arity)
     with eval_mode(gm), eval_mode(encoder), eval_mode(decoder), torch.no_grad():
-        latents = [encoder(*batch) for batch in inputs]
+        # The codes are the latent's size and k-means reads them all; the inputs are read again a batch at a time.
+        latents, elements = [], 0
+        for batch in inputs:
+            latents.append(encoder(*batch))
+            elements += batch[0].numel()
         if not all(torch.isfinite(latent).all() for latent in latents):
             raise InputError("the autoencoder's latent is NaN or inf on the calibration data: pass finite data")
 
         def distortion() -> list[tuple[float | None, float | None, float]]:
             """Per batch: the AE's squared error, the quantised model's, and the quantiser's in latent space."""
             rows = []
-            for latent, batch in zip(latents, inputs, strict=True):
+            # Encoded again with its batch: a loader that reshuffles on each pass still pairs the two.
+            for batch in inputs:
+                latent = encoder(*batch)
                 quantized = quantizer(latent)
                 conditions = [batch[i] for i in taken]
                 rows.append(
@@ -205,17 +211,18 @@ def _fit(
             start = {k: v.clone() for k, v in quantizer.state_dict().items()}
             unfitted = distortion()
         quantizer.fit(latents)
+        # Only the fit reads the codes: they go before the data is read again.
+        del latents
         errors = distortion()
         fit: Literal["kmeans", "data", "none"] = "kmeans" if isinstance(quantizer, VectorQuantize) else "data"
         if unfitted is not None and _total(unfitted) < _total(errors):
             quantizer.load_state_dict(start)
             errors, fit = unfitted, "none"
     quantizer.latest = None
-    elements = sum(batch[0].numel() for batch in inputs)
     measured = all(a is not None and q is not None for a, q, _ in errors)
     return dataclasses.replace(
         info,
-        samples=sum(len(batch[0]) for batch in inputs),
+        samples=inputs.samples,
         ae_mse=sum(a for a, _, _ in errors) / elements if measured else None,
         quantized_mse=sum(q for _, q, _ in errors) / elements if measured else None,
         fit=fit,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
@@ -34,11 +35,10 @@ from torch import nn
 
 from fxvae.capture.tiers import tier_of
 from fxvae.capture.tracing import CAPTURE_LOCK
-from fxvae.errors import InputError
-from fxvae.io.data import batches, check_batch, to_device
+from fxvae.io.data import Passes
 from fxvae.latents.configs import Gaussian, Standardize
 from fxvae.latents.gaussian import reparameterize_of
-from fxvae.measure.sensitivity import auto_log_sigma, head_bias
+from fxvae.measure.sensitivity import head_bias, streamed_log_sigma
 from fxvae.modules import eval_mode, first_tensor
 from fxvae.recipe import CalibrationInfo, Likelihood, conversion, record, unwrap
 from fxvae.surgery.split import decoder_conditions, split
@@ -64,7 +64,12 @@ def calibrate(
     ``data`` is a tensor (cut into batches of 256) or an iterable of batches (a DataLoader); a batch is a
     tensor or a tuple whose first items are the VAE's inputs (a supervised loader's ``(x, label)`` gives
     ``x`` to a one-input VAE). The AE's latent is read in eval mode over all of it and its statistics are
-    accumulated in float64 in one pass. ``standardize`` chooses the map (:data:`fxvae.latents.configs.Standardize`).
+    accumulated in float64 in one pass. ``data`` is read in passes, one batch at a time (a first that checks
+    it before the VAE is changed, one for the statistics, and with ``log_sigma_init="auto"`` one that fits the
+    likelihood's scale and one over the first 512 samples), so memory does not grow with the data, wherever
+    it can be read again: a tensor, a Dataset, a DataLoader, a list, any iterable whose ``__iter__`` starts
+    afresh. A one-shot iterator (a generator, ``iter(data) is data``) cannot: its batches are all held.
+    ``standardize`` chooses the map (:data:`fxvae.latents.configs.Standardize`).
     ``fold`` puts the map into the mu head and the decoder's first layer where they are plain layers (True), or
     keeps it as a frozen module of its own run before and after the reparameterisation, leaving the AE's layers
     as they are (False); None takes the VAE's :attr:`fxvae.Gaussian.fold`. The choice is recorded in the recipe.
@@ -99,24 +104,25 @@ def _calibrate(
     latent = dataclasses.replace(latent, standardize=standardize, fold=latent.fold if fold is None else fold)
     gm = unwrap(vae)
     count = len(gm.graph.find_nodes(op="placeholder"))
-    device = first_tensor(gm).device
-    inputs = [to_device(args, device) for args in batches(data, count)]
-    if not inputs or all(len(args[0]) == 0 for args in inputs):
-        raise InputError("the calibration data is empty: pass a batch (or a DataLoader) of the AE's data")
-    for args in inputs:
-        check_batch(args, recipe.input_shape, "a calibration batch")
+    passes = Passes.of(data, count, recipe.input_shape, first_tensor(gm).device)
     encoder, _ = split(gm)
     old = gm.get_submodule(recipe.calibration.module) if recipe.calibration else None
-    with eval_mode(encoder), torch.no_grad():
-        codes = [encoder(*args)[0] for args in inputs]
-    latents = [old(mu, inverse=True) if old is not None else mu for mu in codes]
+
+    def latents() -> Iterator[torch.Tensor]:
+        """The AE's latent (an earlier map undone), one batch at a time."""
+        for args in passes:
+            with torch.no_grad():
+                mu = encoder(*args)[0]
+            yield old(mu, inverse=True) if old is not None else mu
+
     latent_shape, axis = recipe.latent_shape, recipe.bottleneck.feature_dim
     mode = _resolve(standardize, latent_shape)
-    affine, samples = fit_affine(latents, latent_shape, mode, axis, codes[0].dtype)
+    with eval_mode(encoder):
+        affine, samples = fit_affine(latents(), latent_shape, mode, axis, None)
     info = _install(gm, affine, old, mode, samples, fold=latent.fold)
     new_keys = tuple(dict.fromkeys((*recipe.new_keys, *(f"{info.module}.{k}" for k in affine.state_dict()))))
     if log_sigma_init is not None:
-        _set_log_sigma(gm, recipe, log_sigma_init, likelihood, [affine(a) for a in latents], inputs)
+        _set_log_sigma(gm, recipe, log_sigma_init, likelihood, passes)
         options = dataclasses.replace(options, likelihood=likelihood)
         latent = dataclasses.replace(latent, log_sigma_init=log_sigma_init)
     options = dataclasses.replace(options, latent=latent)
@@ -166,19 +172,38 @@ def _set_log_sigma(
     recipe: Any,
     log_sigma_init: float | Literal["auto"],
     likelihood: Likelihood,
-    codes: list[torch.Tensor],
-    inputs: list[tuple[Any, ...]],
+    passes: Passes,
 ) -> None:
     head = gm.get_submodule(recipe.log_sigma_head)
     if log_sigma_init == "auto":
-        _, decoder = split(gm)
-        taken = decoder_conditions(gm, decoder, len(inputs[0]))
-        decoded = [(args[0], *(args[i] for i in taken)) for args in inputs]
-        with eval_mode(decoder):
-            target = auto_log_sigma(decoder, codes, decoded, likelihood)
+        encoder, decoder = split(gm)
+        taken = decoder_conditions(gm, decoder, passes.arity)
+        with eval_mode(encoder), eval_mode(decoder):
+            target = streamed_log_sigma(decoder, _Pairs(encoder, passes, taken), likelihood)
         value = head_bias(target, tuple(head.bias.shape), recipe.bottleneck.feature_dim)
     else:
         value = torch.full_like(head.bias, float(log_sigma_init))
     with torch.no_grad():
         head.bias.copy_(value)
     reparameterize_of(gm).latest = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pairs:
+    """(the calibrated VAE's mu, the decoder's inputs) per batch, encoded again on each pass: the data is read
+    a batch at a time, and a loader that reshuffles on each pass still pairs each code with its own batch.
+
+    That mu is the standardised code up to float rounding (the map may be folded into the mu head): the AE's
+    encoder as it was before the map is gone, and holding every code from the first pass would grow with the
+    data."""
+
+    encoder: nn.Module
+    passes: Passes
+    taken: list[int]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, tuple[Any, ...]]]:
+        for args in self.passes:
+            # Outside the generator's yield: the sensitivity that reads the pair takes gradients.
+            with torch.no_grad():
+                mu = self.encoder(*args)[0]
+            yield mu, (args[0], *(args[i] for i in self.taken))

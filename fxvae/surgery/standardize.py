@@ -76,15 +76,26 @@ def empty_affine(mode: Mode, latent_shape: tuple[int, ...], axis: int, like: tor
 
 
 def fit_affine(
-    latents: Iterable[torch.Tensor], latent_shape: tuple[int, ...], mode: Mode, axis: int, dtype: torch.dtype
+    latents: Iterable[torch.Tensor],
+    latent_shape: tuple[int, ...],
+    mode: Mode,
+    axis: int,
+    dtype: torch.dtype | None,
 ) -> tuple[LatentAffine, int]:
     """The map that standardises ``latents`` (batches of AE codes), and the number of samples it saw.
 
     One streaming pass accumulates float64 sums of the features and of their products (their squares
     for a diagonal map): per latent element (``element``), or per channel with positions as samples.
+    ``latents`` may be a generator: one batch is held at a time. The map's constants are ``dtype``, or the
+    latents' own where it is None.
+
+    >>> affine, count = fit_affine(iter([torch.tensor([[0.0], [2.0]])]), (1,), "element", -1, None)
+    >>> affine.mean.tolist(), affine.scale.tolist(), count
+    ([1.0], [1.0], 2)
     """
     count, n, total, products = 0, 0, 0.0, 0.0
     for latent in latents:
+        dtype = dtype or latent.dtype
         values = _features(latent.detach().double(), mode, axis)
         if not torch.isfinite(values).all():
             raise InputError("the autoencoder's latent is NaN or inf on the calibration data: pass finite data")
