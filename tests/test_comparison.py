@@ -73,6 +73,16 @@ def test_starts_further_apart_than_the_tolerance_are_ranked_by_their_finals() ->
     assert _choice(result).startswith("For this model, start from calibrated: it ends lowest")
 
 
+def test_a_noisy_third_start_does_not_widen_what_counts_as_alike_for_the_other_two() -> None:
+    # scratch's seeds end 20 nats apart; warm and calibrated, steady, are 0.8 apart: not alike.
+    curves = {
+        "scratch": [[40, 30, 25], [40, 30, 45]],
+        "warm": [[30, 25.5, 24.8], [30, 25.5, 24.8]],
+        "calibrated": [[30, 28, 24.0], [30, 28, 24.0]],
+    }
+    assert _choice(_comparison(curves)).startswith("For this model, start from calibrated: it ends lowest")
+
+
 def test_the_seeds_spread_widens_what_counts_as_ending_alike() -> None:
     # warm's seeds end 1.0 and 2.0 nats apart: sd 0.71, twice that 1.41 > the 1.0 between the means.
     curves = {
@@ -88,7 +98,7 @@ def test_a_faster_start_that_ends_worse_is_named_for_a_short_fine_tune() -> None
     lines = result.verdict()
     assert _choice(result).startswith("For this model, start from warm: it ends lowest (24.00 nats)")
     assert (
-        "For a short fine-tune, calibrated gets within 1 nat of scratch's final sooner (0.0 epochs) but ends "
+        "For a short fine-tune, calibrated is within 1 nat of scratch's final before any step, sooner, but ends "
         "2.00 nats above warm." in lines
     )
 

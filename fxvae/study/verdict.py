@@ -5,6 +5,7 @@ and what to trust. Each sentence comes from one small function; :func:`verdict` 
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 
@@ -125,9 +126,9 @@ def _final_gaps(records: Records, reference: float, scratch: Sequence[float]) ->
 
 def _which_start(records: Records) -> list[str]:
     """The start to use for this model, by a rule on this comparison's own numbers: the lowest mean final;
-    among the starts that end alike (within :data:`SAME_FINAL` nats, or twice the seeds' spread), the one that
-    got within :data:`NEAR_NATS` of scratch's final in the fewest epochs. A faster start that ends worse is
-    named as the choice for a short fine-tune."""
+    among the starts that end alike (within :data:`SAME_FINAL` nats of it, or twice the larger seed spread of
+    the two), the one that got within :data:`NEAR_NATS` of scratch's final in the fewest epochs. A faster start
+    that ends worse is named as the choice for a short fine-tune."""
     finals = {s: v for s in records.starts if s != "ae" and (v := records.final_values(s))}
     if len(finals) < 2:
         return []
@@ -136,30 +137,42 @@ def _which_start(records: Records) -> list[str]:
 
     def speed(start: str) -> float:
         got = _mean_epochs(reached.get(start, []), epochs)
-        return float("inf") if got is None else got
+        return math.inf if got is None else got
+
+    def close(start: str) -> str:
+        if speed(start) == 0:
+            return f"is within {NEAR_NATS:g} nat of scratch's final before any step"
+        return f"gets within {NEAR_NATS:g} nat of scratch's final after {speed(start):.1f} epochs"
 
     means = {s: statistics.mean(v) for s, v in finals.items()}
     lowest = min(means, key=means.__getitem__)
-    spreads = [statistics.stdev(v) for v in finals.values() if len(v) > 1]
-    tolerance = max(SAME_FINAL, 2 * max(spreads, default=0.0))
-    alike = [s for s in means if means[s] - means[lowest] <= tolerance]
+
+    def tolerance(start: str) -> float:
+        spreads = [statistics.stdev(finals[s]) for s in (start, lowest) if len(finals[s]) > 1]
+        return max(SAME_FINAL, 2 * max(spreads, default=0.0))
+
+    alike = [s for s in means if means[s] - means[lowest] <= tolerance(s)]
     pick = min(alike, key=lambda s: (speed(s), means[s]))
     if pick == lowest:
         how = f"it ends lowest ({means[pick]:.2f} nats)"
     else:
-        how = f"it ends within {tolerance:.2f} nats of the lowest ({lowest}, {means[lowest]:.2f}) at {means[pick]:.2f}"
-    if speed(pick) != float("inf"):
-        how += f" and gets within {NEAR_NATS:g} nat of scratch's final after {speed(pick):.1f} epochs"
+        how = (
+            f"it ends within {tolerance(pick):.2f} nats of the lowest ({lowest}, {means[lowest]:.2f}) at "
+            f"{means[pick]:.2f}"
+        )
+    if speed(pick) != math.inf:
+        how += f" and {close(pick)}"
     rule = (
-        f"the lowest final {records.measure}; starts ending within {tolerance:.2f} nats of it count as alike, "
-        f"and the one of those that got within {NEAR_NATS:g} nat of scratch's final first is chosen"
+        f"the lowest final {records.measure}; a start within {SAME_FINAL:g} nats of it, or within twice the larger "
+        f"seed spread of the two, ends alike, and of those the one that got within {NEAR_NATS:g} nat of scratch's "
+        "final first is chosen"
     )
     lines = [f"For this model, start from {pick}: {how} (the rule: {rule})."]
     fast = min(means, key=lambda s: (speed(s), means[s]))
     if speed(fast) < speed(pick):
         lines.append(
-            f"For a short fine-tune, {fast} gets within {NEAR_NATS:g} nat of scratch's final sooner "
-            f"({speed(fast):.1f} epochs) but ends {means[fast] - means[pick]:.2f} nats above {pick}."
+            f"For a short fine-tune, {fast} {close(fast)}, sooner, but ends {means[fast] - means[pick]:.2f} nats "
+            f"above {pick}."
         )
     return lines
 
