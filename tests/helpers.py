@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import socket
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 
 import torch
 import torch.distributed as dist
@@ -59,3 +63,17 @@ def gloo_group(rank: int, port: int, world: int) -> Iterator[None]:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` by path: examples are scripts, not a package."""
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses resolve string annotations through sys.modules, so the module must be registered first.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
