@@ -109,7 +109,7 @@ def rescaled(ae: nn.Module, scale: float) -> nn.Module:
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = arguments(__doc__.splitlines()[0], "every pair and ablation", DEFAULT_PAIRS, (20, 20), (1, 2))
+    parser = arguments(__doc__.splitlines()[0], "every pair and ablation", DEFAULT_PAIRS, (20, 40), (1, 2))
     parser.add_argument("--ablations", default=None, help="comma-separated ablation names (default: all)")
     return parser.parse_args(argv)
 
@@ -227,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if not args.full and not args.ablations:
         wanted = ["default", "module"]
     ablations = [a for a in ABLATIONS if a.name in wanted]
-    epochs, seeds = args.epochs or 20, args.seeds or (2 if args.full else 1)
+    epochs, seeds = args.epochs or (40 if args.full else 20), args.seeds or (2 if args.full else 1)
     rows = []
     with torch_threads(args.threads):
         began = time.perf_counter()
