@@ -80,6 +80,18 @@ ABLATIONS = (
         "the map as its own module, and no lr warm-up",
     ),
     Ablation(
+        "log-sigma 0",
+        lambda steps: {"log_sigma_init": 0.0},
+        "the calibrated start's log sigma at 0 (the prior's scale) instead of auto",
+        starts=("calibrated",),
+    ),
+    Ablation(
+        "log-sigma -3",
+        lambda steps: {"log_sigma_init": -3.0},
+        "the calibrated start's log sigma at -3 (sigma 0.05) instead of auto",
+        starts=("calibrated",),
+    ),
+    Ablation(
         "codes x10",
         lambda steps: {},
         "the same AE function with codes 10x larger (its bottleneck layer x10, the decoder's first layer / 10)",

@@ -355,6 +355,30 @@ def test_the_calibrated_start_folds_its_map_as_the_fold_option_says(fold: bool) 
     assert (recipe.calibration.folded_mu, recipe.calibration.folded_decoder) == folded
 
 
+@pytest.mark.filterwarnings("ignore:the reconstruction is further from the data")
+@pytest.mark.parametrize("start", ["auto", -3.0], ids=["auto", "fixed"])
+def test_the_log_sigma_option_starts_the_calibrated_start_alone(start: float | str) -> None:
+    entry = BY_NAME["conv_flat_linear"]
+    ae, data = build(entry), entry.inputs(200)[0]
+    options = fxvae.study.CompareOptions(log_sigma_init=start)
+    biases = {}
+    for name in ("calibrated", "warm", "scratch"):
+        begun = begin(name, ae, (data[:8],), fxvae.study.Samples(data), options, 0, None)
+        recipe = fxvae.conversion(begun.model)
+        biases[name] = begun.model.get_submodule(recipe.log_sigma_head).bias.detach()
+    assert torch.equal(biases["warm"], torch.zeros_like(biases["warm"]))
+    assert torch.equal(biases["scratch"], torch.zeros_like(biases["scratch"]))
+    if start == "auto":  # from the decoder's sensitivity: below the prior's scale where the decoder reads z
+        assert bool((biases["calibrated"] < 0).all()) and biases["calibrated"].unique().numel() > 1
+    else:
+        assert torch.equal(biases["calibrated"], torch.full_like(biases["calibrated"], start))
+
+
+def test_a_log_sigma_option_that_is_not_a_number_or_auto_is_refused() -> None:
+    with pytest.raises(InputError, match=r"log_sigma_init='wide' must be a finite number or 'auto'"):
+        fxvae.study.CompareOptions(log_sigma_init="wide")
+
+
 def test_options_saved_before_the_fold_field_read_back_with_its_default() -> None:
     saved = compare_module.json_ready(fxvae.study.CompareOptions(epochs=3).to_dict())
     del saved["fold"]

@@ -75,5 +75,6 @@ class GaussianFamily(Family):
 
     def start(self, name: str, config: Gaussian) -> tuple[Gaussian, bool]:  # type: ignore[override]
         if name == "calibrated":
-            return dataclasses.replace(config, log_sigma_init="auto"), True
-        return config, False
+            return config, True
+        # The plain conversions begin at the prior's scale: "auto" reads the data only the calibrated start has.
+        return dataclasses.replace(config, log_sigma_init=Gaussian().log_sigma_init), False

@@ -84,6 +84,7 @@ def compare(
     codebook_size: int = 512,
     levels: tuple[int, ...] = (8, 5, 5, 5),
     fold: bool = True,
+    log_sigma_init: float | Literal["auto"] = "auto",
     likelihood: LikelihoodName = "gaussian",
     sigma: float | Literal["optimal"] = "optimal",
     beta: float = 1.0,
@@ -141,7 +142,8 @@ def compare(
 
     Starts: ``"warm"`` is ``convert(ae, x)``; ``"calibrated"`` is ``convert(ae, x, calibration=train,
     log_sigma_init="auto", likelihood=likelihood)`` (with ``fold=False``, its standardising map kept as a frozen
-    module of its own instead of folded into the mu head and the decoder's first layer); ``"scratch"`` is the
+    module of its own instead of folded into the mu head and the decoder's first layer; ``log_sigma_init`` a number
+    starts its log sigma there instead); ``"scratch"`` is the
     same VAE with every parameter re-initialised by its module's own ``reset_parameters`` under the run's seed
     (or ``convert(scratch(), x)`` where the architecture has modules without one: pass ``scratch=`` a function
     returning the untrained model); ``"ae"`` trains the AE itself on its reconstruction loss, as the reference row.

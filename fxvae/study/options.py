@@ -28,7 +28,7 @@ or a mixture of 10 of them (scikit-learn)."""
 Latent = Literal["gaussian", "vq", "fsq"]
 """The built-in latent families; a family registered with :func:`fxvae.latents.registry.register_family` is
 accepted too."""
-LATENT_FIELDS = ("codebook_size", "levels", "fold")
+LATENT_FIELDS = ("codebook_size", "levels", "fold", "log_sigma_init")
 """The comparison options that configure the latent, passed to the family's config where it has the field."""
 Optimizer = Literal["adam", "adamw", "sgd"]
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -70,6 +70,14 @@ class CompareOptions:
             "help": "gaussian, the calibrated start: fold the standardising map into the mu head and the decoder's "
             "first layer where they are plain layers (--fold), or keep it as its own frozen module run before and "
             "after the reparameterisation (--no-fold), the AE's layers keeping their weights."
+        },
+    )
+    log_sigma_init: float | Literal["auto"] = field(
+        default="auto",
+        metadata={
+            "help": "gaussian, the calibrated start: its log-sigma head's starting bias, auto (each dimension from "
+            "the decoder's sensitivity) or a number (that log sigma everywhere). The warm and scratch starts begin "
+            "at 0, the prior's scale."
         },
     )
     likelihood: LikelihoodName = field(
@@ -239,6 +247,11 @@ class CompareOptions:
             object.__setattr__(self, "image_shape", tuple(self.image_shape))
             if not self.image_shape or any(not isinstance(n, int) or n < 1 for n in self.image_shape):
                 raise InputError(f"image_shape={self.image_shape!r} must be positive whole numbers, e.g. (8, 8)")
+        start = self.log_sigma_init
+        if start != "auto" and (
+            isinstance(start, bool) or not isinstance(start, (int, float)) or not math.isfinite(start)
+        ):
+            raise InputError(f"log_sigma_init={start!r} must be a finite number or 'auto'")
         for name in ("compile", "channels_last", "fold"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name}={getattr(self, name)!r} must be True or False")
