@@ -19,9 +19,15 @@ from fxvae.surgery.rewrite import Inserted
 class GaussianFamily(Family):
     """z = mu + exp(log sigma) * eps: the AE's bottleneck layer as the mu head, a zero log-sigma head beside it.
 
+    The calibrated start reads the data and keeps the comparison's log-sigma start (``"auto"`` by default); the
+    plain starts begin at the prior's scale.
+
     >>> from fxvae.latents.registry import family_of
-    >>> family_of(fxvae.Gaussian()).start("calibrated", fxvae.Gaussian())
+    >>> config = fxvae.study.CompareOptions().latent_config()
+    >>> family_of(config).start("calibrated", config)
     (Gaussian(log_sigma_init='auto', standardize='auto', head_kind='auto', fold=True), True)
+    >>> family_of(config).start("warm", config)
+    (Gaussian(log_sigma_init=0.0, standardize='auto', head_kind='auto', fold=True), False)
     """
 
     config = Gaussian
