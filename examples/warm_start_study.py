@@ -127,8 +127,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def steps_per_epoch(pair: Pair) -> int:
-    train = len(pair.data()) - round(HOLDOUT * len(pair.data()))
-    return math.ceil(train / BATCH)
+    count = len(pair.data())
+    return math.ceil((count - round(HOLDOUT * count)) / BATCH)
 
 
 def run(pair: Pair, ablation: Ablation, args: argparse.Namespace, epochs: int, seeds: int) -> Any:
